@@ -1,0 +1,590 @@
+//! Configuration: YAML parsed with serde, validated, secrets kept masked.
+//!
+//! Every struct rejects unknown keys, so a typo is an error naming the key and
+//! line rather than a silently ignored setting. Durations are humantime strings
+//! (`500ms`, `1s`, `5m`). [`Config::from_yaml`] parses and validates;
+//! [`Config::load`] adds the file name. The MySQL password never lives in
+//! [`Config`]: it is resolved on demand into a [`Secret`], whose `Debug` and
+//! `Display` print `MASKED`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mysql: MysqlConfig,
+    #[serde(default)]
+    pub poll: PollConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Where the watched server is and how long any wait on it may take.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Name of an environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file holding the password (one trailing newline is ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Deadline for getting a usable connection (TCP connect, greeting, auth).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline for each status query.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        MysqlConfig {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "remora".into(),
+            password_env: None,
+            password_file: None,
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// One poll per interval, however often the agent is asked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// No successful poll for this long: the verdict is down whatever it was.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9258)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9259)),
+        }
+    }
+}
+
+/// How lag maps to a verdict, and how cautiously a better verdict is believed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Lag below this serves at full weight.
+    #[serde(with = "humantime_serde")]
+    pub full_weight_below: Duration,
+    /// Weight falls linearly from 100% at `full_weight_below` to `min_weight` here.
+    #[serde(with = "humantime_serde")]
+    pub min_weight_at: Duration,
+    pub min_weight: Percent,
+    /// Lag at or above this: drain (no new connections).
+    #[serde(with = "humantime_serde")]
+    pub drain_at: Duration,
+    /// Lag at or above this: down.
+    #[serde(with = "humantime_serde")]
+    pub down_at: Duration,
+    /// Consecutive polls that must all qualify before a better verdict applies.
+    pub recover_after: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            full_weight_below: Duration::from_secs(2),
+            min_weight_at: Duration::from_secs(30),
+            min_weight: Percent(10),
+            drain_at: Duration::from_secs(60),
+            down_at: Duration::from_secs(300),
+            recover_after: 3,
+        }
+    }
+}
+
+/// A whole percentage, written `10%` (a bare `10` is accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Percent(pub u32);
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Percent;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole percentage like \"10%\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Percent, E> {
+                u32::try_from(n)
+                    .map(Percent)
+                    .map_err(|_| E::custom(format!("percentage {n} is out of range")))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Percent, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("percentage {n} is negative")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Percent, E> {
+                let digits = text.trim();
+                let digits = digits.strip_suffix('%').unwrap_or(digits).trim();
+                digits.parse().map(Percent).map_err(|_| {
+                    E::custom(format!(
+                        "invalid percentage {text:?}, expected a whole number like \"10%\""
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A password. Never printed: `Debug` and `Display` show `MASKED`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The cleartext, for handing to the MySQL driver and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// A configuration that cannot be used. The message names the offending key
+/// (and, for YAML errors, the line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, message: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}: {message}"))
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError(format!("cannot read {}: {err}", path.display())))?;
+        Config::from_yaml(&text).map_err(|err| ConfigError(format!("{}: {err}", path.display())))
+    }
+
+    /// Parses and validates a configuration from YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        // An empty document means "all defaults", not a syntax error.
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let config: Config = serde_yaml::from_str(text).map_err(|err| {
+            // serde_yaml leaves the position out of some messages (an unknown
+            // top-level key, for one); add it whenever it is known.
+            let message = err.to_string();
+            match err.location() {
+                Some(at) if !message.contains(" at line ") => ConfigError(format!(
+                    "{message} at line {} column {}",
+                    at.line(),
+                    at.column()
+                )),
+                _ => ConfigError(message),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: ordering of thresholds, non-zero
+    /// intervals, one password source at most.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mysql = &self.mysql;
+        if mysql.host.trim().is_empty() {
+            return Err(invalid("mysql.host", "must not be empty"));
+        }
+        if mysql.port == 0 {
+            return Err(invalid("mysql.port", "must be between 1 and 65535"));
+        }
+        if mysql.user.is_empty() {
+            return Err(invalid("mysql.user", "must not be empty"));
+        }
+        if mysql.password_env.is_some() && mysql.password_file.is_some() {
+            return Err(invalid(
+                "mysql.password_env",
+                "set either mysql.password_env or mysql.password_file, not both",
+            ));
+        }
+        if mysql.password_env.as_deref() == Some("") {
+            return Err(invalid(
+                "mysql.password_env",
+                "must name an environment variable",
+            ));
+        }
+        for (key, value) in [
+            ("mysql.connect_timeout", mysql.connect_timeout),
+            ("mysql.query_timeout", mysql.query_timeout),
+            ("poll.interval", self.poll.interval),
+            ("poll.stale_after", self.poll.stale_after),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.poll.stale_after < self.poll.interval {
+            return Err(invalid(
+                "poll.stale_after",
+                format!(
+                    "must be at least poll.interval ({}), got {}",
+                    show(self.poll.interval),
+                    show(self.poll.stale_after)
+                ),
+            ));
+        }
+        self.policy.validate("policy")
+    }
+}
+
+impl Policy {
+    /// Validates thresholds; `section` prefixes key names in errors.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let ordered = [
+            ("full_weight_below", self.full_weight_below),
+            ("min_weight_at", self.min_weight_at),
+            ("drain_at", self.drain_at),
+            ("down_at", self.down_at),
+        ];
+        for pair in ordered.windows(2) {
+            let ((lower_key, lower), (key, value)) = (pair[0], pair[1]);
+            if value < lower {
+                return Err(invalid(
+                    &format!("{section}.{key}"),
+                    format!(
+                        "must be at least {section}.{lower_key} ({}), got {}",
+                        show(lower),
+                        show(value)
+                    ),
+                ));
+            }
+        }
+        if self.down_at.is_zero() {
+            return Err(invalid(
+                &format!("{section}.down_at"),
+                "must be greater than 0",
+            ));
+        }
+        if !(1..=100).contains(&self.min_weight.0) {
+            return Err(invalid(
+                &format!("{section}.min_weight"),
+                format!("must be between 1% and 100%, got {}", self.min_weight),
+            ));
+        }
+        if self.recover_after == 0 {
+            return Err(invalid(
+                &format!("{section}.recover_after"),
+                "must be at least 1 (1 means a better verdict applies at once)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MysqlConfig {
+    /// Resolves the password from its configured source, if any.
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(value) if value.is_empty() => Err(invalid(
+                    "mysql.password_env",
+                    format!("environment variable {var} is empty"),
+                )),
+                Ok(value) => Ok(Some(Secret(value))),
+                Err(std::env::VarError::NotPresent) => Err(invalid(
+                    "mysql.password_env",
+                    format!("environment variable {var} is not set"),
+                )),
+                Err(std::env::VarError::NotUnicode(_)) => Err(invalid(
+                    "mysql.password_env",
+                    format!("environment variable {var} is not valid UTF-8"),
+                )),
+            };
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                invalid(
+                    "mysql.password_file",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            let value = text
+                .strip_suffix('\n')
+                .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+                .unwrap_or(&text);
+            if value.is_empty() {
+                return Err(invalid(
+                    "mysql.password_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            return Ok(Some(Secret(value.to_owned())));
+        }
+        Ok(None)
+    }
+}
+
+/// A duration as an operator writes it (`1s`, `500ms`).
+pub(crate) fn show(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = "\
+mysql:
+  host: 127.0.0.1
+  port: 3307
+  user: remora
+  password_env: REMORA_MYSQL_PASSWORD   # or: password_file: /run/secrets/remora
+  connect_timeout: 1s
+  query_timeout: 1s
+poll:
+  interval: 1s        # one poll per interval, whatever the check rate
+  stale_after: 5s     # no successful poll for this long -> down
+agent:
+  listen: 127.0.0.1:9258
+http:
+  listen: 127.0.0.1:9259
+policy:
+  full_weight_below: 2s   # lag below this -> 100%
+  min_weight_at: 30s      # weight falls linearly to min_weight here
+  min_weight: 10%
+  drain_at: 60s           # lag >= this -> drain
+  down_at: 300s           # lag >= this -> down
+  recover_after: 3        # consecutive better polls before weight rises or down ends
+";
+
+    #[test]
+    fn the_documented_file_is_accepted_as_written() {
+        let config = Config::from_yaml(ISSUE_EXAMPLE).expect("valid");
+        assert_eq!(config.mysql.port, 3307);
+        assert_eq!(
+            config.mysql.password_env.as_deref(),
+            Some("REMORA_MYSQL_PASSWORD")
+        );
+        assert_eq!(config.policy.min_weight, Percent(10));
+        assert_eq!(config.policy.down_at, Duration::from_secs(300));
+        assert_eq!(config.poll.stale_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn shipped_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+            let path = entry.expect("readable entry").path();
+            if path.extension().is_some_and(|ext| ext == "yaml")
+                && path
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("remora"))
+            {
+                Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no examples/remora*.yaml found");
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(Config::from_yaml("\n").expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn min_weight_accepts_bare_number() {
+        let config = Config::from_yaml("policy: {min_weight: 25}").expect("valid");
+        assert_eq!(config.policy.min_weight, Percent(25));
+    }
+
+    /// Each invalid file and a fragment its error must contain: the key, and
+    /// the line for YAML errors.
+    #[test]
+    fn invalid_files_name_their_key() {
+        let cases: &[(&str, &[&str])] = &[
+            ("mysql:\n  prot: 3307\n", &["mysql", "prot", "line 2"]),
+            ("mysql:\n  port: many\n", &["mysql.port", "line 2"]),
+            ("mysql:\n  port: 0\n", &["mysql.port"]),
+            ("mysql:\n  host: ''\n", &["mysql.host"]),
+            ("mysql:\n  user: ''\n", &["mysql.user"]),
+            (
+                "mysql:\n  connect_timeout: 5 parsecs\n",
+                &["mysql.connect_timeout", "line 2"],
+            ),
+            ("mysql:\n  query_timeout: 0s\n", &["mysql.query_timeout"]),
+            ("poll:\n  interval: 0s\n", &["poll.interval"]),
+            (
+                "poll:\n  interval: 2s\n  stale_after: 1s\n",
+                &["poll.stale_after"],
+            ),
+            ("agent:\n  listen: nowhere\n", &["agent.listen", "line 2"]),
+            ("http:\n  listen: 1.2.3.4\n", &["http.listen", "line 2"]),
+            ("policy:\n  min_weight: 0%\n", &["policy.min_weight"]),
+            ("policy:\n  min_weight: 101%\n", &["policy.min_weight"]),
+            (
+                "policy:\n  min_weight: lots\n",
+                &["policy.min_weight", "line 2"],
+            ),
+            (
+                "policy:\n  full_weight_below: 40s\n",
+                &["policy.min_weight_at", "policy.full_weight_below"],
+            ),
+            ("policy:\n  drain_at: 10s\n", &["policy.drain_at"]),
+            ("policy:\n  down_at: 30s\n", &["policy.down_at"]),
+            ("policy:\n  recover_after: 0\n", &["policy.recover_after"]),
+            ("policy:\n  recover_after: -1\n", &["policy.recover_after"]),
+            (
+                "mysql:\n  password_env: X\n  password_file: /y\n",
+                &["mysql.password_env", "mysql.password_file"],
+            ),
+            ("mysql:\n  password_env: ''\n", &["mysql.password_env"]),
+            ("surprise: 1\n", &["surprise", "line 1"]),
+            ("mysql: [1, 2\n", &["line"]),
+            ("mysql:\n  port: 1\n  port: 2\n", &["port", "duplicate"]),
+        ];
+        for (yaml, fragments) in cases {
+            let err = Config::from_yaml(yaml)
+                .expect_err(&format!("should be rejected: {yaml}"))
+                .to_string();
+            for fragment in *fragments {
+                assert!(
+                    err.contains(fragment),
+                    "error for {yaml:?} should mention {fragment:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn password_from_env_and_file() {
+        // Each test uses its own variable name: tests run in parallel threads.
+        let var = "REMORA_TEST_PASSWORD_FROM_ENV";
+        let config = MysqlConfig {
+            password_env: Some(var.into()),
+            ..MysqlConfig::default()
+        };
+        let err = config.password().expect_err("unset variable");
+        assert!(err.to_string().contains("mysql.password_env"), "{err}");
+        assert!(err.to_string().contains(var), "{err}");
+        // SAFETY: no other thread reads or writes this variable.
+        unsafe { std::env::set_var(var, "hunter2") };
+        let secret = config.password().expect("set").expect("some");
+        assert_eq!(secret.expose(), "hunter2");
+
+        let dir = std::env::temp_dir().join(format!("remora-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\r\n").expect("write");
+        let config = MysqlConfig {
+            password_file: Some(file.clone()),
+            ..MysqlConfig::default()
+        };
+        assert_eq!(
+            config.password().expect("ok").expect("some").expose(),
+            "s3cret"
+        );
+        std::fs::remove_file(&file).expect("remove");
+        let err = config.password().expect_err("missing file");
+        assert!(err.to_string().contains("mysql.password_file"), "{err}");
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "MASKED MASKED");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::from_yaml(ISSUE_EXAMPLE).expect("valid");
+        let yaml = serde_yaml::to_string(&config).expect("serializable");
+        assert_eq!(Config::from_yaml(&yaml).expect("reparses"), config);
+    }
+}

@@ -1,0 +1,125 @@
+//! `remora`: parse the command line, load the configuration, bind, run, and
+//! turn the outcome into an exit status. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use log::{error, info};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use remora::config::{Config, Secret};
+
+/// Tells HAProxy, through its agent-check, how much traffic a MySQL or
+/// MariaDB server should get, from its replication health and lag.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (YAML).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration, print it with defaults filled in (never
+    /// the password), and exit.
+    #[arg(long, conflicts_with = "once")]
+    check_config: bool,
+    /// Poll once, print the agent line and the /status JSON, and exit: 0 when
+    /// up, 1 otherwise.
+    #[arg(long)]
+    once: bool,
+}
+
+/// Exit status for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("remora: invalid configuration: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let password = match config.mysql.password() {
+        Ok(password) => password,
+        Err(err) => {
+            eprintln!("remora: invalid configuration: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        return match serde_yaml::to_string(&config) {
+            Ok(yaml) => {
+                println!("# effective configuration of {}", cli.config.display());
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("remora: cannot print the configuration: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("remora: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.once {
+        return runtime.block_on(once(config, password));
+    }
+    match runtime.block_on(serve(config, password)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn once(config: Config, password: Option<Secret>) -> ExitCode {
+    let snapshot = remora::poll_once(&config, password).await;
+    let now = tokio::time::Instant::now();
+    print!("{}", snapshot.agent_line(now));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&remora::http::status_json(&snapshot, now))
+            .expect("a JSON value always serializes")
+    );
+    match snapshot.state(now) {
+        remora::policy::State::Up(_) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn serve(config: Config, password: Option<Secret>) -> anyhow::Result<()> {
+    let listeners = remora::Listeners {
+        agent: TcpListener::bind(config.agent.listen)
+            .await
+            .with_context(|| format!("cannot listen on agent.listen {}", config.agent.listen))?,
+        http: TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?,
+    };
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => info!("SIGINT: shutting down"),
+        }
+    };
+    remora::run(config, password, listeners, shutdown).await?;
+    info!("stopped");
+    Ok(())
+}

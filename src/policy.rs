@@ -1,0 +1,478 @@
+//! Pure decisions: health + policy + recent history → verdict. No I/O, no clock.
+//!
+//! [`target`] is what one poll's health deserves on its own: the lag curve,
+//! drain, down. [`Damper`] turns the sequence of targets into the published
+//! verdict: a worse target applies at once; a better one only once the last
+//! `recover_after` targets all qualify for it. Equivalently, the published
+//! verdict is the worst of the last `recover_after` targets, so a replica
+//! catching up climbs back smoothly, one qualifying window at a time.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Policy;
+use crate::health::Health;
+
+/// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Down,
+    Drain,
+    /// Serving, at this percentage of the configured weight (1–100).
+    Up(u8),
+}
+
+impl State {
+    /// Percentage of the configured weight that new connections get.
+    pub fn weight(self) -> u8 {
+        match self {
+            State::Up(weight) => weight,
+            State::Drain | State::Down => 0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up(_) => "up",
+            State::Drain => "drain",
+            State::Down => "down",
+        }
+    }
+}
+
+/// A state and, when there is anything to say, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub state: State,
+    /// Short and free of row data; empty for a healthy server at full weight.
+    pub reason: String,
+}
+
+/// Longest agent line, newline included. HAProxy keeps 128 characters of a
+/// description; a whole line that fits is never cut mid-word by HAProxy.
+pub const MAX_LINE: usize = 128;
+
+impl Verdict {
+    pub fn new(state: State, reason: impl Into<String>) -> Verdict {
+        Verdict {
+            state,
+            reason: reason.into(),
+        }
+    }
+
+    /// The agent reply: the full state every time, because HAProxy resets
+    /// nothing implicitly (`up` does not clear a drain, `ready` does not
+    /// restore a 0% weight). ASCII, one line, at most [`MAX_LINE`] bytes.
+    pub fn agent_line(&self) -> String {
+        let mut line = match self.state {
+            State::Up(weight) => format!("up ready {weight}%"),
+            State::Drain => "up drain".to_owned(),
+            State::Down => "down".to_owned(),
+        };
+        if !self.reason.is_empty() {
+            line.push_str(" #");
+            line.extend(self.reason.chars().map(|c| match c {
+                ' ' | '!'..='~' => c,
+                c if c.is_whitespace() => ' ',
+                _ => '?',
+            }));
+        }
+        line.truncate(MAX_LINE - 1);
+        line.push('\n');
+        line
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.agent_line().trim_end())
+    }
+}
+
+/// The state a lag deserves under `policy`: full weight, a linear fall to
+/// `min_weight`, then drain, then down.
+pub fn state_for_lag(lag: Duration, policy: &Policy) -> State {
+    if lag >= policy.down_at {
+        return State::Down;
+    }
+    if lag >= policy.drain_at {
+        return State::Drain;
+    }
+    if lag < policy.full_weight_below {
+        return State::Up(100);
+    }
+    let min = policy.min_weight.0.clamp(1, 100) as f64;
+    if lag >= policy.min_weight_at {
+        return State::Up(min as u8);
+    }
+    // full_weight_below <= lag < min_weight_at, so the span is not zero.
+    let span = (policy.min_weight_at - policy.full_weight_below).as_secs_f64();
+    let into = (lag - policy.full_weight_below).as_secs_f64();
+    let weight = 100.0 - (100.0 - min) * into / span;
+    State::Up(weight.round().clamp(min, 100.0) as u8)
+}
+
+/// What one poll's health deserves, before flap damping.
+pub fn target(health: &Health, policy: &Policy) -> Verdict {
+    match health {
+        Health::Unreachable { reason } | Health::Broken { reason, .. } => {
+            Verdict::new(State::Down, reason.clone())
+        }
+        Health::Primary { .. } => Verdict::new(State::Up(100), ""),
+        Health::Replica { lag, .. } => {
+            let state = state_for_lag(lag.value, policy);
+            // A healthy replica gets a bare `up ready 100%`; anything else,
+            // an estimate included, says which lag drove it.
+            if state == State::Up(100) && !lag.is_estimated() {
+                Verdict::new(state, "")
+            } else {
+                Verdict::new(state, lag.to_string())
+            }
+        }
+    }
+}
+
+/// A published verdict and, when it is held below the latest target, how far
+/// recovery has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub recovering: Option<Recovery>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Consecutive recent polls that qualify for something better.
+    pub polls: u32,
+    /// Polls needed (`recover_after`).
+    pub needed: u32,
+    /// The state the latest poll alone would justify.
+    pub towards: State,
+}
+
+/// Flap damping: remembers the last `recover_after` targets and publishes the
+/// worst of them.
+#[derive(Debug, Default, Clone)]
+pub struct Damper {
+    recent: VecDeque<Verdict>,
+}
+
+impl Damper {
+    pub fn apply(&mut self, target: Verdict, recover_after: u32) -> Decision {
+        let window = recover_after.max(1) as usize;
+        self.recent.push_back(target);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+        let latest = self.recent.back().expect("just pushed");
+        // The worst recent target; among equals the most recent, for a fresh reason.
+        let worst = self
+            .recent
+            .iter()
+            .rev()
+            .min_by_key(|verdict| verdict.state)
+            .expect("not empty");
+        if worst.state == latest.state {
+            return Decision {
+                verdict: latest.clone(),
+                recovering: None,
+            };
+        }
+        let polls = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|verdict| verdict.state > worst.state)
+            .count() as u32;
+        let now = if latest.reason.is_empty() {
+            "healthy"
+        } else {
+            &latest.reason
+        };
+        Decision {
+            verdict: Verdict::new(
+                worst.state,
+                format!("recovering {polls}/{recover_after}: now {now}"),
+            ),
+            recovering: Some(Recovery {
+                polls,
+                needed: recover_after,
+                towards: latest.state,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Percent;
+    use crate::health::Lag;
+
+    fn policy() -> Policy {
+        Policy {
+            full_weight_below: Duration::from_secs(2),
+            min_weight_at: Duration::from_secs(30),
+            min_weight: Percent(10),
+            drain_at: Duration::from_secs(60),
+            down_at: Duration::from_secs(300),
+            recover_after: 3,
+        }
+    }
+
+    fn replica(seconds: f64) -> Health {
+        Health::Replica {
+            lag: Lag {
+                value: Duration::from_secs_f64(seconds),
+                channel: String::new(),
+                estimated: None,
+            },
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn the_curve() {
+        let cases = [
+            (0.0, State::Up(100)),
+            (1.999, State::Up(100)),
+            (2.0, State::Up(100)),
+            (3.0, State::Up(97)),
+            (16.0, State::Up(55)),
+            (29.9, State::Up(10)),
+            (30.0, State::Up(10)),
+            (59.999, State::Up(10)),
+            (60.0, State::Drain),
+            (299.0, State::Drain),
+            (300.0, State::Down),
+            (86400.0, State::Down),
+        ];
+        for (seconds, expected) in cases {
+            assert_eq!(
+                state_for_lag(Duration::from_secs_f64(seconds), &policy()),
+                expected,
+                "lag {seconds}s"
+            );
+        }
+    }
+
+    #[test]
+    fn the_curve_is_monotonic() {
+        let policy = policy();
+        let mut previous = State::Up(100);
+        for tenth in 0..4000 {
+            let state = state_for_lag(Duration::from_millis(tenth * 100), &policy);
+            assert!(state <= previous, "{state:?} after {previous:?} at {tenth}");
+            previous = state;
+        }
+    }
+
+    #[test]
+    fn degenerate_thresholds_step_instead_of_dividing_by_zero() {
+        let policy = Policy {
+            full_weight_below: Duration::from_secs(5),
+            min_weight_at: Duration::from_secs(5),
+            drain_at: Duration::from_secs(5),
+            down_at: Duration::from_secs(5),
+            ..policy()
+        };
+        assert_eq!(
+            state_for_lag(Duration::from_secs(4), &policy),
+            State::Up(100)
+        );
+        assert_eq!(state_for_lag(Duration::from_secs(5), &policy), State::Down);
+        let policy = Policy {
+            min_weight_at: Duration::from_secs(2),
+            ..super::tests::policy()
+        };
+        assert_eq!(
+            state_for_lag(Duration::from_secs(2), &policy),
+            State::Up(10)
+        );
+    }
+
+    #[test]
+    fn min_weight_of_100_means_no_curve() {
+        let policy = Policy {
+            min_weight: Percent(100),
+            ..policy()
+        };
+        assert_eq!(
+            state_for_lag(Duration::from_secs(20), &policy),
+            State::Up(100)
+        );
+    }
+
+    #[test]
+    fn targets_by_health() {
+        let policy = policy();
+        let cases = [
+            (
+                Health::Unreachable {
+                    reason: "mysql unreachable: connection refused".into(),
+                },
+                "down #mysql unreachable: connection refused\n",
+            ),
+            (
+                Health::Broken {
+                    reason: "sql thread error 1062".into(),
+                    read_only: true,
+                },
+                "down #sql thread error 1062\n",
+            ),
+            (Health::Primary { read_only: false }, "up ready 100%\n"),
+            (replica(0.0), "up ready 100%\n"),
+            (replica(16.0), "up ready 55% #lag 16.0s\n"),
+            (replica(75.5), "up drain #lag 75.5s\n"),
+            (replica(301.0), "down #lag 301.0s\n"),
+            (
+                Health::Replica {
+                    lag: Lag {
+                        value: Duration::from_millis(1200),
+                        channel: String::new(),
+                        estimated: Some("sql thread stopped".into()),
+                    },
+                    read_only: true,
+                },
+                "up ready 100% #lag ~1.2s: sql thread stopped\n",
+            ),
+        ];
+        for (health, line) in cases {
+            assert_eq!(target(&health, &policy).agent_line(), line, "{health:?}");
+        }
+    }
+
+    #[test]
+    fn agent_lines_are_short_ascii_single_lines() {
+        let verdict = Verdict::new(
+            State::Down,
+            format!("caf\u{e9}\nnext line {}", "x".repeat(300)),
+        );
+        let line = verdict.agent_line();
+        assert!(line.len() <= MAX_LINE, "{}", line.len());
+        assert!(line.is_ascii());
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.starts_with("down #caf? next line xxx"));
+    }
+
+    fn run(damper: &mut Damper, states: &[State], recover_after: u32) -> Vec<State> {
+        states
+            .iter()
+            .map(|state| {
+                damper
+                    .apply(Verdict::new(*state, ""), recover_after)
+                    .verdict
+                    .state
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hysteresis() {
+        use State::*;
+        // (targets, recover_after, published)
+        let cases: &[(&[State], u32, &[State])] = &[
+            // The first verdict applies at once, whatever it is.
+            (&[Down], 3, &[Down]),
+            (&[Up(100)], 3, &[Up(100)]),
+            // Worse applies at once.
+            (
+                &[Up(100), Up(40), Drain, Down],
+                3,
+                &[Up(100), Up(40), Drain, Down],
+            ),
+            // Better waits for three qualifying polls.
+            (
+                &[Down, Up(100), Up(100), Up(100)],
+                3,
+                &[Down, Down, Down, Up(100)],
+            ),
+            // One bad poll in the streak starts it again: no flapping.
+            (
+                &[Down, Up(100), Up(100), Down, Up(100), Up(100), Up(100)],
+                3,
+                &[Down, Down, Down, Down, Down, Down, Up(100)],
+            ),
+            // Alternating good and bad never comes back up.
+            (
+                &[Up(100), Down, Up(100), Down, Up(100), Down],
+                3,
+                &[Up(100), Down, Down, Down, Down, Down],
+            ),
+            // A rise goes only as high as every poll in the window justifies.
+            (
+                &[Up(10), Up(50), Up(80), Up(100), Up(100), Up(100)],
+                3,
+                &[Up(10), Up(10), Up(10), Up(50), Up(80), Up(100)],
+            ),
+            // Drain to up needs the window too.
+            (
+                &[Drain, Up(30), Up(30), Up(30)],
+                3,
+                &[Drain, Drain, Drain, Up(30)],
+            ),
+            // recover_after 1: every target applies at once.
+            (
+                &[Down, Up(100), Drain, Up(50)],
+                1,
+                &[Down, Up(100), Drain, Up(50)],
+            ),
+        ];
+        for (targets, recover_after, published) in cases {
+            let mut damper = Damper::default();
+            assert_eq!(
+                run(&mut damper, targets, *recover_after),
+                *published,
+                "targets {targets:?}, recover_after {recover_after}"
+            );
+        }
+    }
+
+    #[test]
+    fn held_verdicts_say_they_are_recovering() {
+        let mut damper = Damper::default();
+        damper.apply(Verdict::new(State::Down, "sql thread error 1062"), 3);
+        let held = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        assert_eq!(
+            held.verdict.agent_line(),
+            "down #recovering 1/3: now healthy\n"
+        );
+        assert_eq!(
+            held.recovering,
+            Some(Recovery {
+                polls: 1,
+                needed: 3,
+                towards: State::Up(100)
+            })
+        );
+        let held = damper.apply(Verdict::new(State::Up(90), "lag 3.0s"), 3);
+        assert_eq!(
+            held.verdict.agent_line(),
+            "down #recovering 2/3: now lag 3.0s\n"
+        );
+        // The window now holds down-free targets: up at the worst of them, 90%.
+        let partly = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        assert_eq!(
+            partly.verdict.agent_line(),
+            "up ready 90% #recovering 1/3: now healthy\n"
+        );
+        damper.apply(Verdict::new(State::Up(100), ""), 3);
+        let up = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        assert_eq!(up.verdict.agent_line(), "up ready 100%\n");
+        assert_eq!(up.recovering, None);
+    }
+
+    #[test]
+    fn equal_state_updates_the_reason_at_once() {
+        let mut damper = Damper::default();
+        damper.apply(
+            Verdict::new(State::Down, "mysql unreachable: connection refused"),
+            3,
+        );
+        let next = damper.apply(Verdict::new(State::Down, "sql thread error 1062"), 3);
+        assert_eq!(next.verdict.reason, "sql thread error 1062");
+        assert_eq!(next.recovering, None);
+    }
+}

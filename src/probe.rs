@@ -1,0 +1,525 @@
+//! The only code that talks to MySQL: one poll becomes one [`Observation`].
+//!
+//! A poll takes a connection from a long-lived pool (under `connect_timeout`),
+//! reads `@@version` and `@@read_only`, picks the replica-status statement for
+//! the server's dialect, and reads every channel's row by column name (under
+//! `query_timeout` each). Any failure, including a timeout, is part of the
+//! observation, never an error for the caller: an unreachable database is data.
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use tokio::time::{Instant, timeout};
+
+use crate::config::{MysqlConfig, Secret};
+
+/// What one poll saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// When the poll finished (tokio's clock, so paused test time governs it).
+    pub at: Instant,
+    /// The same moment on the wall clock, for operators.
+    pub wall: SystemTime,
+    pub duration: Duration,
+    pub result: Result<ServerStatus, PollError>,
+}
+
+/// A server that answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerStatus {
+    pub version: String,
+    pub dialect: Dialect,
+    pub read_only: bool,
+    /// One entry per replication channel; empty when the server is not a replica.
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// One row of `SHOW ALL SLAVES STATUS` / `SHOW REPLICA STATUS`, by meaning
+/// rather than by whatever the server calls its columns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelStatus {
+    /// `Connection_name` (MariaDB) or `Channel_Name` (MySQL); `""` is the default channel.
+    pub name: String,
+    pub source_host: Option<String>,
+    pub io_thread: ThreadState,
+    pub sql_thread: ThreadState,
+    /// `Seconds_Behind_Master` / `Seconds_Behind_Source`; `None` is NULL.
+    pub seconds_behind: Option<u64>,
+    /// `SQL_Delay`: the intended delay of a delayed replica.
+    pub sql_delay: Option<u64>,
+    pub io_error: Option<ThreadError>,
+    pub sql_error: Option<ThreadError>,
+}
+
+/// `Slave_IO_Running` / `Replica_SQL_Running` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadState {
+    Yes,
+    No,
+    Connecting,
+    /// Missing column or a value this version of remora does not know.
+    #[default]
+    Unknown,
+}
+
+impl ThreadState {
+    fn parse(text: Option<&str>) -> ThreadState {
+        match text.map(str::trim) {
+            Some(t) if t.eq_ignore_ascii_case("yes") => ThreadState::Yes,
+            Some(t) if t.eq_ignore_ascii_case("no") => ThreadState::No,
+            Some(t) if t.eq_ignore_ascii_case("connecting") => ThreadState::Connecting,
+            _ => ThreadState::Unknown,
+        }
+    }
+
+    /// In an operator's words: `running`, `stopped`, `connecting`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ThreadState::Yes => "running",
+            ThreadState::No => "stopped",
+            ThreadState::Connecting => "connecting",
+            ThreadState::Unknown => "in an unknown state",
+        }
+    }
+
+    /// As the server writes it: `Yes`, `No`, `Connecting`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadState::Yes => "Yes",
+            ThreadState::No => "No",
+            ThreadState::Connecting => "Connecting",
+            ThreadState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ThreadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Last_IO_Errno`/`Last_IO_Error` or `Last_SQL_Errno`/`Last_SQL_Error`.
+/// The message can quote row data: it goes to `/status`, never into an agent line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadError {
+    pub errno: u32,
+    pub message: String,
+}
+
+/// Which statement and column names a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MariaDB: `SHOW ALL SLAVES STATUS`, one row per named connection, old column names.
+    MariaDb,
+    /// MySQL 5.7 – 8.0.21: `SHOW SLAVE STATUS`, `Slave_*` / `*_Master` columns.
+    MySqlLegacy,
+    /// MySQL 8.0.22+ (8.4 has nothing else): `SHOW REPLICA STATUS`, `Replica_*` / `*_Source` columns.
+    MySql,
+}
+
+impl Dialect {
+    /// Detects the dialect from `@@version`.
+    pub fn detect(version: &str) -> Dialect {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            return Dialect::MariaDb;
+        }
+        let mut numbers = version
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|part| part.parse::<u32>().unwrap_or(0));
+        let triple = (
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+        );
+        if triple >= (8, 0, 22) {
+            Dialect::MySql
+        } else {
+            Dialect::MySqlLegacy
+        }
+    }
+
+    pub fn replica_status_statement(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SHOW ALL SLAVES STATUS",
+            Dialect::MySqlLegacy => "SHOW SLAVE STATUS",
+            Dialect::MySql => "SHOW REPLICA STATUS",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "mariadb",
+            Dialect::MySqlLegacy => "mysql-legacy",
+            Dialect::MySql => "mysql",
+        }
+    }
+}
+
+/// Why a poll did not produce a [`ServerStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollError {
+    /// No connection within `connect_timeout` (includes a frozen server that
+    /// accepts TCP but never greets).
+    ConnectTimeout(Duration),
+    /// A status query did not finish within `query_timeout`.
+    QueryTimeout(Duration),
+    /// The network said no: refused, reset, closed.
+    Unreachable(String),
+    /// The server rejected our credentials (1045) or our host (1130).
+    AuthFailed(u16),
+    /// The server answered a statement with an error, e.g. 1227 for a missing privilege.
+    Server {
+        code: u16,
+        message: String,
+        statement: &'static str,
+    },
+    /// Anything else the driver reported.
+    Driver(String),
+}
+
+impl PollError {
+    /// A short, ASCII, row-data-free phrase for the agent line.
+    pub fn phrase(&self) -> String {
+        match self {
+            PollError::ConnectTimeout(limit) => {
+                format!("mysql connect timeout ({})", crate::config::show(*limit))
+            }
+            PollError::QueryTimeout(limit) => {
+                format!("mysql query timeout ({})", crate::config::show(*limit))
+            }
+            PollError::Unreachable(why) => format!("mysql unreachable: {why}"),
+            PollError::AuthFailed(code) => format!("mysql auth failed (error {code})"),
+            PollError::Server {
+                code, statement, ..
+            } => format!("mysql error {code} on {statement}"),
+            PollError::Driver(_) => "mysql driver error".to_owned(),
+        }
+    }
+
+    /// A stable label for metrics and `/status`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::ConnectTimeout(_) => "connect_timeout",
+            PollError::QueryTimeout(_) => "query_timeout",
+            PollError::Unreachable(_) => "unreachable",
+            PollError::AuthFailed(_) => "auth_failed",
+            PollError::Server { .. } => "server_error",
+            PollError::Driver(_) => "driver_error",
+        }
+    }
+
+    fn from_driver(err: mysql_async::Error, statement: Option<&'static str>) -> PollError {
+        use mysql_async::{DriverError, Error, IoError};
+        match err {
+            Error::Server(server) if matches!(server.code, 1045 | 1130 | 1698) => {
+                PollError::AuthFailed(server.code)
+            }
+            Error::Server(server) => PollError::Server {
+                code: server.code,
+                message: server.message,
+                statement: statement.unwrap_or("connect"),
+            },
+            Error::Io(IoError::Io(io)) => PollError::Unreachable(io_phrase(&io)),
+            Error::Driver(DriverError::ConnectionClosed) => {
+                PollError::Unreachable("connection closed".to_owned())
+            }
+            other => PollError::Driver(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for PollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PollError::Server { message, .. } => write!(f, "{}: {message}", self.phrase()),
+            PollError::Driver(message) => write!(f, "{}: {message}", self.phrase()),
+            _ => f.write_str(&self.phrase()),
+        }
+    }
+}
+
+fn io_phrase(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".to_owned(),
+        io::ErrorKind::UnexpectedEof => "connection closed".to_owned(),
+        io::ErrorKind::BrokenPipe => "connection closed".to_owned(),
+        kind => kind.to_string(),
+    }
+}
+
+const VERSION_QUERY: &str = "SELECT @@version, @@read_only";
+
+/// Talks to one server through one pool for the life of the process.
+pub struct Probe {
+    pool: Pool,
+    target: String,
+    connect_timeout: Duration,
+    query_timeout: Duration,
+}
+
+// The pool's own Debug would print connection options, password included.
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("target", &self.target)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// Builds the pool. Lazy: nothing connects until the first poll.
+    pub fn new(config: &MysqlConfig, password: Option<&Secret>) -> Probe {
+        // One poll at a time needs one connection; the second slot lets a new
+        // connection open while a timed-out one is still being cleaned up. min 1
+        // keeps the connection open between polls instead of reconnecting each time.
+        let constraints = PoolConstraints::new(1, 2).expect("1 <= 2: valid pool constraints");
+        let pool_opts = PoolOpts::new()
+            .with_constraints(constraints)
+            // We set no session state worth resetting; a reset costs a round trip per poll.
+            .with_reset_connection(false);
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(config.host.clone())
+            .tcp_port(config.port)
+            .user(Some(config.user.clone()))
+            .pass(password.map(|secret| secret.expose().to_owned()))
+            // Check the server the way its clients reach it, over TCP, rather than
+            // letting the driver switch to a unix socket it discovers.
+            .prefer_socket(false)
+            .tcp_nodelay(true)
+            .pool_opts(pool_opts);
+        Probe {
+            pool: Pool::new(opts),
+            target: format!("{}@{}:{}", config.user, config.host, config.port),
+            connect_timeout: config.connect_timeout,
+            query_timeout: config.query_timeout,
+        }
+    }
+
+    /// `user@host:port`, for logs.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Polls once. Bounded by `connect_timeout` + 2 × `query_timeout`.
+    pub async fn poll(&self) -> Observation {
+        let started = Instant::now();
+        let result = self.read_status().await;
+        Observation {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            duration: started.elapsed(),
+            result,
+        }
+    }
+
+    async fn read_status(&self) -> Result<ServerStatus, PollError> {
+        let mut conn = timeout(self.connect_timeout, self.pool.get_conn())
+            .await
+            .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))?
+            .map_err(|err| PollError::from_driver(err, None))?;
+
+        let rows = self.query(&mut conn, VERSION_QUERY).await?;
+        let first = |index| rows.first()?.as_ref(index).cloned();
+        let version = first(0)
+            .and_then(value_text)
+            .unwrap_or_else(|| "unknown".to_owned());
+        let read_only = first(1).and_then(value_number).unwrap_or(0) != 0;
+
+        let dialect = Dialect::detect(&version);
+        let rows = self
+            .query(&mut conn, dialect.replica_status_statement())
+            .await?;
+        let channels = rows.iter().map(ChannelStatus::from_row).collect();
+        Ok(ServerStatus {
+            version,
+            dialect,
+            read_only,
+            channels,
+        })
+    }
+
+    async fn query(&self, conn: &mut Conn, statement: &'static str) -> Result<Vec<Row>, PollError> {
+        // On timeout the connection is dropped mid-query; the pool discards or
+        // cleans it up in the background and the next poll gets another.
+        timeout(self.query_timeout, conn.query::<Row, _>(statement))
+            .await
+            .map_err(|_| PollError::QueryTimeout(self.query_timeout))?
+            .map_err(|err| PollError::from_driver(err, Some(statement)))
+    }
+
+    /// Closes the pool's connections, waiting at most `limit`.
+    pub async fn disconnect(self, limit: Duration) {
+        if timeout(limit, self.pool.disconnect()).await.is_err() {
+            log::warn!("closing MySQL connections took longer than {limit:?}; abandoned");
+        }
+    }
+}
+
+impl ChannelStatus {
+    /// Reads a status row by column name, accepting either generation of names.
+    pub fn from_row(row: &Row) -> ChannelStatus {
+        ChannelStatus::from_columns(|name| {
+            let index = row
+                .columns_ref()
+                .iter()
+                .position(|column| column.name_str().eq_ignore_ascii_case(name))?;
+            row.as_ref(index).cloned()
+        })
+    }
+
+    /// Builds a channel from a column lookup. A missing, NULL or unparsable
+    /// column becomes `None`/`Unknown`, never a panic.
+    pub fn from_columns(column: impl Fn(&str) -> Option<Value>) -> ChannelStatus {
+        let text = |names: &[&str]| names.iter().find_map(|name| value_text(column(name)?));
+        let number = |names: &[&str]| names.iter().find_map(|name| value_number(column(name)?));
+        let error = |errno: &str, message: &str| {
+            let errno = u32::try_from(number(&[errno])?).ok()?;
+            (errno != 0).then(|| ThreadError {
+                errno,
+                message: text(&[message]).unwrap_or_default(),
+            })
+        };
+        ChannelStatus {
+            name: text(&["Connection_name", "Channel_Name"]).unwrap_or_default(),
+            source_host: text(&["Master_Host", "Source_Host"]),
+            io_thread: ThreadState::parse(
+                text(&["Slave_IO_Running", "Replica_IO_Running"]).as_deref(),
+            ),
+            sql_thread: ThreadState::parse(
+                text(&["Slave_SQL_Running", "Replica_SQL_Running"]).as_deref(),
+            ),
+            seconds_behind: number(&["Seconds_Behind_Master", "Seconds_Behind_Source"]),
+            sql_delay: number(&["SQL_Delay"]),
+            io_error: error("Last_IO_Errno", "Last_IO_Error"),
+            sql_error: error("Last_SQL_Errno", "Last_SQL_Error"),
+        }
+    }
+}
+
+fn value_text(value: Value) -> Option<String> {
+    match value {
+        Value::NULL => None,
+        Value::Bytes(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::UInt(n) => Some(n.to_string()),
+        other => Some(other.as_sql(true)),
+    }
+}
+
+fn value_number(value: Value) -> Option<u64> {
+    match value {
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.trim().parse().ok(),
+        Value::Int(n) => u64::try_from(n).ok(),
+        Value::UInt(n) => Some(n),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn row(pairs: &[(&str, Option<&str>)]) -> ChannelStatus {
+        let columns: HashMap<String, Value> = pairs
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Some(text) => Value::Bytes(text.as_bytes().to_vec()),
+                    None => Value::NULL,
+                };
+                (name.to_string(), value)
+            })
+            .collect();
+        ChannelStatus::from_columns(|name| columns.get(name).cloned())
+    }
+
+    #[test]
+    fn dialect_follows_version() {
+        assert_eq!(
+            Dialect::detect("10.11.19-MariaDB-0+deb12u1"),
+            Dialect::MariaDb
+        );
+        assert_eq!(Dialect::detect("5.5.5-10.6.12-MariaDB"), Dialect::MariaDb);
+        assert_eq!(Dialect::detect("5.7.44-log"), Dialect::MySqlLegacy);
+        assert_eq!(Dialect::detect("8.0.21"), Dialect::MySqlLegacy);
+        assert_eq!(Dialect::detect("8.0.22"), Dialect::MySql);
+        assert_eq!(Dialect::detect("8.4.3"), Dialect::MySql);
+        assert_eq!(Dialect::detect("9.1.0-commercial"), Dialect::MySql);
+    }
+
+    #[test]
+    fn reads_mariadb_names() {
+        let status = row(&[
+            ("Connection_name", Some("")),
+            ("Master_Host", Some("127.0.0.1")),
+            ("Slave_IO_Running", Some("Connecting")),
+            ("Slave_SQL_Running", Some("Yes")),
+            ("Last_IO_Errno", Some("2003")),
+            ("Last_IO_Error", Some("error connecting to master")),
+            ("Last_SQL_Errno", Some("0")),
+            ("Last_SQL_Error", Some("")),
+            ("Seconds_Behind_Master", None),
+            ("SQL_Delay", Some("0")),
+        ]);
+        assert_eq!(status.io_thread, ThreadState::Connecting);
+        assert_eq!(status.sql_thread, ThreadState::Yes);
+        assert_eq!(status.seconds_behind, None);
+        assert_eq!(status.io_error.as_ref().map(|e| e.errno), Some(2003));
+        assert_eq!(status.sql_error, None);
+        assert_eq!(status.sql_delay, Some(0));
+    }
+
+    #[test]
+    fn reads_mysql_8_names() {
+        let status = row(&[
+            ("Source_Host", Some("10.0.0.1")),
+            ("Replica_IO_Running", Some("Yes")),
+            ("Replica_SQL_Running", Some("No")),
+            ("Seconds_Behind_Source", Some("17")),
+            ("Last_SQL_Errno", Some("1062")),
+            (
+                "Last_SQL_Error",
+                Some("Duplicate entry '42' for key 'PRIMARY'"),
+            ),
+            ("Channel_Name", Some("eu")),
+        ]);
+        assert_eq!(status.name, "eu");
+        assert_eq!(status.io_thread, ThreadState::Yes);
+        assert_eq!(status.sql_thread, ThreadState::No);
+        assert_eq!(status.seconds_behind, Some(17));
+        assert_eq!(status.sql_error.map(|e| e.errno), Some(1062));
+    }
+
+    #[test]
+    fn missing_and_odd_columns_never_panic() {
+        let status = row(&[
+            ("Seconds_Behind_Master", Some("soon")),
+            ("Last_SQL_Errno", None),
+        ]);
+        assert_eq!(status, ChannelStatus::default());
+    }
+
+    #[test]
+    fn error_phrases_carry_no_message_text() {
+        let err = PollError::Server {
+            code: 1227,
+            message: "Access denied; you need SLAVE MONITOR".into(),
+            statement: "SHOW ALL SLAVES STATUS",
+        };
+        assert_eq!(err.phrase(), "mysql error 1227 on SHOW ALL SLAVES STATUS");
+        assert!(err.to_string().contains("SLAVE MONITOR"));
+        assert_eq!(
+            PollError::ConnectTimeout(Duration::from_millis(1500)).phrase(),
+            "mysql connect timeout (1s 500ms)"
+        );
+    }
+}
