@@ -128,8 +128,14 @@ fn rfc3339(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// Milliseconds, to the microsecond.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Seconds, to the millisecond.
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e3).round() / 1e3
 }
 
 /// The `/status` document. Field names are remora's, the same whatever the
@@ -182,7 +188,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
         }),
         health => health.lag().map_or(Value::Null, |lag| {
             json!({
-                "seconds": (lag.value.as_secs_f64() * 1e3).round() / 1e3,
+                "seconds": seconds(lag.value),
                 "estimated": lag.is_estimated(),
                 "estimated_because": lag.estimated,
                 "channel": lag.channel,
@@ -231,7 +237,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
         },
         "last_success": snapshot.last_success.map(|success| json!({
             "at": rfc3339(success.wall),
-            "age_seconds": millis(now.saturating_duration_since(success.at)) / 1e3,
+            "age_seconds": seconds(now.saturating_duration_since(success.at)),
             "duration_ms": millis(success.duration),
         })),
         "stale_after_seconds": snapshot.stale_after.as_secs_f64(),

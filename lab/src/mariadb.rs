@@ -1,0 +1,559 @@
+//! Real MariaDB servers (Debian's `mariadb-server`) on loopback, each a
+//! separate `mariadbd` with its own datadir, and a GTID primary/replica pair.
+//!
+//! Facts this relies on (checked on Debian 12, MariaDB 10.11):
+//! - as root, `mariadbd` needs `--user=root`; `--no-defaults` keeps
+//!   `/etc/mysql/my.cnf` out;
+//! - `mariadb-install-db` creates `root@127.0.0.1` with an empty password;
+//! - remora needs exactly `SLAVE MONITOR` (`REPLICATION CLIENT` is not enough
+//!   for `SHOW ALL SLAVES STATUS` on 10.5+, ERROR 1227);
+//! - `CHANGE MASTER TO MASTER_DELAY` needs both replication threads stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::process::{Lifetime, Process};
+
+/// Lab-only credentials. Never use these anywhere real.
+pub const ROOT_PASSWORD: &str = "secret";
+pub const REPL_USER: &str = "repl";
+pub const REPL_PASSWORD: &str = "repl-secret";
+pub const REMORA_USER: &str = "remora";
+/// Distinctive on purpose: tests grep logs and output for it.
+pub const REMORA_PASSWORD: &str = "remora-lab-Pw-5ec2e7";
+
+/// The privilege remora needs on MariaDB 10.5+ (and nothing more).
+pub const REMORA_GRANT: &str = "SLAVE MONITOR";
+
+const READY_LIMIT: Duration = Duration::from_secs(30);
+const SQL_LIMIT: Duration = Duration::from_secs(10);
+
+/// One `mariadbd`.
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    pub server_id: u32,
+    pub dir: PathBuf,
+    lifetime: Lifetime,
+    process: Option<Process>,
+}
+
+impl Server {
+    /// Initializes `dir` if it is new, starts the server on `port`, waits until
+    /// it accepts connections and makes sure the lab users exist.
+    pub async fn start(
+        name: &str,
+        server_id: u32,
+        dir: &Path,
+        port: u16,
+        lifetime: Lifetime,
+    ) -> Result<Server> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let fresh = !dir.join("data").join("mysql").exists();
+        if fresh {
+            install_datadir(dir)?;
+        }
+        let mut server = Server {
+            name: name.to_owned(),
+            port,
+            server_id,
+            dir: dir.to_owned(),
+            lifetime,
+            process: None,
+        };
+        server.spawn()?;
+        server.wait_ready(fresh).await?;
+        if fresh {
+            server.create_users().await?;
+        }
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let dir = &self.dir;
+        let mut command = Command::new("mariadbd");
+        command
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--skip-name-resolve")
+            .arg(format!("--server-id={}", self.server_id))
+            .arg("--log-bin=mariadb-bin")
+            .arg("--relay-log=relay-bin")
+            .arg("--binlog-format=ROW")
+            // Small and fast: a lab server holds a few rows.
+            .arg("--innodb-buffer-pool-size=16M")
+            .arg("--innodb-log-file-size=16M")
+            .arg("--innodb-flush-log-at-trx-commit=2")
+            .arg("--sync-binlog=0")
+            .arg("--performance-schema=OFF")
+            .arg("--max-connections=500");
+        let process = Process::spawn(
+            &self.name,
+            command,
+            &self.dir.join("mariadbd.out"),
+            self.lifetime,
+        )?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, fresh: bool) -> Result<()> {
+        let password = if fresh { "" } else { ROOT_PASSWORD };
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            let attempt = timeout(
+                Duration::from_secs(2),
+                Conn::new(self.opts("root", password)),
+            )
+            .await;
+            if let Ok(Ok(conn)) = attempt {
+                let _ = conn.disconnect().await;
+                return Ok(());
+            }
+            let process = self.process.as_mut().expect("spawned before waiting");
+            if !process.is_running() {
+                bail!(
+                    "{} exited during start-up:\n{}",
+                    self.name,
+                    crate::process::log_tail(&self.dir.join("error.log"), 20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready within {READY_LIMIT:?}:\n{}",
+                    self.name,
+                    crate::process::log_tail(&self.dir.join("error.log"), 20)
+                );
+            }
+            sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn create_users(&self) -> Result<()> {
+        let mut conn = timeout(SQL_LIMIT, Conn::new(self.opts("root", "")))
+            .await
+            .context("connecting as root")??;
+        // Users are local to each server: keep them out of the binlog.
+        let statements = [
+            "SET SESSION sql_log_bin = 0".to_owned(),
+            format!("ALTER USER root@'127.0.0.1' IDENTIFIED BY '{ROOT_PASSWORD}'"),
+            format!("ALTER USER root@'localhost' IDENTIFIED BY '{ROOT_PASSWORD}'"),
+            format!("CREATE USER root@'%' IDENTIFIED BY '{ROOT_PASSWORD}'"),
+            "GRANT ALL PRIVILEGES ON *.* TO root@'%' WITH GRANT OPTION".to_owned(),
+            format!("CREATE USER {REPL_USER}@'%' IDENTIFIED BY '{REPL_PASSWORD}'"),
+            format!("GRANT REPLICATION SLAVE ON *.* TO {REPL_USER}@'%'"),
+            format!("CREATE USER {REMORA_USER}@'%' IDENTIFIED BY '{REMORA_PASSWORD}'"),
+            format!("GRANT {REMORA_GRANT} ON *.* TO {REMORA_USER}@'%'"),
+        ];
+        for statement in statements {
+            conn.query_drop(&statement)
+                .await
+                .with_context(|| format!("{}: {statement}", self.name))?;
+        }
+        conn.disconnect().await?;
+        Ok(())
+    }
+
+    fn opts(&self, user: &str, password: &str) -> OptsBuilder {
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(Some(password))
+            .prefer_socket(false)
+    }
+
+    /// A root connection (fresh each time: servers get killed and restarted).
+    pub async fn conn(&self) -> Result<Conn> {
+        timeout(SQL_LIMIT, Conn::new(self.opts("root", ROOT_PASSWORD)))
+            .await
+            .map_err(|_| anyhow!("{}: connect timed out", self.name))?
+            .with_context(|| format!("{}: connecting as root", self.name))
+    }
+
+    /// Runs statements in order on one connection.
+    pub async fn exec(&self, statements: &[&str]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        for statement in statements {
+            timeout(SQL_LIMIT, conn.query_drop(*statement))
+                .await
+                .map_err(|_| anyhow!("{}: timed out: {statement}", self.name))?
+                .with_context(|| format!("{}: {statement}", self.name))?;
+        }
+        conn.disconnect().await?;
+        Ok(())
+    }
+
+    pub async fn rows(&self, statement: &str) -> Result<Vec<Row>> {
+        let mut conn = self.conn().await?;
+        let rows = timeout(SQL_LIMIT, conn.query(statement))
+            .await
+            .map_err(|_| anyhow!("{}: timed out: {statement}", self.name))?
+            .with_context(|| format!("{}: {statement}", self.name))?;
+        conn.disconnect().await?;
+        Ok(rows)
+    }
+
+    /// The first column of the first row, as text.
+    pub async fn value(&self, statement: &str) -> Result<Option<String>> {
+        let rows = self.rows(statement).await?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.get_opt::<Option<String>, _>(0))
+            .and_then(|value| value.ok())
+            .flatten())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(Process::is_running)
+    }
+
+    /// SIGKILL: the server vanishes mid-flight, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts the server again on the same port and datadir.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()?;
+        self.wait_ready(false).await
+    }
+
+    /// SIGSTOP: the kernel still completes TCP handshakes, the server never answers.
+    pub fn freeze(&self) -> Result<()> {
+        self.process.as_ref().context("not running")?.freeze()
+    }
+
+    pub fn thaw(&self) -> Result<()> {
+        self.process.as_ref().context("not running")?.thaw()
+    }
+
+    /// Stops tracking the server so it outlives this process; returns its pid.
+    pub fn detach(&mut self) -> Option<u32> {
+        self.process.take().map(Process::detach)
+    }
+}
+
+/// Replication state of the default connection, as the lab reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveStatus {
+    pub io_running: String,
+    pub sql_running: String,
+    pub seconds_behind_master: Option<u64>,
+    pub sql_delay: u64,
+    pub last_sql_errno: u32,
+    pub last_io_errno: u32,
+}
+
+/// A GTID primary and its replica.
+#[derive(Debug)]
+pub struct Pair {
+    pub primary: Server,
+    pub replica: Server,
+    /// Holds the temporary directory for a tied pair; removed on drop.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl Pair {
+    /// A pair on free ports in a temporary directory, killed and removed on drop.
+    pub async fn start() -> Result<Pair> {
+        let scratch = tempfile::Builder::new()
+            .prefix("remora-lab-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let mut pair = Pair::start_in(
+            scratch.path(),
+            crate::free_port()?,
+            crate::free_port()?,
+            Lifetime::Tied,
+        )
+        .await?;
+        pair._scratch = Some(scratch);
+        Ok(pair)
+    }
+
+    /// A pair in `dir` on the given ports; reuses existing datadirs.
+    pub async fn start_in(
+        dir: &Path,
+        primary_port: u16,
+        replica_port: u16,
+        lifetime: Lifetime,
+    ) -> Result<Pair> {
+        let primary_dir = dir.join("primary");
+        let replica_dir = dir.join("replica");
+        let replica_is_new = !replica_dir.join("data").join("mysql").exists();
+        let (primary, replica) = tokio::try_join!(
+            Server::start("primary", 1, &primary_dir, primary_port, lifetime),
+            Server::start("replica", 2, &replica_dir, replica_port, lifetime),
+        )?;
+        let pair = Pair {
+            primary,
+            replica,
+            _scratch: None,
+        };
+        if replica_is_new {
+            pair.configure_replication().await?;
+            pair.primary
+                .exec(&[
+                    "CREATE DATABASE IF NOT EXISTS lab",
+                    "CREATE TABLE IF NOT EXISTS lab.ticks (
+                        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+                        at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+                    "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
+                ])
+                .await?;
+            pair.wait_caught_up(Duration::from_secs(20)).await?;
+        }
+        Ok(pair)
+    }
+
+    async fn configure_replication(&self) -> Result<()> {
+        let position = self
+            .primary
+            .value("SELECT @@gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        self.replica
+            .exec(&[
+                &format!("SET GLOBAL gtid_slave_pos = '{position}'"),
+                &format!(
+                    "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
+                     MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
+                     MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
+                    self.primary.port
+                ),
+                "START SLAVE",
+            ])
+            .await?;
+        self.wait_for(
+            Duration::from_secs(20),
+            "both replication threads running",
+            |s| s.io_running == "Yes" && s.sql_running == "Yes",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `SHOW SLAVE STATUS` on the replica, the fields the lab cares about.
+    pub async fn slave_status(&self) -> Result<SlaveStatus> {
+        let rows = self.replica.rows("SHOW SLAVE STATUS").await?;
+        let row = rows
+            .first()
+            .context("the replica has no replication configured")?;
+        let text = |name: &str| -> Option<String> {
+            row.get_opt::<Option<String>, _>(name)
+                .and_then(|value| value.ok())
+                .flatten()
+        };
+        let number = |name: &str| -> Option<u64> { text(name)?.parse().ok() };
+        Ok(SlaveStatus {
+            io_running: text("Slave_IO_Running").unwrap_or_default(),
+            sql_running: text("Slave_SQL_Running").unwrap_or_default(),
+            seconds_behind_master: number("Seconds_Behind_Master"),
+            sql_delay: number("SQL_Delay").unwrap_or(0),
+            last_sql_errno: number("Last_SQL_Errno").unwrap_or(0) as u32,
+            last_io_errno: number("Last_IO_Errno").unwrap_or(0) as u32,
+        })
+    }
+
+    /// Waits until the replica's status satisfies `condition`.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        condition: impl Fn(&SlaveStatus) -> bool,
+    ) -> Result<SlaveStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.slave_status().await?;
+            if condition(&status) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("replica: not {what} within {limit:?}: {status:?}");
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the replica has applied everything the primary has written.
+    pub async fn wait_caught_up(&self, limit: Duration) -> Result<()> {
+        let target = self
+            .primary
+            .value("SELECT @@gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        let deadline = Instant::now() + limit;
+        loop {
+            let applied = self
+                .replica
+                .value("SELECT @@gtid_slave_pos")
+                .await?
+                .unwrap_or_default();
+            if applied == target {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("replica at {applied:?}, primary at {target:?} after {limit:?}");
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `MASTER_DELAY = seconds` (MariaDB needs both threads stopped to change it).
+    pub async fn start_lag(&self, seconds: u64) -> Result<()> {
+        self.replica
+            .exec(&[
+                "STOP SLAVE",
+                &format!("CHANGE MASTER TO MASTER_DELAY = {seconds}"),
+                "START SLAVE",
+            ])
+            .await
+    }
+
+    pub async fn stop_lag(&self) -> Result<()> {
+        self.start_lag(0).await
+    }
+
+    /// One write on the primary; under MASTER_DELAY lag shows only while writes flow.
+    pub async fn tick(&self) -> Result<()> {
+        self.primary
+            .exec(&["INSERT INTO lab.ticks () VALUES ()"])
+            .await
+    }
+
+    /// Writes on the primary every `every` until the returned handle is dropped.
+    pub fn keep_writing(&self, every: Duration) -> Writer {
+        let primary = self.primary.opts("root", ROOT_PASSWORD);
+        let task = tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            loop {
+                if conn.is_none() {
+                    conn = timeout(SQL_LIMIT, Conn::new(primary.clone()))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                if let Some(c) = conn.as_mut() {
+                    let wrote = timeout(
+                        SQL_LIMIT,
+                        c.query_drop("INSERT INTO lab.ticks () VALUES ()"),
+                    )
+                    .await;
+                    if !matches!(wrote, Ok(Ok(()))) {
+                        conn = None;
+                    }
+                }
+                sleep(every).await;
+            }
+        });
+        Writer { task }
+    }
+
+    /// The seed's `make stuff`: create and drop a database, with writes between.
+    pub async fn stuff(&self) -> Result<()> {
+        self.primary
+            .exec(&[
+                "CREATE DATABASE IF NOT EXISTS stuff",
+                "CREATE TABLE stuff.things (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32))",
+                "INSERT INTO stuff.things (name) VALUES ('a'), ('b'), ('c')",
+                "UPDATE stuff.things SET name = CONCAT(name, '!')",
+                "INSERT INTO lab.ticks () VALUES (), (), ()",
+                "DROP DATABASE stuff",
+            ])
+            .await
+    }
+
+    /// Breaks replication with a conflicting row: the replica gets id `id`
+    /// locally, then the primary inserts the same id. The SQL thread stops
+    /// with `Last_SQL_Errno = 1062`.
+    pub async fn break_replication(&self, id: u32) -> Result<()> {
+        self.replica
+            .exec(&[
+                "SET SESSION sql_log_bin = 0",
+                &format!("INSERT INTO lab.conflict (id) VALUES ({id})"),
+            ])
+            .await?;
+        self.primary
+            .exec(&[&format!("INSERT INTO lab.conflict (id) VALUES ({id})")])
+            .await?;
+        self.wait_for(Duration::from_secs(20), "stopped on error 1062", |s| {
+            s.last_sql_errno == 1062
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the replica's conflicting row and restarts the SQL thread, which
+    /// then applies the primary's row.
+    pub async fn fix_replication(&self, id: u32) -> Result<()> {
+        self.replica
+            .exec(&[
+                "SET SESSION sql_log_bin = 0",
+                &format!("DELETE FROM lab.conflict WHERE id = {id}"),
+                "START SLAVE",
+            ])
+            .await?;
+        self.wait_for(Duration::from_secs(20), "running again", |s| {
+            s.io_running == "Yes" && s.sql_running == "Yes" && s.last_sql_errno == 0
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stops tracking both servers so they outlive this process.
+    pub fn detach(&mut self) -> (Option<u32>, Option<u32>) {
+        (self.primary.detach(), self.replica.detach())
+    }
+}
+
+/// A background writer on the primary; stops when dropped.
+#[derive(Debug)]
+pub struct Writer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn install_datadir(dir: &Path) -> Result<()> {
+    let output = Command::new("mariadb-install-db")
+        .arg("--no-defaults")
+        .arg("--user=root")
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db")
+        .output()
+        .context("running mariadb-install-db (is mariadb-server installed? `make deps`)")?;
+    if !output.status.success() {
+        bail!(
+            "mariadb-install-db failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}

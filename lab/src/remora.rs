@@ -1,0 +1,244 @@
+//! A real `remora` process on free ports, and small clients for its agent
+//! and HTTP listeners.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::mariadb::REMORA_PASSWORD;
+use crate::process::{Lifetime, Process};
+
+/// Environment variable the lab's remora configs name in `password_env`.
+pub const PASSWORD_ENV: &str = "REMORA_MYSQL_PASSWORD";
+
+const START_LIMIT: Duration = Duration::from_secs(20);
+const CLIENT_LIMIT: Duration = Duration::from_secs(3);
+
+/// The remora binary next to the running executable (`target/<profile>/remora`),
+/// or `$REMORA_BIN`.
+pub fn binary_beside_me() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("REMORA_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe().context("locating this executable")?;
+    let dir = me.parent().context("executable has no directory")?;
+    for candidate in [dir.join("remora"), dir.join("../remora")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no remora binary beside {}; build it first (cargo build) or set REMORA_BIN",
+        me.display()
+    )
+}
+
+/// One running remora.
+#[derive(Debug)]
+pub struct Remora {
+    pub agent: SocketAddr,
+    pub http: SocketAddr,
+    pub config_path: PathBuf,
+    process: Process,
+    _scratch: tempfile::TempDir,
+}
+
+impl Remora {
+    /// Starts `binary` with `yaml` plus `agent:` and `http:` sections on free
+    /// ports, the lab's remora password in `$REMORA_MYSQL_PASSWORD`, and waits
+    /// until the agent answers.
+    pub async fn start(binary: &Path, yaml: &str) -> Result<Remora> {
+        Remora::start_with_env(binary, yaml, &[(PASSWORD_ENV, REMORA_PASSWORD)]).await
+    }
+
+    pub async fn start_with_env(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
+        let scratch = tempfile::Builder::new()
+            .prefix("remora-run-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let agent = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+        let http = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+        let config_path = scratch.path().join("remora.yaml");
+        let full = format!("{yaml}\nagent:\n  listen: {agent}\nhttp:\n  listen: {http}\n");
+        std::fs::write(&config_path, full).context("writing remora.yaml")?;
+
+        let mut command = Command::new(binary);
+        command.arg("--config").arg(&config_path);
+        command.env(
+            "RUST_LOG",
+            std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = Process::spawn(
+            "remora",
+            command,
+            &scratch.path().join("remora.log"),
+            Lifetime::Tied,
+        )?;
+        let mut remora = Remora {
+            agent,
+            http,
+            config_path,
+            process,
+            _scratch: scratch,
+        };
+        remora.wait_answering().await?;
+        Ok(remora)
+    }
+
+    async fn wait_answering(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Ok(line) = agent_reply(self.agent).await
+                && !line.is_empty()
+            {
+                return Ok(());
+            }
+            if !self.process.is_running() {
+                bail!("remora exited during start-up:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "remora not answering within {START_LIMIT:?}:\n{}",
+                    self.log()
+                );
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything remora has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// SIGTERM and wait up to `grace`; the exit status, if it exited.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.process.terminate(grace)
+    }
+
+    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// The agent's current reply, without the newline.
+    pub async fn reply(&self) -> Result<String> {
+        Ok(agent_reply(self.agent).await?.trim_end().to_owned())
+    }
+
+    /// Polls the agent until its reply satisfies `condition`; returns the
+    /// reply and how long it took.
+    pub async fn wait_reply(
+        &self,
+        limit: Duration,
+        condition: impl Fn(&str) -> bool,
+    ) -> Result<(String, Duration)> {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < limit {
+            last = self.reply().await?;
+            if condition(&last) {
+                return Ok((last, started.elapsed()));
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        Err(anyhow!(
+            "agent reply still {last:?} after {limit:?}; remora log:\n{}",
+            self.log()
+        ))
+    }
+
+    /// Samples the agent every 20 ms until `done` accepts a reply or `limit`
+    /// passes; returns the distinct replies in order (consecutive repeats
+    /// collapsed), the last being the accepted one.
+    pub async fn replies_until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let started = Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        while started.elapsed() < limit {
+            let reply = self.reply().await?;
+            if seen.last() != Some(&reply) {
+                seen.push(reply.clone());
+            }
+            if done(&reply) {
+                return Ok(seen);
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        Err(anyhow!(
+            "no accepted reply within {limit:?}; saw {seen:#?}\nremora log:\n{}",
+            self.log()
+        ))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.http, path).await
+    }
+}
+
+/// Connects, reads the agent's reply to EOF, closes.
+pub async fn agent_reply(addr: SocketAddr) -> Result<String> {
+    agent_request(addr, b"").await
+}
+
+/// Connects, sends `request` (HAProxy's `agent-send`), reads to EOF.
+pub async fn agent_request(addr: SocketAddr, request: &[u8]) -> Result<String> {
+    timeout(CLIENT_LIMIT, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        if !request.is_empty() {
+            stream.write_all(request).await?;
+        }
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        anyhow::Ok(String::from_utf8_lossy(&reply).into_owned())
+    })
+    .await
+    .map_err(|_| anyhow!("agent {addr}: no reply within {CLIENT_LIMIT:?}"))?
+}
+
+/// A one-shot HTTP/1.0 GET; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request(addr, "GET", path).await
+}
+
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    let raw = timeout(CLIENT_LIMIT, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request =
+            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
+    })
+    .await
+    .map_err(|_| anyhow!("http {addr}{path}: no reply within {CLIENT_LIMIT:?}"))??;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("http {addr}{path}: malformed response {raw:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("http {addr}{path}: no status in {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
