@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use log::{info, warn};
+use log::{debug, info, trace, warn};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -133,6 +133,16 @@ impl Poller {
         let health = self.memory.assess(&observation);
         let target = policy::target(&health, &self.policy);
         let decision = self.damper.apply(target, self.policy.recover_after);
+        debug!(
+            "poll took {:?}: {} -> {}",
+            observation.duration,
+            match &observation.result {
+                Ok(status) => format!("{} channel(s)", status.channels.len()),
+                Err(err) => err.to_string(),
+            },
+            decision.verdict
+        );
+        trace!("observation {observation:?}; health {health:?}");
         Snapshot::new(
             observation,
             health,

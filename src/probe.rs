@@ -426,6 +426,7 @@ fn value_number(value: Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{MysqlConfig, Secret};
     use std::collections::HashMap;
 
     fn row(pairs: &[(&str, Option<&str>)]) -> ChannelStatus {
@@ -440,6 +441,16 @@ mod tests {
             })
             .collect();
         ChannelStatus::from_columns(|name| columns.get(name).cloned())
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_password() {
+        let config = MysqlConfig::default();
+        let probe = Probe::new(&config, Some(&Secret::new("hunter2-debug")));
+        let shown = format!("{probe:?}");
+        assert!(shown.contains("remora@127.0.0.1:3306"), "{shown}");
+        assert!(!shown.contains("hunter2-debug"), "{shown}");
+        probe.disconnect(Duration::from_millis(100)).await;
     }
 
     #[test]

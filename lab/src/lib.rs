@@ -8,6 +8,11 @@ pub mod mariadb;
 pub mod process;
 pub mod remora;
 
+/// Signal numbers for [`Process::signal`] and [`Remora::signal`].
+pub mod signal {
+    pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
+}
+
 pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
 pub use remora::{Remora, agent_reply, agent_request, http_get};

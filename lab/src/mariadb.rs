@@ -86,6 +86,7 @@ impl Server {
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg("--skip-name-resolve")
@@ -540,12 +541,16 @@ impl Drop for Writer {
 }
 
 fn install_datadir(dir: &Path) -> Result<()> {
+    // Concurrent installs sharing /tmp collide on temporary table names.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let output = Command::new("mariadb-install-db")
         .arg("--no-defaults")
         .arg("--user=root")
         .arg(format!("--datadir={}", dir.join("data").display()))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
+        .arg(format!("--tmpdir={}", tmp.display()))
         .output()
         .context("running mariadb-install-db (is mariadb-server installed? `make deps`)")?;
     if !output.status.success() {

@@ -120,6 +120,19 @@ impl Process {
         self.signal(libc::SIGCONT)
     }
 
+    /// Waits up to `limit` for the process to exit on its own; its exit status
+    /// if it did.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit_status() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+
     /// SIGTERM, then SIGKILL after `grace`. Returns the exit status when known.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         let _ = self.signal(libc::SIGCONT);

@@ -52,12 +52,21 @@ pub struct Remora {
 impl Remora {
     /// Starts `binary` with `yaml` plus `agent:` and `http:` sections on free
     /// ports, the lab's remora password in `$REMORA_MYSQL_PASSWORD`, and waits
-    /// until the agent answers.
+    /// until the agent answers (which remora does only after its first poll).
     pub async fn start(binary: &Path, yaml: &str) -> Result<Remora> {
-        Remora::start_with_env(binary, yaml, &[(PASSWORD_ENV, REMORA_PASSWORD)]).await
+        Remora::start_with_env(binary, yaml, &[]).await
     }
 
+    /// Like [`Remora::start`] with extra environment (applied last, so it can
+    /// override `RUST_LOG` or the password).
     pub async fn start_with_env(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
+        let mut remora = Remora::spawn(binary, yaml, env)?;
+        remora.wait_answering().await?;
+        Ok(remora)
+    }
+
+    /// Starts remora without waiting for it to answer.
+    pub fn spawn(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
         let scratch = tempfile::Builder::new()
             .prefix("remora-run-")
             .tempdir()
@@ -74,6 +83,7 @@ impl Remora {
             "RUST_LOG",
             std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
         );
+        command.env(PASSWORD_ENV, REMORA_PASSWORD);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -83,18 +93,16 @@ impl Remora {
             &scratch.path().join("remora.log"),
             Lifetime::Tied,
         )?;
-        let mut remora = Remora {
+        Ok(Remora {
             agent,
             http,
             config_path,
             process,
             _scratch: scratch,
-        };
-        remora.wait_answering().await?;
-        Ok(remora)
+        })
     }
 
-    async fn wait_answering(&mut self) -> Result<()> {
+    pub async fn wait_answering(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_LIMIT;
         loop {
             if let Ok(line) = agent_reply(self.agent).await
@@ -131,6 +139,11 @@ impl Remora {
     /// SIGTERM and wait up to `grace`; the exit status, if it exited.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.process.terminate(grace)
+    }
+
+    /// Waits up to `limit` for remora to exit; its status if it did.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(limit).await
     }
 
     pub fn signal(&self, signal: libc::c_int) -> Result<()> {

@@ -1,0 +1,246 @@
+//! The agent and HTTP listeners of a real remora process: protocol manners,
+//! hostile clients, start-up and shutdown. These watch a MySQL address that
+//! refuses or never greets, so they need no database: the verdict is `down`,
+//! and what is under test is how it is served.
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::{mysql_section, remora_bin};
+use remora_lab::{Remora, agent_reply, free_port, signal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const REFUSED: &str = "down #mysql unreachable: connection refused";
+
+/// remora watching a port nothing listens on.
+async fn remora_watching_nothing() -> Result<Remora> {
+    let port = free_port()?;
+    Remora::start(
+        remora_bin(),
+        &format!("{}poll: {{interval: 200ms}}\n", mysql_section(port)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn replies_at_once_without_waiting_for_a_request() -> Result<()> {
+    let remora = remora_watching_nothing().await?;
+    let asked = Instant::now();
+    let reply = agent_reply(remora.agent).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_writes_first_still_reads_the_whole_reply() -> Result<()> {
+    let remora = remora_watching_nothing().await?;
+    // Write, then read only after remora has replied and closed: had remora
+    // closed with our bytes unread, the kernel's reset would have discarded
+    // the reply from our receive queue.
+    let mut stream = TcpStream::connect(remora.agent).await?;
+    stream.write_all(b"x\n").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+
+    // The same with the operator's tool of choice.
+    let agent = remora.agent;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf 'x\\n' | nc -w 3 {} {}",
+                agent.ip(),
+                agent.port()
+            ))
+            .output()
+    })
+    .await?
+    .context("running nc (netcat-openbsd)")?;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{REFUSED}\n")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn garbage_never_crashes_or_stalls_the_listener() -> Result<()> {
+    let mut remora = remora_watching_nothing().await?;
+    let agent = remora.agent;
+
+    // A megabyte of noise, without reading.
+    let mut noisy = TcpStream::connect(agent).await?;
+    let noise: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), noisy.write_all(&noise)).await;
+    // Connect and reset at once (SO_LINGER 0).
+    for _ in 0..50 {
+        let stream = TcpStream::connect(agent).await?;
+        // A zero linger never blocks: close sends a reset at once.
+        #[allow(deprecated)]
+        stream.set_linger(Some(Duration::ZERO))?;
+        drop(stream);
+    }
+    // Half-close before the reply, and a control-character request line.
+    let mut half = TcpStream::connect(agent).await?;
+    half.shutdown().await?;
+    let mut reply = String::new();
+    half.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+    let mut odd = TcpStream::connect(agent).await?;
+    odd.write_all(b"\x00\xff\r\n\x1b[2J main\n").await?;
+    let mut reply = String::new();
+    odd.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+
+    let asked = Instant::now();
+    assert_eq!(agent_reply(agent).await?, format!("{REFUSED}\n"));
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    assert!(remora.is_running(), "remora survived:\n{}", remora.log());
+    Ok(())
+}
+
+#[tokio::test]
+async fn thousands_of_idle_clients_do_not_delay_new_checks() -> Result<()> {
+    let remora = remora_watching_nothing().await?;
+    // Connect and never read, write or close.
+    let mut idle = Vec::new();
+    for _ in 0..3000 {
+        idle.push(TcpStream::connect(remora.agent).await?);
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let asked = Instant::now();
+        assert_eq!(agent_reply(remora.agent).await?, format!("{REFUSED}\n"));
+        slowest = slowest.max(asked.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(200),
+        "slowest check beside 3000 idle clients: {slowest:?}"
+    );
+    drop(idle);
+    Ok(())
+}
+
+#[tokio::test]
+async fn never_answers_before_the_first_poll_has_an_answer() -> Result<()> {
+    // A "server" that completes TCP handshakes but never greets, like a
+    // frozen mysqld: the first poll can only end by its connect timeout.
+    let silent = StdListener::bind("127.0.0.1:0")?;
+    let port = silent.local_addr()?.port();
+    let yaml =
+        format!("mysql:\n  port: {port}\n  connect_timeout: 1500ms\npoll: {{interval: 1s}}\n");
+    let started = Instant::now();
+    let remora = Remora::spawn(remora_bin(), &yaml, &[])?;
+    // Connect as soon as the listener exists; the reply must wait for the poll.
+    let reply = loop {
+        match TcpStream::connect(remora.agent).await {
+            Ok(mut stream) => {
+                let mut reply = String::new();
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply))
+                    .await??;
+                break reply;
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    assert_eq!(reply, "down #mysql connect timeout (1s 500ms)\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_health_status_and_unknown_paths() -> Result<()> {
+    let remora = remora_watching_nothing().await?;
+    let (code, body) = remora.get("/health").await?;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, format!("{REFUSED}\n").as_str())
+    );
+
+    let (code, body) = remora.get("/status").await?;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["verdict"], "down");
+    assert_eq!(status["weight"], 0);
+    assert_eq!(status["reason"], "mysql unreachable: connection refused");
+    assert_eq!(status["role"], "unknown");
+    assert_eq!(status["last_poll"]["ok"], false);
+    assert_eq!(status["last_poll"]["error"]["kind"], "unreachable");
+    assert_eq!(status["last_success"], serde_json::Value::Null);
+
+    assert_eq!(remora.get("/nope").await?.0, 404);
+    assert_eq!(remora.get("/status/extra").await?.0, 404);
+    let (code, _) = remora_lab::remora::http_request(remora.http, "POST", "/status").await?;
+    assert_eq!(code, 405);
+
+    // A client that sends half a request head holds only its own connection.
+    let mut slow = TcpStream::connect(remora.http).await?;
+    slow.write_all(b"GET /sta").await?;
+    let asked = Instant::now();
+    assert_eq!(remora.get("/health").await?.0, 503);
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    // ...and is cut off by the header deadline rather than kept forever.
+    let mut rest = Vec::new();
+    let cut = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(cut.is_ok(), "slow client still connected after 5s");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_within_two_seconds_even_with_clients_lingering() -> Result<()> {
+    let mut remora = remora_watching_nothing().await?;
+    let mut lingering = Vec::new();
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(remora.agent).await?;
+        stream.write_all(b"main\n").await?;
+        lingering.push(stream);
+    }
+    let http_idle = TcpStream::connect(remora.http).await?;
+
+    let asked = Instant::now();
+    remora.signal(signal::SIGTERM)?;
+    let status = remora
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .context("no exit within 3s")?;
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}\n{}", remora.log());
+    assert!(took < Duration::from_secs(2), "exited after {took:?}");
+    assert!(remora.log().contains("SIGTERM"), "{}", remora.log());
+    drop((lingering, http_idle));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigint_is_a_clean_exit_too() -> Result<()> {
+    let mut remora = remora_watching_nothing().await?;
+    remora.signal(signal::SIGINT)?;
+    let status = remora
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .context("no exit within 3s")?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
