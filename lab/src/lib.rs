@@ -4,6 +4,7 @@
 //! otherwise, and every process is stopped by pid: on drop, on panic, and by
 //! the kernel if the test process dies (see [`process`]).
 
+pub mod demo;
 pub mod mariadb;
 pub mod process;
 pub mod remora;

@@ -76,6 +76,18 @@ impl Server {
         Ok(server)
     }
 
+    /// A handle on a server started earlier (by `make up`), for running SQL.
+    pub fn attach(name: &str, server_id: u32, dir: &Path, port: u16) -> Server {
+        Server {
+            name: name.to_owned(),
+            port,
+            server_id,
+            dir: dir.to_owned(),
+            lifetime: Lifetime::Detached,
+            process: None,
+        }
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let dir = &self.dir;
         let mut command = Command::new("mariadbd");
@@ -326,6 +338,15 @@ impl Pair {
             pair.wait_caught_up(Duration::from_secs(20)).await?;
         }
         Ok(pair)
+    }
+
+    /// Handles on a pair started earlier in `dir` (by `make up`).
+    pub fn attach(dir: &Path, primary_port: u16, replica_port: u16) -> Pair {
+        Pair {
+            primary: Server::attach("primary", 1, &dir.join("primary"), primary_port),
+            replica: Server::attach("replica", 2, &dir.join("replica"), replica_port),
+            _scratch: None,
+        }
     }
 
     async fn configure_replication(&self) -> Result<()> {

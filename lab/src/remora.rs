@@ -46,7 +46,7 @@ pub struct Remora {
     pub http: SocketAddr,
     pub config_path: PathBuf,
     process: Process,
-    _scratch: tempfile::TempDir,
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Remora {
@@ -65,7 +65,8 @@ impl Remora {
         Ok(remora)
     }
 
-    /// Starts remora without waiting for it to answer.
+    /// Starts remora without waiting for it to answer: free ports, a
+    /// temporary directory, killed on drop.
     pub fn spawn(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
         let scratch = tempfile::Builder::new()
             .prefix("remora-run-")
@@ -73,32 +74,21 @@ impl Remora {
             .context("creating a temporary directory")?;
         let agent = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-        let config_path = scratch.path().join("remora.yaml");
-        let full = format!("{yaml}\nagent:\n  listen: {agent}\nhttp:\n  listen: {http}\n");
-        std::fs::write(&config_path, full).context("writing remora.yaml")?;
-
-        let mut command = Command::new(binary);
-        command.arg("--config").arg(&config_path);
-        command.env(
-            "RUST_LOG",
-            std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        command.env(PASSWORD_ENV, REMORA_PASSWORD);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let process = Process::spawn(
-            "remora",
-            command,
-            &scratch.path().join("remora.log"),
+        let (process, config_path) = launch(
+            binary,
+            yaml,
+            agent,
+            http,
+            scratch.path(),
             Lifetime::Tied,
+            env,
         )?;
         Ok(Remora {
             agent,
             http,
             config_path,
             process,
-            _scratch: scratch,
+            _scratch: Some(scratch),
         })
     }
 
@@ -206,6 +196,35 @@ impl Remora {
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.http, path).await
     }
+}
+
+/// Starts remora with `yaml` plus `agent:`/`http:` sections for the given
+/// addresses; its config (`remora.yaml`) and log (`remora.log`) go in `dir`.
+pub fn launch(
+    binary: &Path,
+    yaml: &str,
+    agent: SocketAddr,
+    http: SocketAddr,
+    dir: &Path,
+    lifetime: Lifetime,
+    env: &[(&str, &str)],
+) -> Result<(Process, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config_path = dir.join("remora.yaml");
+    let full = format!("{yaml}\nagent:\n  listen: {agent}\nhttp:\n  listen: {http}\n");
+    std::fs::write(&config_path, full).context("writing remora.yaml")?;
+    let mut command = Command::new(binary);
+    command.arg("--config").arg(&config_path);
+    command.env(
+        "RUST_LOG",
+        std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    command.env(PASSWORD_ENV, REMORA_PASSWORD);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let process = Process::spawn("remora", command, &dir.join("remora.log"), lifetime)?;
+    Ok((process, config_path))
 }
 
 /// Connects, reads the agent's reply to EOF, closes.

@@ -1,0 +1,60 @@
+# remora. The two commands a newcomer runs:
+#   make demo   the real thing end to end: MariaDB primary + replica, remora, lag induced and cleared
+#   make test   every test, against real MariaDB servers
+# Both install missing Debian packages (apt-get, as root), build, and clean up after themselves.
+
+CARGO ?= cargo
+LAB := target/debug/remora-lab
+
+# The native lab (`make up`): ports are overridable, e.g. `make up PRIMARY_PORT=13306`.
+export PRIMARY_PORT ?= 3306
+export REPLICA_PORT ?= 3307
+export PRIMARY_AGENT_PORT ?= 9258
+export REPLICA_AGENT_PORT ?= 9358
+export LAG ?= 300
+
+# What the tests, the demo and the lab run: real servers, from Debian's archive.
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps
+
+.PHONY: help deps build demo test lint up down status start-lag stop-lag slave-lag stuff
+
+help:
+	@sed -n 's/^#   //p' Makefile
+	@echo "lab: make up | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "missing Debian packages:$$missing"; echo "install them as root: apt-get install$$missing"; exit 1; \
+	  fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+demo: build
+	$(LAB) demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) test --workspace
+
+up: build
+	$(LAB) up
+
+down:
+	@if [ -x $(LAB) ]; then $(LAB) down; else echo "nothing to stop (lab never built)"; fi
+
+status start-lag stop-lag slave-lag stuff: build
+	$(LAB) $@
