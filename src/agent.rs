@@ -1,5 +1,7 @@
 //! HAProxy's agent-check listener: on accept, write one line from the latest
-//! snapshot and close. Never reads MySQL, never waits for a request.
+//! snapshot and close. Never reads MySQL. Without pools it never waits for a
+//! request; with pools it waits at most `agent.request_timeout` for the line
+//! HAProxy's `agent-send` writes, naming the pool.
 //!
 //! Closing a socket with unread input makes the kernel send a reset, which can
 //! destroy the reply before the client reads it (seen with
@@ -8,19 +10,20 @@
 //! Each connection is its own task: a client that lingers holds nothing but
 //! its own task, and new checks are answered at once however many linger.
 
+use std::collections::HashSet;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, trace, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::poller::Snapshot;
+use crate::poller::{Lookup, Snapshot};
 
 /// Longest time a reply may take to write: it is one short line.
 const WRITE_DEADLINE: Duration = Duration::from_secs(1);
@@ -32,14 +35,36 @@ const LINGER: Duration = Duration::from_secs(1);
 const MAX_LINGERING: usize = 4096;
 /// How long in-flight replies get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Longest request line read; the rest of a longer one is ignored.
+pub const MAX_REQUEST: usize = 256;
+/// Distinct unknown pool names logged; garbage must not grow memory.
+const MAX_LOGGED_UNKNOWN: usize = 100;
+
+/// What every connection task shares.
+struct Shared {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// `Some` when pools are configured: how long to wait for the request line.
+    request_timeout: Option<Duration>,
+    lingering: Semaphore,
+    unknown_logged: Mutex<HashSet<String>>,
+    shutdown: CancellationToken,
+}
 
 /// Answers agent checks on `listener` until `shutdown` is cancelled.
+/// `request_timeout` is `Some` when pools are configured.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    request_timeout: Option<Duration>,
     shutdown: CancellationToken,
 ) {
-    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
+    let shared = Arc::new(Shared {
+        snapshots,
+        request_timeout,
+        lingering: Semaphore::new(MAX_LINGERING),
+        unknown_logged: Mutex::new(HashSet::new()),
+        shutdown: shutdown.clone(),
+    });
     let tasks = TaskTracker::new();
     let mut last_warning: Option<Instant> = None;
     loop {
@@ -53,14 +78,7 @@ pub async fn serve(
                 }
             },
         };
-        // Clone the Arc and release the borrow at once: the writer is never held up.
-        let snapshot = Arc::clone(&snapshots.borrow());
-        tasks.spawn(answer(
-            socket,
-            snapshot,
-            Arc::clone(&lingering),
-            shutdown.clone(),
-        ));
+        tasks.spawn(answer(socket, Arc::clone(&shared)));
     }
     drop(listener);
     tasks.close();
@@ -89,13 +107,20 @@ async fn accept_failed(err: &io::Error, last_warning: &mut Option<Instant>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-async fn answer(
-    mut socket: TcpStream,
-    snapshot: Arc<Snapshot>,
-    lingering: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
-    let line = snapshot.agent_line(Instant::now());
+async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
+    let mut request = [0u8; MAX_REQUEST];
+    let pool = match shared.request_timeout {
+        Some(limit) => read_request(&mut socket, &mut request, limit).await,
+        None => None,
+    };
+    // Clone the Arc and release the borrow at once: the writer is never held up.
+    let snapshot = Arc::clone(&shared.snapshots.borrow());
+    let lookup = snapshot.lookup(pool);
+    if let Lookup::Unknown(_, name) = lookup {
+        log_unknown_once(&shared, name);
+    }
+    let line = snapshot.agent_line(Instant::now(), lookup);
+    trace!("agent: pool {pool:?} -> {}", line.trim_end());
     match timeout(WRITE_DEADLINE, socket.write_all(line.as_bytes())).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
@@ -107,15 +132,16 @@ async fn answer(
             return;
         }
     }
+    drop(line);
+    drop(snapshot);
     // Our FIN follows the line; the peer may now read to EOF.
     if socket.shutdown().await.is_err() {
         return;
     }
-    drop(snapshot);
-    let Ok(_permit) = lingering.try_acquire() else {
+    let Ok(_permit) = shared.lingering.try_acquire() else {
         return;
     };
-    let mut discard = [0u8; 256];
+    let mut discard = request;
     let drain = async {
         while let Ok(n) = socket.read(&mut discard).await {
             if n == 0 {
@@ -125,6 +151,53 @@ async fn answer(
     };
     tokio::select! {
         _ = timeout(LINGER, drain) => {}
-        _ = shutdown.cancelled() => {}
+        _ = shared.shutdown.cancelled() => {}
+    }
+}
+
+/// The pool named by the first line the client sends, if a line arrives
+/// within `limit`: trimmed, at most [`MAX_REQUEST`] bytes, UTF-8. Anything
+/// else (no line in time, too long, binary) means "no pool named".
+async fn read_request<'a>(
+    socket: &mut TcpStream,
+    buffer: &'a mut [u8; MAX_REQUEST],
+    limit: Duration,
+) -> Option<&'a str> {
+    let deadline = Instant::now() + limit;
+    let mut filled = 0;
+    let end = loop {
+        if filled == buffer.len() {
+            return None;
+        }
+        match timeout_at(deadline, socket.read(&mut buffer[filled..])).await {
+            // The client closed its side: what it sent is the line.
+            Ok(Ok(0)) => break filled,
+            Ok(Ok(n)) => {
+                if let Some(at) = buffer[filled..filled + n]
+                    .iter()
+                    .position(|b| matches!(b, b'\n' | b'\r'))
+                {
+                    break filled + at;
+                }
+                filled += n;
+            }
+            Ok(Err(_)) | Err(_) => return None,
+        }
+    };
+    let name = std::str::from_utf8(&buffer[..end]).ok()?.trim();
+    (!name.is_empty()).then_some(name)
+}
+
+fn log_unknown_once(shared: &Shared, name: &str) {
+    let mut logged = shared
+        .unknown_logged
+        .lock()
+        .expect("no panics while holding this lock");
+    if logged.len() < MAX_LOGGED_UNKNOWN && logged.insert(name.to_owned()) {
+        let shown: String = name.chars().take(64).collect();
+        warn!("agent: request for unknown pool {shown:?}; answering with the default policy");
+        if logged.len() == MAX_LOGGED_UNKNOWN {
+            warn!("agent: {MAX_LOGGED_UNKNOWN} unknown pool names logged; not logging more");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! [`Config`]: it is resolved on demand into a [`Secret`], whose `Debug` and
 //! `Display` print `MASKED`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,10 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub policy: Policy,
+    /// Named pools, each `policy` with overrides; HAProxy picks one with
+    /// `agent-send "<name>\n"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolConfig>,
 }
 
 /// Where the watched server is and how long any wait on it may take.
@@ -89,12 +94,18 @@ impl Default for PollConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     pub listen: SocketAddr,
+    /// With pools configured: how long to wait for the request line naming
+    /// the pool (`agent-send`). No line by then: the default policy answers.
+    /// Without pools the agent never waits.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9258)),
+            request_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -113,10 +124,35 @@ impl Default for HttpConfig {
     }
 }
 
+/// What kind of server a pool wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Any server, judged by its lag (a primary has none).
+    #[default]
+    Any,
+    /// Only a writable primary: not a replica, `read_only` off.
+    Primary,
+    /// Only a replica, judged by its lag.
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Any => "any",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
 /// How lag maps to a verdict, and how cautiously a better verdict is believed.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
+    /// Which servers may be up at all.
+    pub role: Role,
     /// Lag below this serves at full weight.
     #[serde(with = "humantime_serde")]
     pub full_weight_below: Duration,
@@ -137,6 +173,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
+            role: Role::Any,
             full_weight_below: Duration::from_secs(2),
             min_weight_at: Duration::from_secs(30),
             min_weight: Percent(10),
@@ -146,6 +183,103 @@ impl Default for Policy {
         }
     }
 }
+
+/// One pool: any `policy` key, overriding the top-level `policy`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub full_weight_below: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_weight_at: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_weight: Option<Percent>,
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub drain_at: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub down_at: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_after: Option<u32>,
+}
+
+impl PoolConfig {
+    /// The thresholds this pool sets must be in order among themselves
+    /// (inherited ones are moved to fit them; see [`PoolConfig::policy`]).
+    fn validate_order(&self, section: &str) -> Result<(), ConfigError> {
+        let set = [
+            ("full_weight_below", self.full_weight_below),
+            ("min_weight_at", self.min_weight_at),
+            ("drain_at", self.drain_at),
+            ("down_at", self.down_at),
+        ];
+        let set: Vec<(&str, Duration)> = set
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        check_order(section, &set)
+    }
+
+    /// `base` with this pool's overrides applied.
+    ///
+    /// An inherited threshold that would break the order of the ones the
+    /// pool sets is moved to the nearest of them: `main: {drain_at: 10s}`
+    /// under the default `min_weight_at: 30s` gets `min_weight_at: 10s`.
+    /// Only thresholds the pool sets itself can conflict.
+    pub fn policy(&self, base: &Policy) -> Policy {
+        let set = [
+            self.full_weight_below,
+            self.min_weight_at,
+            self.drain_at,
+            self.down_at,
+        ];
+        let inherited = [
+            base.full_weight_below,
+            base.min_weight_at,
+            base.drain_at,
+            base.down_at,
+        ];
+        let threshold = |i: usize| match set[i] {
+            Some(value) => value,
+            None => {
+                let floor = set[..i].iter().flatten().max().copied();
+                let ceiling = set[i + 1..].iter().flatten().min().copied();
+                inherited[i]
+                    .max(floor.unwrap_or(Duration::ZERO))
+                    .min(ceiling.unwrap_or(Duration::MAX))
+            }
+        };
+        Policy {
+            role: self.role.unwrap_or(base.role),
+            full_weight_below: threshold(0),
+            min_weight_at: threshold(1),
+            min_weight: self.min_weight.unwrap_or(base.min_weight),
+            drain_at: threshold(2),
+            down_at: threshold(3),
+            recover_after: self.recover_after.unwrap_or(base.recover_after),
+        }
+    }
+}
+
+/// Longest pool name; HAProxy sends it as the agent request line.
+pub const MAX_POOL_NAME: usize = 64;
 
 /// A whole percentage, written `10%` (a bare `10` is accepted too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -317,7 +451,38 @@ impl Config {
                 ),
             ));
         }
-        self.policy.validate("policy")
+        if self.agent.request_timeout.is_zero() {
+            return Err(invalid("agent.request_timeout", "must be greater than 0"));
+        }
+        self.policy.validate("policy")?;
+        for (name, pool) in &self.pools {
+            if name.is_empty()
+                || name.len() > MAX_POOL_NAME
+                || !name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    &format!("pools.{name}"),
+                    format!(
+                        "a pool name is 1 to {MAX_POOL_NAME} printable ASCII characters without spaces"
+                    ),
+                ));
+            }
+            let section = format!("pools.{name}");
+            pool.validate_order(&section)?;
+            pool.policy(&self.policy).validate(&section)?;
+        }
+        Ok(())
+    }
+
+    /// Every policy remora answers for: the default (named `""`), then each pool.
+    pub fn policies(&self) -> Vec<(String, Policy)> {
+        std::iter::once((String::new(), self.policy.clone()))
+            .chain(
+                self.pools
+                    .iter()
+                    .map(|(name, pool)| (name.clone(), pool.policy(&self.policy))),
+            )
+            .collect()
     }
 }
 
@@ -330,19 +495,7 @@ impl Policy {
             ("drain_at", self.drain_at),
             ("down_at", self.down_at),
         ];
-        for pair in ordered.windows(2) {
-            let ((lower_key, lower), (key, value)) = (pair[0], pair[1]);
-            if value < lower {
-                return Err(invalid(
-                    &format!("{section}.{key}"),
-                    format!(
-                        "must be at least {section}.{lower_key} ({}), got {}",
-                        show(lower),
-                        show(value)
-                    ),
-                ));
-            }
-        }
+        check_order(section, &ordered)?;
         if self.down_at.is_zero() {
             return Err(invalid(
                 &format!("{section}.down_at"),
@@ -406,6 +559,24 @@ impl MysqlConfig {
         }
         Ok(None)
     }
+}
+
+/// Each threshold must be at least the one before it.
+fn check_order(section: &str, thresholds: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    for pair in thresholds.windows(2) {
+        let ((lower_key, lower), (key, value)) = (pair[0], pair[1]);
+        if value < lower {
+            return Err(invalid(
+                &format!("{section}.{key}"),
+                format!(
+                    "must be at least {section}.{lower_key} ({}), got {}",
+                    show(lower),
+                    show(value)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A duration as an operator writes it (`1s`, `500ms`).
@@ -473,6 +644,37 @@ policy:
     }
 
     #[test]
+    fn pools_override_the_default_policy() {
+        let config = Config::from_yaml(
+            "pools: { main: {drain_at: 10s, down_at: 30s}, backup: {drain_at: 1h, down_at: 2h}, writer: {role: primary} }",
+        )
+        .expect("valid");
+        let policies = config.policies();
+        let names: Vec<&str> = policies.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["", "backup", "main", "writer"]);
+        let main = &policies[2].1;
+        assert_eq!(main.drain_at, Duration::from_secs(10));
+        assert_eq!(main.down_at, Duration::from_secs(30));
+        assert_eq!(main.full_weight_below, Duration::from_secs(2), "inherited");
+        assert_eq!(
+            main.min_weight_at,
+            Duration::from_secs(10),
+            "moved below drain_at"
+        );
+        assert_eq!(main.role, Role::Any);
+        assert_eq!(policies[1].1.down_at, Duration::from_secs(7200));
+        assert_eq!(policies[1].1.min_weight_at, Duration::from_secs(30));
+        // Raised to the pool's own drain_at rather than contradicting it.
+        let only_drain = Config::from_yaml("pools: {slow: {drain_at: 1h}}").expect("valid");
+        assert_eq!(
+            only_drain.policies()[1].1.down_at,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(policies[3].1.role, Role::Primary);
+        assert_eq!(config.agent.request_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         assert_eq!(Config::from_yaml("\n").expect("valid"), Config::default());
     }
@@ -527,6 +729,31 @@ policy:
             ("surprise: 1\n", &["surprise", "line 1"]),
             ("mysql: [1, 2\n", &["line"]),
             ("mysql:\n  port: 1\n  port: 2\n", &["port", "duplicate"]),
+            (
+                "pools:\n  main:\n    dran_at: 5s\n",
+                &["pools.main", "dran_at", "line 3"],
+            ),
+            (
+                "pools:\n  main:\n    role: writer\n",
+                &["pools.main.role", "line 3"],
+            ),
+            (
+                "pools:\n  main: {drain_at: 1h, down_at: 10m}\n",
+                &["pools.main.down_at", "pools.main.drain_at"],
+            ),
+            (
+                "pools:\n  main: {min_weight_at: 20s, down_at: 10s}\n",
+                &["pools.main.down_at", "pools.main.min_weight_at (20s)"],
+            ),
+            (
+                "pools:\n  main: {recover_after: 0}\n",
+                &["pools.main.recover_after"],
+            ),
+            ("pools:\n  'a pool': {}\n", &["pools.a pool", "name"]),
+            (
+                "agent:\n  request_timeout: 0ms\n",
+                &["agent.request_timeout"],
+            ),
         ];
         for (yaml, fragments) in cases {
             let err = Config::from_yaml(yaml)

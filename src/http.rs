@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::policy::State;
-use crate::poller::Snapshot;
+use crate::poller::{Lookup, PoolVerdict, Snapshot};
 
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -105,14 +105,27 @@ fn respond<B>(request: &Request<B>, snapshot: &Snapshot) -> Response<Full<Bytes>
             reply(StatusCode::OK, "application/json", body)
         }
         _ => {
-            let code = match snapshot.state(now) {
+            let lookup = snapshot.lookup(query_param(request.uri().query(), "pool"));
+            let code = match snapshot.state(now, lookup.verdict()) {
                 State::Up(weight) if weight > 0 => StatusCode::OK,
                 State::Up(_) | State::Drain => StatusCode::NOT_FOUND,
                 State::Down => StatusCode::SERVICE_UNAVAILABLE,
             };
-            reply(code, "text/plain", snapshot.agent_line(now).to_owned())
+            reply(
+                code,
+                "text/plain",
+                snapshot.agent_line(now, lookup).into_owned(),
+            )
         }
     }
+}
+
+/// The value of `key` in a query string (no percent-decoding: pool names are
+/// plain ASCII).
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -142,9 +155,7 @@ fn seconds(duration: Duration) -> f64 {
 /// server calls its columns.
 pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
     let observation = &snapshot.observation;
-    let verdict = &snapshot.decision.verdict;
-    let state = snapshot.state(now);
-    let stale = snapshot.is_stale(now);
+    let default = snapshot.default_pool();
     let (server_version, dialect, read_only, replication) = match &observation.result {
         Ok(status) => (
             Some(status.version.as_str()),
@@ -196,30 +207,8 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             })
         }),
     };
-    let recovering = snapshot.decision.recovering.map(|recovery| {
-        json!({
-            "polls": recovery.polls,
-            "needed": recovery.needed,
-            "towards": recovery.towards.as_str(),
-            "towards_weight": recovery.towards.weight(),
-        })
-    });
-    let reason = if stale {
-        snapshot
-            .agent_line(now)
-            .trim_end()
-            .trim_start_matches("down #")
-            .to_owned()
-    } else {
-        verdict.reason.clone()
-    };
-    json!({
-        "verdict": state.as_str(),
-        "weight": state.weight(),
-        "reason": reason,
-        "agent_reply": snapshot.agent_line(now).trim_end(),
-        "stale": stale,
-        "recovering": recovering,
+    let mut status = pool_json(snapshot, default, now);
+    let facts = json!({
         "role": snapshot.health.role(),
         "read_only": read_only,
         "server_version": server_version,
@@ -241,5 +230,52 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             "duration_ms": millis(success.duration),
         })),
         "stale_after_seconds": snapshot.stale_after.as_secs_f64(),
+    });
+    let map = status.as_object_mut().expect("pool_json builds an object");
+    if let Value::Object(facts) = facts {
+        map.extend(facts);
+    }
+    if snapshot.pools.len() > 1 {
+        let pools: serde_json::Map<String, Value> = snapshot.pools[1..]
+            .iter()
+            .map(|pool| {
+                let mut one = pool_json(snapshot, pool, now);
+                one.as_object_mut()
+                    .expect("pool_json builds an object")
+                    .insert("role".into(), pool.role.as_str().into());
+                (pool.name.clone(), one)
+            })
+            .collect();
+        map.insert("pools".into(), Value::Object(pools));
+    }
+    status
+}
+
+/// One policy's verdict as `/status` shows it.
+fn pool_json(snapshot: &Snapshot, pool: &PoolVerdict, now: Instant) -> Value {
+    let state = snapshot.state(now, pool);
+    let stale = snapshot.is_stale(now, pool);
+    let line = snapshot.agent_line(now, Lookup::Found(pool));
+    let line = line.trim_end();
+    let reason = if stale {
+        line.trim_start_matches("down #").to_owned()
+    } else {
+        pool.decision.verdict.reason.clone()
+    };
+    let recovering = pool.decision.recovering.map(|recovery| {
+        json!({
+            "polls": recovery.polls,
+            "needed": recovery.needed,
+            "towards": recovery.towards.as_str(),
+            "towards_weight": recovery.towards.weight(),
+        })
+    });
+    json!({
+        "verdict": state.as_str(),
+        "weight": state.weight(),
+        "reason": reason,
+        "agent_reply": line,
+        "stale": stale,
+        "recovering": recovering,
     })
 }

@@ -85,7 +85,14 @@ pub async fn run(
         snapshot = poller.poll() => snapshot,
         _ = &mut shutdown => return Ok(()),
     };
-    info!("first verdict: {}", first.decision.verdict);
+    for pool in &first.pools {
+        let which = if pool.name.is_empty() {
+            "first verdict:".to_owned()
+        } else {
+            format!("pool {}:", pool.name)
+        };
+        info!("{which} {}", pool.decision.verdict);
+    }
     if let Err(err) = &first.observation.result {
         info!("first poll failed: {err}");
     }
@@ -93,9 +100,12 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut poller_task = tokio::spawn(poller.run(publish, stop.clone()));
+    // Without pools the agent never waits for a request.
+    let request_timeout = (!config.pools.is_empty()).then_some(config.agent.request_timeout);
     let agent_task = tokio::spawn(agent::serve(
         listeners.agent,
         snapshots.clone(),
+        request_timeout,
         stop.clone(),
     ));
     let http_task = tokio::spawn(http::serve(listeners.http, snapshots, stop.clone()));

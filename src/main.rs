@@ -90,13 +90,13 @@ fn main() -> ExitCode {
 async fn once(config: Config, password: Option<Secret>) -> ExitCode {
     let snapshot = remora::poll_once(&config, password).await;
     let now = tokio::time::Instant::now();
-    print!("{}", snapshot.agent_line(now));
+    print!("{}", snapshot.agent_line(now, snapshot.lookup(None)));
     println!(
         "{}",
         serde_json::to_string_pretty(&remora::http::status_json(&snapshot, now))
             .expect("a JSON value always serializes")
     );
-    match snapshot.state(now) {
+    match snapshot.state(now, snapshot.default_pool()) {
         remora::policy::State::Up(_) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Policy;
+use crate::config::{Policy, Role};
 use crate::health::Health;
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
@@ -113,14 +113,22 @@ pub fn state_for_lag(lag: Duration, policy: &Policy) -> State {
     State::Up(weight.round().clamp(min, 100.0) as u8)
 }
 
-/// What one poll's health deserves, before flap damping.
+/// What one poll's health deserves under `policy`, before flap damping.
 pub fn target(health: &Health, policy: &Policy) -> Verdict {
-    match health {
-        Health::Unreachable { reason } | Health::Broken { reason, .. } => {
-            Verdict::new(State::Down, reason.clone())
+    match (health, policy.role) {
+        (Health::Unreachable { reason }, _) => Verdict::new(State::Down, reason.clone()),
+        // A writer pool asks one question: can this server take writes now?
+        (Health::Primary { read_only: false }, Role::Primary) => Verdict::new(State::Up(100), ""),
+        (Health::Primary { read_only: true }, Role::Primary) => {
+            Verdict::new(State::Down, "not writable: read_only is on")
         }
-        Health::Primary { .. } => Verdict::new(State::Up(100), ""),
-        Health::Replica { lag, .. } => {
+        (Health::Replica { .. } | Health::Broken { .. }, Role::Primary) => {
+            Verdict::new(State::Down, "not writable: a replica")
+        }
+        (Health::Primary { .. }, Role::Replica) => Verdict::new(State::Down, "not a replica"),
+        (Health::Broken { reason, .. }, _) => Verdict::new(State::Down, reason.clone()),
+        (Health::Primary { .. }, Role::Any) => Verdict::new(State::Up(100), ""),
+        (Health::Replica { lag, .. }, Role::Any | Role::Replica) => {
             let state = state_for_lag(lag.value, policy);
             // A healthy replica gets a bare `up ready 100%`; anything else,
             // an estimate included, says which lag drove it.
@@ -212,6 +220,7 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
+            role: Role::Any,
             full_weight_below: Duration::from_secs(2),
             min_weight_at: Duration::from_secs(30),
             min_weight: Percent(10),
@@ -340,6 +349,59 @@ mod tests {
         ];
         for (health, line) in cases {
             assert_eq!(target(&health, &policy).agent_line(), line, "{health:?}");
+        }
+    }
+
+    #[test]
+    fn roles() {
+        let primary = |read_only| Health::Primary { read_only };
+        let broken = Health::Broken {
+            reason: "sql thread error 1062".into(),
+            read_only: true,
+        };
+        let unreachable = Health::Unreachable {
+            reason: "mysql connect timeout (1s)".into(),
+        };
+        let cases = [
+            (Role::Primary, primary(false), "up ready 100%\n"),
+            (
+                Role::Primary,
+                primary(true),
+                "down #not writable: read_only is on\n",
+            ),
+            (
+                Role::Primary,
+                replica(0.0),
+                "down #not writable: a replica\n",
+            ),
+            (
+                Role::Primary,
+                broken.clone(),
+                "down #not writable: a replica\n",
+            ),
+            (
+                Role::Primary,
+                unreachable.clone(),
+                "down #mysql connect timeout (1s)\n",
+            ),
+            (Role::Replica, primary(false), "down #not a replica\n"),
+            (Role::Replica, replica(16.0), "up ready 55% #lag 16.0s\n"),
+            (
+                Role::Replica,
+                broken.clone(),
+                "down #sql thread error 1062\n",
+            ),
+            (Role::Any, primary(true), "up ready 100%\n"),
+            (Role::Any, broken, "down #sql thread error 1062\n"),
+            (Role::Any, unreachable, "down #mysql connect timeout (1s)\n"),
+        ];
+        for (role, health, line) in cases {
+            let policy = Policy { role, ..policy() };
+            assert_eq!(
+                target(&health, &policy).agent_line(),
+                line,
+                "{role:?} {health:?}"
+            );
         }
     }
 

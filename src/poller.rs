@@ -3,6 +3,7 @@
 //! [`Snapshot`] on a `watch` channel. Readers (agent, HTTP) clone the `Arc`
 //! and never wait on MySQL.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Policy, Secret, show};
+use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secret, show};
 use crate::health::{Health, LagMemory};
 use crate::policy::{self, Damper, Decision, State, Verdict};
 use crate::probe::{Observation, Probe};
@@ -24,28 +25,53 @@ pub struct PollTime {
     pub duration: Duration,
 }
 
+/// One pool's verdict. The default policy is the pool named `""`.
+#[derive(Debug)]
+pub struct PoolVerdict {
+    pub name: String,
+    pub role: Role,
+    pub decision: Decision,
+    /// The agent reply, formatted once here rather than once per check.
+    line: String,
+}
+
 /// Everything one poll concluded, published as a whole.
 #[derive(Debug)]
 pub struct Snapshot {
     pub observation: Observation,
     pub health: Health,
-    pub decision: Decision,
+    /// The default policy first, then each configured pool by name.
+    pub pools: Vec<PoolVerdict>,
     pub last_success: Option<PollTime>,
     pub stale_after: Duration,
-    /// The agent reply, formatted once here rather than once per check.
-    line: String,
     stale_line: String,
+}
+
+/// Which verdict a request gets.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// The default policy (no pool named) or the named, configured pool.
+    Found(&'a PoolVerdict),
+    /// A name no pool has: the default policy answers, saying so.
+    Unknown(&'a PoolVerdict, &'a str),
+}
+
+impl Lookup<'_> {
+    pub fn verdict(&self) -> &PoolVerdict {
+        match self {
+            Lookup::Found(pool) | Lookup::Unknown(pool, _) => pool,
+        }
+    }
 }
 
 impl Snapshot {
     fn new(
         observation: Observation,
         health: Health,
-        decision: Decision,
+        pools: Vec<PoolVerdict>,
         last_success: Option<PollTime>,
         stale_after: Duration,
     ) -> Snapshot {
-        let line = decision.verdict.agent_line();
         let stale_line = Verdict::new(
             State::Down,
             format!("no successful poll for {}", show(stale_after)),
@@ -54,40 +80,80 @@ impl Snapshot {
         Snapshot {
             observation,
             health,
-            decision,
+            pools,
             last_success,
             stale_after,
-            line,
             stale_line,
         }
     }
 
-    /// True when the verdict would say more than down although no poll has
-    /// succeeded for `stale_after`: a wedged poller must not freeze an `up`.
-    pub fn is_stale(&self, now: Instant) -> bool {
-        self.decision.verdict.state != State::Down
+    /// The default policy's verdict.
+    pub fn default_pool(&self) -> &PoolVerdict {
+        &self.pools[0]
+    }
+
+    /// The verdict for a request naming `pool` (`None` or `""`: the default).
+    pub fn lookup<'a>(&'a self, pool: Option<&'a str>) -> Lookup<'a> {
+        match pool.filter(|name| !name.is_empty()) {
+            None => Lookup::Found(self.default_pool()),
+            Some(name) => match self.pools.iter().find(|p| p.name == name) {
+                Some(found) => Lookup::Found(found),
+                None => Lookup::Unknown(self.default_pool(), name),
+            },
+        }
+    }
+
+    /// True when `pool`'s verdict would say more than down although no poll
+    /// has succeeded for `stale_after`: a wedged poller must not freeze an `up`.
+    pub fn is_stale(&self, now: Instant, pool: &PoolVerdict) -> bool {
+        pool.decision.verdict.state != State::Down
             && self
                 .last_success
                 .is_none_or(|success| now.saturating_duration_since(success.at) >= self.stale_after)
     }
 
     /// The state to report at `now`.
-    pub fn state(&self, now: Instant) -> State {
-        if self.is_stale(now) {
+    pub fn state(&self, now: Instant, pool: &PoolVerdict) -> State {
+        if self.is_stale(now, pool) {
             State::Down
         } else {
-            self.decision.verdict.state
+            pool.decision.verdict.state
         }
     }
 
-    /// The agent reply at `now`, newline included.
-    pub fn agent_line(&self, now: Instant) -> &str {
-        if self.is_stale(now) {
-            &self.stale_line
-        } else {
-            &self.line
+    /// The agent reply at `now`, newline included. Borrowed (no allocation)
+    /// for the default policy and every configured pool.
+    pub fn agent_line<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, str> {
+        let pool = lookup.verdict();
+        if self.is_stale(now, pool) {
+            return Cow::Borrowed(&self.stale_line);
+        }
+        match lookup {
+            Lookup::Found(pool) => Cow::Borrowed(&pool.line),
+            Lookup::Unknown(pool, name) => {
+                Cow::Owned(unknown_pool_line(&pool.decision.verdict, name))
+            }
         }
     }
+}
+
+/// The default verdict, with `unknown pool <name>` added to its reason.
+fn unknown_pool_line(verdict: &Verdict, name: &str) -> String {
+    let name: String = name.chars().take(MAX_POOL_NAME).collect();
+    let reason = if verdict.reason.is_empty() {
+        format!("unknown pool {name}")
+    } else {
+        format!("{}; unknown pool {name}", verdict.reason)
+    };
+    Verdict::new(verdict.state, reason).agent_line()
+}
+
+/// One policy and its flap damper.
+#[derive(Debug)]
+struct Judge {
+    name: String,
+    policy: Policy,
+    damper: Damper,
 }
 
 /// Owns the probe and all history; the only code that produces verdicts.
@@ -95,8 +161,7 @@ impl Snapshot {
 pub struct Poller {
     probe: Probe,
     memory: LagMemory,
-    policy: Policy,
-    damper: Damper,
+    judges: Vec<Judge>,
     interval: Duration,
     stale_after: Duration,
     last_success: Option<PollTime>,
@@ -107,8 +172,15 @@ impl Poller {
         Poller {
             probe: Probe::new(&config.mysql, password),
             memory: LagMemory::default(),
-            policy: config.policy.clone(),
-            damper: Damper::default(),
+            judges: config
+                .policies()
+                .into_iter()
+                .map(|(name, policy)| Judge {
+                    name,
+                    policy,
+                    damper: Damper::default(),
+                })
+                .collect(),
             interval: config.poll.interval,
             stale_after: config.poll.stale_after,
             last_success: None,
@@ -120,7 +192,8 @@ impl Poller {
         self.probe.target()
     }
 
-    /// Polls once and decides. Bounded by the probe's timeouts.
+    /// Polls once and decides, for the default policy and every pool.
+    /// Bounded by the probe's timeouts.
     pub async fn poll(&mut self) -> Snapshot {
         let observation = self.probe.poll().await;
         if observation.result.is_ok() {
@@ -131,8 +204,20 @@ impl Poller {
             });
         }
         let health = self.memory.assess(&observation);
-        let target = policy::target(&health, &self.policy);
-        let decision = self.damper.apply(target, self.policy.recover_after);
+        let pools: Vec<PoolVerdict> = self
+            .judges
+            .iter_mut()
+            .map(|judge| {
+                let target = policy::target(&health, &judge.policy);
+                let decision = judge.damper.apply(target, judge.policy.recover_after);
+                PoolVerdict {
+                    name: judge.name.clone(),
+                    role: judge.policy.role,
+                    line: decision.verdict.agent_line(),
+                    decision,
+                }
+            })
+            .collect();
         debug!(
             "poll took {:?}: {} -> {}",
             observation.duration,
@@ -140,13 +225,13 @@ impl Poller {
                 Ok(status) => format!("{} channel(s)", status.channels.len()),
                 Err(err) => err.to_string(),
             },
-            decision.verdict
+            pools[0].decision.verdict
         );
         trace!("observation {observation:?}; health {health:?}");
         Snapshot::new(
             observation,
             health,
-            decision,
+            pools,
             self.last_success,
             self.stale_after,
         )
@@ -166,7 +251,7 @@ impl Poller {
                     snapshot = self.poll() => snapshot,
                 },
             };
-            log_transition(&publish.borrow().decision.verdict, &snapshot);
+            log_transitions(&publish.borrow(), &snapshot);
             publish.send_replace(Arc::new(snapshot));
         }
         self.close().await;
@@ -178,9 +263,21 @@ impl Poller {
     }
 }
 
+/// Logs each pool's verdict changes once.
+fn log_transitions(old: &Snapshot, new: &Snapshot) {
+    for (before, after) in old.pools.iter().zip(&new.pools) {
+        log_transition(
+            &before.name,
+            &before.decision.verdict,
+            after,
+            &new.observation,
+        );
+    }
+}
+
 /// Logs a verdict change once: a new state or weight, or a down whose kind of
 /// reason changed. Lag figures and recovery counts changing are not news.
-pub fn log_transition(old: &Verdict, new: &Snapshot) {
+fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Observation) {
     let verdict = &new.decision.verdict;
     let news = old.state != verdict.state
         || (verdict.state == State::Down
@@ -188,14 +285,19 @@ pub fn log_transition(old: &Verdict, new: &Snapshot) {
     if !news {
         return;
     }
-    let detail = match &new.observation.result {
+    let detail = match &observation.result {
         Err(err) => format!(" ({err})"),
         Ok(_) => String::new(),
     };
-    if verdict.state < old.state {
-        warn!("verdict {old} -> {verdict}{detail}");
+    let which = if pool.is_empty() {
+        "verdict".to_owned()
     } else {
-        info!("verdict {old} -> {verdict}{detail}");
+        format!("pool {pool}:")
+    };
+    if verdict.state < old.state {
+        warn!("{which} {old} -> {verdict}{detail}");
+    } else {
+        info!("{which} {old} -> {verdict}{detail}");
     }
 }
 
@@ -213,7 +315,20 @@ mod tests {
     use super::*;
     use crate::probe::PollError;
 
-    fn snapshot(state: State, last_success: Option<Instant>) -> Snapshot {
+    fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
+        let verdict = Verdict::new(state, reason);
+        PoolVerdict {
+            name: name.into(),
+            role: Role::Any,
+            line: verdict.agent_line(),
+            decision: Decision {
+                verdict,
+                recovering: None,
+            },
+        }
+    }
+
+    fn snapshot(pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
         let at = Instant::now();
         Snapshot::new(
             Observation {
@@ -225,10 +340,7 @@ mod tests {
             Health::Unreachable {
                 reason: "test".into(),
             },
-            Decision {
-                verdict: Verdict::new(state, ""),
-                recovering: None,
-            },
+            pools,
             last_success.map(|at| PollTime {
                 at,
                 wall: SystemTime::now(),
@@ -238,26 +350,72 @@ mod tests {
         )
     }
 
+    fn line(snapshot: &Snapshot, pool: Option<&str>) -> String {
+        snapshot
+            .agent_line(Instant::now(), snapshot.lookup(pool))
+            .into_owned()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_up_verdict_goes_stale_after_stale_after() {
-        let snapshot = snapshot(State::Up(100), Some(Instant::now()));
-        assert_eq!(snapshot.agent_line(Instant::now()), "up ready 100%\n");
+        let snapshot = snapshot(vec![pool("", State::Up(100), "")], Some(Instant::now()));
+        assert_eq!(line(&snapshot, None), "up ready 100%\n");
         tokio::time::advance(Duration::from_millis(4999)).await;
-        assert_eq!(snapshot.state(Instant::now()), State::Up(100));
-        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
-            snapshot.agent_line(Instant::now()),
-            "down #no successful poll for 5s\n"
+            snapshot.state(Instant::now(), snapshot.default_pool()),
+            State::Up(100)
         );
-        assert_eq!(snapshot.state(Instant::now()), State::Down);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(line(&snapshot, None), "down #no successful poll for 5s\n");
+        assert_eq!(
+            snapshot.state(Instant::now(), snapshot.default_pool()),
+            State::Down
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_down_verdict_keeps_its_own_reason_when_stale() {
-        let snapshot = snapshot(State::Down, None);
+        let snapshot = snapshot(vec![pool("", State::Down, "")], None);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(!snapshot.is_stale(Instant::now()));
-        assert_eq!(snapshot.agent_line(Instant::now()), "down\n");
+        assert!(!snapshot.is_stale(Instant::now(), snapshot.default_pool()));
+        assert_eq!(line(&snapshot, None), "down\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pools_are_looked_up_by_name_and_unknown_names_get_the_default() {
+        let snapshot = snapshot(
+            vec![
+                pool("", State::Up(40), "lag 20.0s"),
+                pool("backup", State::Up(100), ""),
+                pool("main", State::Drain, "lag 20.0s"),
+            ],
+            Some(Instant::now()),
+        );
+        assert_eq!(line(&snapshot, None), "up ready 40% #lag 20.0s\n");
+        assert_eq!(line(&snapshot, Some("")), "up ready 40% #lag 20.0s\n");
+        assert_eq!(line(&snapshot, Some("main")), "up drain #lag 20.0s\n");
+        assert_eq!(line(&snapshot, Some("backup")), "up ready 100%\n");
+        assert_eq!(
+            line(&snapshot, Some("mian")),
+            "up ready 40% #lag 20.0s; unknown pool mian\n"
+        );
+        // Every configured pool's line is served without formatting.
+        assert!(matches!(
+            snapshot.agent_line(Instant::now(), snapshot.lookup(Some("main"))),
+            Cow::Borrowed(_)
+        ));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            line(&snapshot, Some("backup")),
+            "down #no successful poll for 5s\n"
+        );
+    }
+
+    #[test]
+    fn unknown_pool_names_are_bounded() {
+        let long = "x".repeat(500);
+        let line = unknown_pool_line(&Verdict::new(State::Up(100), ""), &long);
+        assert!(line.len() <= crate::policy::MAX_LINE);
     }
 
     #[test]

@@ -5,18 +5,22 @@
 //! the kernel if the test process dies (see [`process`]).
 
 pub mod demo;
+pub mod haproxy;
 pub mod mariadb;
 pub mod process;
 pub mod remora;
+pub mod stack;
 
 /// Signal numbers for [`Process::signal`] and [`Remora::signal`].
 pub mod signal {
     pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
 }
 
+pub use haproxy::Haproxy;
 pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
 pub use remora::{Remora, agent_reply, agent_request, http_get};
+pub use stack::Stack;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

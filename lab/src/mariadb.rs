@@ -418,28 +418,34 @@ impl Pair {
         }
     }
 
-    /// Waits until the replica has applied everything the primary has written.
+    /// Waits until the replica has applied everything the primary had written
+    /// when this was called (later writes may still be in flight).
     pub async fn wait_caught_up(&self, limit: Duration) -> Result<()> {
         let target = self
             .primary
             .value("SELECT @@gtid_binlog_pos")
             .await?
             .unwrap_or_default();
-        let deadline = Instant::now() + limit;
-        loop {
-            let applied = self
-                .replica
-                .value("SELECT @@gtid_slave_pos")
-                .await?
-                .unwrap_or_default();
-            if applied == target {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("replica at {applied:?}, primary at {target:?} after {limit:?}");
-            }
-            sleep(Duration::from_millis(50)).await;
+        if target.is_empty() {
+            return Ok(());
         }
+        // MASTER_GTID_WAIT returns 0 once applied, -1 on timeout.
+        let mut conn = self.replica.conn().await?;
+        let reached: Option<i64> = timeout(
+            limit + SQL_LIMIT,
+            conn.query_first(format!(
+                "SELECT MASTER_GTID_WAIT('{target}', {})",
+                limit.as_secs_f64()
+            )),
+        )
+        .await
+        .map_err(|_| anyhow!("replica: MASTER_GTID_WAIT did not return"))??;
+        conn.disconnect().await?;
+        if reached != Some(0) {
+            let applied = self.replica.value("SELECT @@gtid_slave_pos").await?;
+            bail!("replica at {applied:?}, not yet at the primary's {target:?} after {limit:?}");
+        }
+        Ok(())
     }
 
     /// `MASTER_DELAY = seconds` (MariaDB needs both threads stopped to change it).

@@ -45,6 +45,7 @@ pub struct Remora {
     pub agent: SocketAddr,
     pub http: SocketAddr,
     pub config_path: PathBuf,
+    binary: PathBuf,
     process: Process,
     _scratch: Option<tempfile::TempDir>,
 }
@@ -87,6 +88,7 @@ impl Remora {
             agent,
             http,
             config_path,
+            binary: binary.to_owned(),
             process,
             _scratch: Some(scratch),
         })
@@ -129,6 +131,25 @@ impl Remora {
     /// SIGTERM and wait up to `grace`; the exit status, if it exited.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.process.terminate(grace)
+    }
+
+    /// Stops remora (SIGTERM) and starts it again with the same configuration
+    /// and ports; waits until it answers.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.terminate(Duration::from_secs(3));
+        let dir = self
+            .config_path
+            .parent()
+            .context("config has a directory")?;
+        let command = remora_command(&self.binary, &self.config_path);
+        self.process = Process::spawn("remora", command, &dir.join("remora.log"), Lifetime::Tied)?;
+        self.wait_answering().await
+    }
+
+    /// SIGTERM and wait up to `grace` (then SIGKILL), for a stop that is
+    /// meant to last: the agent stops answering.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.process.terminate(Duration::from_secs(3))
     }
 
     /// Waits up to `limit` for remora to exit; its status if it did.
@@ -213,18 +234,24 @@ pub fn launch(
     let config_path = dir.join("remora.yaml");
     let full = format!("{yaml}\nagent:\n  listen: {agent}\nhttp:\n  listen: {http}\n");
     std::fs::write(&config_path, full).context("writing remora.yaml")?;
-    let mut command = Command::new(binary);
-    command.arg("--config").arg(&config_path);
-    command.env(
-        "RUST_LOG",
-        std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
-    );
-    command.env(PASSWORD_ENV, REMORA_PASSWORD);
+    let mut command = remora_command(binary, &config_path);
     for (key, value) in env {
         command.env(key, value);
     }
     let process = Process::spawn("remora", command, &dir.join("remora.log"), lifetime)?;
     Ok((process, config_path))
+}
+
+/// `remora --config <config>` with the lab's password and log level.
+fn remora_command(binary: &Path, config: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.arg("--config").arg(config);
+    command.env(
+        "RUST_LOG",
+        std::env::var("LAB_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    command.env(PASSWORD_ENV, REMORA_PASSWORD);
+    command
 }
 
 /// Connects, reads the agent's reply to EOF, closes.

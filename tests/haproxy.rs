@@ -1,0 +1,348 @@
+//! End to end with a real HAProxy 2.6 running the shipped `haproxy/haproxy.cfg`:
+//! a MariaDB pair, a remora beside each server answering three pools, and
+//! HAProxy in front. Proven by HAProxy's own stats socket and by real MySQL
+//! sessions through its frontends (`SELECT @@port` says which server answered).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::remora_bin;
+use remora_lab::Stack;
+use remora_lab::haproxy::{self, Binds, ServerStat, Targets};
+
+/// The pools the shipped HAProxy config asks for, with a strict main pool
+/// compressed in time so a test sees every stage within seconds.
+const POOLS: &str = "poll: {interval: 200ms}
+pools:
+  main: {full_weight_below: 1s, min_weight_at: 5s, min_weight: 10%, drain_at: 7s, down_at: 9s, recover_after: 3}
+  backup: {drain_at: 1h, down_at: 2h}
+  writer: {role: primary}
+";
+
+fn statuses(seen: &[ServerStat]) -> Vec<String> {
+    seen.iter()
+        .map(|s| format!("{} {}", s.status, s.weight))
+        .collect()
+}
+
+#[test]
+fn every_shipped_config_passes_haproxy_check() -> Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("haproxy");
+    let scratch = tempfile::tempdir()?;
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let env = haproxy::environment(
+        &Targets {
+            primary: loopback(3306),
+            primary_agent: loopback(9258),
+            replica: loopback(3307),
+            replica_agent: loopback(9358),
+            main_min_servers: 2,
+        },
+        &Binds::free(scratch.path())?,
+    );
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "cfg") {
+            // As the tests and compose run it, and with nothing set (the lab's defaults).
+            haproxy::check(&path, &env)?;
+            haproxy::check(&path, &[])?;
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no haproxy/*.cfg");
+    Ok(())
+}
+
+#[tokio::test]
+async fn haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recovery() -> Result<()> {
+    let stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let haproxy = &stack.haproxy;
+    let _writes = stack.pair.keep_writing(Duration::from_millis(100));
+    stack.pair.start_lag(120).await?;
+
+    let falling = haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(30), |s| {
+            s.status.starts_with("DOWN")
+        })
+        .await?;
+    let shown = statuses(&falling);
+    let ups: Vec<u32> = falling
+        .iter()
+        .filter(|s| s.status == "UP")
+        .map(|s| s.weight)
+        .collect();
+    assert_eq!(ups.first(), Some(&100), "{shown:#?}");
+    assert!(
+        ups.windows(2).all(|w| w[1] < w[0]),
+        "weights only fall: {shown:#?}"
+    );
+    assert!(
+        ups.iter().filter(|w| (11..100).contains(*w)).count() >= 3,
+        "HAProxy applied at least three intermediate weights: {shown:#?}"
+    );
+    let drain = falling.iter().position(|s| s.status == "DRAIN (agent)");
+    let down = falling.iter().position(|s| s.status == "DOWN (agent)");
+    assert!(
+        matches!((drain, down), (Some(d), Some(n)) if d < n),
+        "DRAIN, then DOWN, both from the agent: {shown:#?}"
+    );
+    let state = haproxy.server_state("mysql_main", "replica").await?;
+    assert_eq!(state["srv_op_state"], "0", "stopped: {state:?}");
+    // The relaxed pool, same server, same moment: still serving.
+    let backup = haproxy.server("mysql_backup", "replica").await?;
+    assert_eq!(backup.status, "UP", "{backup:?}");
+
+    stack.pair.stop_lag().await?;
+    let rising = haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(30), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    let state = haproxy.server_state("mysql_main", "replica").await?;
+    assert_eq!(
+        (
+            state["srv_op_state"].as_str(),
+            state["srv_admin_state"].as_str(),
+            state["srv_uweight"].as_str()
+        ),
+        ("2", "0", "100"),
+        "running, ready (drain cleared), full weight: {state:?}; saw {:#?}",
+        statuses(&rising)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sessions_through_the_main_backend_split_by_weight() -> Result<()> {
+    // Lag held at about 5s (MASTER_DELAY=5 with steady writes) maps to 25%.
+    let pools = "poll: {interval: 200ms}
+pools:
+  main: {full_weight_below: 1s, min_weight_at: 2s, min_weight: 25%, drain_at: 60s, down_at: 120s}
+  backup: {drain_at: 1h, down_at: 2h}
+  writer: {role: primary}
+";
+    let stack = Stack::start(remora_bin(), pools, 2).await?;
+    let _writes = stack.pair.keep_writing(Duration::from_millis(50));
+    stack.pair.start_lag(5).await?;
+    stack
+        .haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status == "UP" && s.weight == 25
+        })
+        .await?;
+    assert_eq!(
+        stack.haproxy.server("mysql_main", "primary").await?.weight,
+        100
+    );
+
+    // Application sessions are long-lived: open 300 and keep them open.
+    // leastconn settles sessions in proportion to the weights, 100:25.
+    let mut sessions = Vec::new();
+    let mut landed: HashMap<&str, u32> = HashMap::new();
+    for _ in 0..300 {
+        let mut conn = stack.connect_reads().await?;
+        *landed.entry(stack.server_of(&mut conn).await?).or_default() += 1;
+        sessions.push(conn);
+    }
+    let replica = landed.get("replica").copied().unwrap_or(0);
+    let primary = landed.get("primary").copied().unwrap_or(0);
+    let share = f64::from(replica) / 300.0;
+    eprintln!("weights 100:25 -> sessions {primary}:{replica}");
+    assert!(
+        (0.15..=0.25).contains(&share),
+        "replica at 25% of the primary's weight got {replica} of 300 sessions ({primary} on the primary)"
+    );
+    for conn in sessions {
+        let _ = conn.disconnect().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reads_fall_back_to_the_backup_pool_when_main_is_too_thin_and_return_after_recovery()
+-> Result<()> {
+    let pools = "poll: {interval: 200ms}
+pools:
+  main: {full_weight_below: 1s, min_weight_at: 2s, drain_at: 3s, down_at: 60s, recover_after: 2}
+  backup: {drain_at: 1h, down_at: 2h}
+  writer: {role: primary}
+";
+    let stack = Stack::start(remora_bin(), pools, 2).await?;
+    let haproxy = &stack.haproxy;
+    let sessions = |backend| async move {
+        Ok::<u64, anyhow::Error>(haproxy.server(backend, "BACKEND").await?.sessions)
+    };
+    let open_and_close = |count| open_and_close(&stack, count);
+
+    // Healthy: both servers usable in main, reads go to main.
+    let (main0, backup0) = (
+        sessions("mysql_main").await?,
+        sessions("mysql_backup").await?,
+    );
+    open_and_close(10).await?;
+    assert_eq!(sessions("mysql_main").await? - main0, 10);
+    assert_eq!(sessions("mysql_backup").await?, backup0);
+
+    // The replica drains in main (lag >= 3s): main has 1 usable server < 2.
+    let _writes = stack.pair.keep_writing(Duration::from_millis(100));
+    stack.pair.start_lag(60).await?;
+    haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status.starts_with("DRAIN")
+        })
+        .await?;
+    let backup_replica = haproxy.server("mysql_backup", "replica").await?;
+    assert_eq!(
+        backup_replica.status, "UP",
+        "backup still serves the lagging replica"
+    );
+    let (main1, backup1) = (
+        sessions("mysql_main").await?,
+        sessions("mysql_backup").await?,
+    );
+    open_and_close(10).await?;
+    assert_eq!(sessions("mysql_main").await?, main1, "nothing new on main");
+    assert_eq!(
+        sessions("mysql_backup").await? - backup1,
+        10,
+        "every new session on backup"
+    );
+
+    // Caught up: back in main, reads return to main.
+    stack.pair.stop_lag().await?;
+    haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    let (main2, backup2) = (
+        sessions("mysql_main").await?,
+        sessions("mysql_backup").await?,
+    );
+    open_and_close(10).await?;
+    assert_eq!(sessions("mysql_main").await? - main2, 10);
+    assert_eq!(sessions("mysql_backup").await?, backup2);
+    Ok(())
+}
+
+/// Opens `count` read sessions through HAProxy, one after another.
+async fn open_and_close(stack: &Stack, count: usize) -> Result<()> {
+    for _ in 0..count {
+        let conn = stack.connect_reads().await?;
+        conn.disconnect().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_writer_backend_routes_only_to_the_writable_primary_and_follows_read_only() -> Result<()>
+{
+    let stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let haproxy = &stack.haproxy;
+    assert!(
+        haproxy
+            .server("mysql_writer", "replica")
+            .await?
+            .status
+            .starts_with("DOWN")
+    );
+    for _ in 0..20 {
+        let mut conn = stack.connect_writes().await?;
+        assert_eq!(stack.server_of(&mut conn).await?, "primary");
+        conn.disconnect().await?;
+    }
+
+    // The primary stops being writable: out of the writer pool within one
+    // agent interval (1s) plus one poll.
+    stack
+        .pair
+        .primary
+        .exec(&["SET GLOBAL read_only = ON"])
+        .await?;
+    let asked = Instant::now();
+    let seen = haproxy
+        .watch_server("mysql_writer", "primary", Duration::from_secs(5), |s| {
+            s.status.starts_with("DOWN")
+        })
+        .await?;
+    let took = asked.elapsed();
+    eprintln!("read_only=ON -> writer DOWN in HAProxy after {took:?}");
+    assert!(
+        took < Duration::from_millis(1800),
+        "out after {took:?}: {:#?}",
+        statuses(&seen)
+    );
+    assert!(
+        stack.connect_writes().await.is_err(),
+        "no writable server: HAProxy refuses the session"
+    );
+
+    // Promote the replica: writes follow, with no change to HAProxy's config.
+    stack
+        .pair
+        .replica
+        .exec(&[
+            "STOP SLAVE",
+            "RESET SLAVE ALL",
+            "SET GLOBAL read_only = OFF",
+        ])
+        .await?;
+    haproxy
+        .watch_server("mysql_writer", "replica", Duration::from_secs(5), |s| {
+            s.status == "UP"
+        })
+        .await?;
+    let mut conn = stack.connect_writes().await?;
+    assert_eq!(stack.server_of(&mut conn).await?, "replica");
+    conn.disconnect().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_within_an_interval()
+-> Result<()> {
+    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let _writes = stack.pair.keep_writing(Duration::from_millis(100));
+    stack.pair.start_lag(120).await?;
+    stack
+        .haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status.starts_with("DRAIN")
+        })
+        .await?;
+
+    // remora gone: HAProxy ignores the failing agent and keeps DRAIN, even
+    // after the replica has caught up. This is why remora must not die, and
+    // why the regular check sits beside the agent.
+    stack.on_replica.stop();
+    stack.pair.stop_lag().await?;
+    stack.pair.wait_caught_up(Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let frozen = stack.haproxy.server("mysql_main", "replica").await?;
+    assert!(frozen.status.starts_with("DRAIN"), "{frozen:?}");
+    assert_eq!(
+        frozen.agent_status, "L4CON",
+        "the agent check fails: {frozen:?}"
+    );
+
+    let restarted = Instant::now();
+    stack.on_replica.restart().await?;
+    stack
+        .haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(5), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    // One agent interval (1s) after remora answers again, plus its first poll.
+    let took = restarted.elapsed();
+    eprintln!("remora restarted -> HAProxy UP 100 after {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "relearned after {took:?}"
+    );
+    Ok(())
+}
