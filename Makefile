@@ -14,7 +14,13 @@ export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd
+
+# `make up` and friends drive docker-compose.yml when a Docker engine answers,
+# and the same lab natively on loopback otherwise.
+DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
+COMPOSE := docker compose
+LAB_SQL := mariadb -uroot -psecret
 
 .PHONY: help deps build demo test lint up down status start-lag stop-lag slave-lag stuff
 
@@ -50,6 +56,25 @@ lint:
 test: deps lint
 	$(CARGO) test --workspace
 
+ifeq ($(DOCKER),yes)
+up:
+	$(COMPOSE) up -d --build --wait
+down:
+	$(COMPOSE) down -v
+status:
+	$(COMPOSE) ps
+start-lag:
+	$(COMPOSE) exec -T replica $(LAB_SQL) -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=$(LAG); START SLAVE"
+stop-lag:
+	$(COMPOSE) exec -T replica $(LAB_SQL) -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE"
+slave-lag:
+	$(COMPOSE) exec -T replica $(LAB_SQL) -e "SHOW SLAVE STATUS\G" | grep -E "Seconds_Behind_Master|SQL_Delay|Slave_(IO|SQL)_Running:"
+stuff:
+	$(COMPOSE) exec -T primary $(LAB_SQL) -e "CREATE DATABASE IF NOT EXISTS stuff; \
+	  CREATE TABLE stuff.things (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32)); \
+	  INSERT INTO stuff.things (name) VALUES ('a'), ('b'), ('c'); INSERT INTO lab.ticks () VALUES (), (), (); \
+	  DROP DATABASE stuff"
+else
 up: build
 	$(LAB) up
 
@@ -58,3 +83,4 @@ down:
 
 status start-lag stop-lag slave-lag stuff: build
 	$(LAB) $@
+endif

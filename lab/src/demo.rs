@@ -1,6 +1,7 @@
 //! `make demo`: the real thing end to end. A MariaDB primary and replica, a
-//! remora beside the replica, and a scripted story told through what remora
-//! answers, printed once a second.
+//! remora beside each, HAProxy running the shipped config in front, and a
+//! scripted story printed once a second: the replica's lag, what remora
+//! answers HAProxy's main pool, and what HAProxy actually applied.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,10 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::time::{Instant, sleep};
 
-use crate::{Pair, Remora};
+use crate::haproxy::ServerStat;
+use crate::{Stack, agent_request};
 
-/// remora's policy for the demo: the production shape, compressed in time.
-const DEMO_POLICY: &str = "poll: {interval: 500ms, stale_after: 5s}
+/// remora's configuration for the demo: the production shape, compressed in
+/// time, with the three pools `haproxy/haproxy.cfg` asks for.
+const DEMO_REMORA: &str = "poll: {interval: 500ms, stale_after: 5s}
 policy:
   full_weight_below: 2s
   min_weight_at: 8s
@@ -19,13 +22,18 @@ policy:
   drain_at: 12s
   down_at: 16s
   recover_after: 3
+pools:
+  main: {}
+  backup: {drain_at: 1h, down_at: 2h}
+  writer: {role: primary}
 ";
 
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Nothing,
-    StartLag,
-    StopLag,
+    /// `MASTER_DELAY` on the replica, in seconds: with steady writes the
+    /// replica's lag climbs to it (and steps down when it is lowered).
+    Delay(u64),
     Break,
     Fix,
 }
@@ -33,51 +41,68 @@ enum Action {
 struct Phase {
     title: &'static str,
     action: Action,
-    /// The phase ends when remora's reply satisfies this...
-    until: fn(&str) -> bool,
-    /// ...and has lasted at least this long.
+    /// The phase ends once it has lasted `at_least` and HAProxy shows this...
+    until: fn(&ServerStat) -> bool,
     at_least: Duration,
+    /// ...or after `at_most`, whatever it shows.
     at_most: Duration,
 }
 
 const CONFLICT_ID: u32 = 4242;
 
 fn phases() -> Vec<Phase> {
+    let anything = |_: &ServerStat| true;
+    let full = |s: &ServerStat| s.status == "UP" && s.weight == 100;
+    let seconds = Duration::from_secs;
     vec![
         Phase {
             title: "healthy",
             action: Action::Nothing,
-            until: |_| true,
-            at_least: Duration::from_secs(3),
-            at_most: Duration::from_secs(3),
+            until: anything,
+            at_least: seconds(3),
+            at_most: seconds(3),
         },
         Phase {
             title: "lag grows (MASTER_DELAY=120)",
-            action: Action::StartLag,
-            until: |reply| reply.starts_with("down"),
-            at_least: Duration::from_secs(1),
-            at_most: Duration::from_secs(40),
+            action: Action::Delay(120),
+            until: |s| s.status.starts_with("DOWN"),
+            at_least: seconds(1),
+            at_most: seconds(40),
         },
         Phase {
-            title: "lag cleared (MASTER_DELAY=0)",
-            action: Action::StopLag,
-            until: |reply| reply == "up ready 100%",
-            at_least: Duration::from_secs(2),
-            at_most: Duration::from_secs(40),
+            title: "catching up (delay 10s)",
+            action: Action::Delay(10),
+            until: anything,
+            at_least: seconds(4),
+            at_most: seconds(4),
+        },
+        Phase {
+            title: "catching up (delay 5s)",
+            action: Action::Delay(5),
+            until: anything,
+            at_least: seconds(4),
+            at_most: seconds(4),
+        },
+        Phase {
+            title: "caught up (delay 0)",
+            action: Action::Delay(0),
+            until: full,
+            at_least: seconds(2),
+            at_most: seconds(20),
         },
         Phase {
             title: "replication broken (dup row)",
             action: Action::Break,
-            until: |reply| reply.starts_with("down #sql thread error"),
-            at_least: Duration::from_secs(3),
-            at_most: Duration::from_secs(20),
+            until: |s| s.status.starts_with("DOWN"),
+            at_least: seconds(2),
+            at_most: seconds(20),
         },
         Phase {
             title: "replication fixed",
             action: Action::Fix,
-            until: |reply| reply == "up ready 100%",
-            at_least: Duration::from_secs(3),
-            at_most: Duration::from_secs(30),
+            until: full,
+            at_least: seconds(2),
+            at_most: seconds(30),
         },
     ]
 }
@@ -85,31 +110,27 @@ fn phases() -> Vec<Phase> {
 /// Runs the story; everything it started is stopped when it returns, and on
 /// Ctrl-C (the caller drops this future).
 pub async fn run(remora_bin: &Path) -> Result<()> {
-    println!("starting a MariaDB primary and replica on loopback (lab credentials root/secret)...");
-    let pair = Pair::start().await?;
     println!(
-        "primary 127.0.0.1:{}, replica 127.0.0.1:{}; starting remora beside the replica...",
-        pair.primary.port, pair.replica.port
+        "starting a MariaDB primary and replica, a remora beside each, and HAProxy \
+         (haproxy/haproxy.cfg), all on 127.0.0.1; lab credentials root/secret..."
     );
-    let mysql = format!(
-        "mysql:\n  port: {}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n",
-        pair.replica.port
-    );
-    let remora = Remora::start(remora_bin, &format!("{mysql}{DEMO_POLICY}")).await?;
+    let stack = Stack::start(remora_bin, DEMO_REMORA, 2).await?;
+    let (pair, haproxy) = (&stack.pair, &stack.haproxy);
     println!(
-        "remora agent on {} (try: nc {} {}), http on {}\n",
-        remora.agent,
-        remora.agent.ip(),
-        remora.agent.port(),
-        remora.http
+        "primary 127.0.0.1:{} (remora {}), replica 127.0.0.1:{} (remora {})",
+        pair.primary.port, stack.on_primary.agent, pair.replica.port, stack.on_replica.agent
+    );
+    println!(
+        "HAProxy: reads {}, writes {}, stats http://{}/\n",
+        haproxy.binds.mysql, haproxy.binds.writer, haproxy.binds.stats
     );
     println!(
         "policy: 100% below 2s of lag, falling to 10% at 8s, drain at 12s, down at 16s;\n\
-         a better verdict needs 3 consecutive polls (every 500ms)\n"
+         a better verdict needs 3 consecutive polls (every 500ms); HAProxy asks every 1s\n"
     );
     println!(
-        "{:>5}  {:<30} {:>8} {:>7}  remora's reply",
-        "time", "phase", "lag", "delay"
+        "{:>5}  {:<30} {:>6}  {:<40} HAProxy mysql_main/replica",
+        "time", "phase", "lag", "remora (main pool)"
     );
 
     let _writes = pair.keep_writing(Duration::from_millis(100));
@@ -117,32 +138,36 @@ pub async fn run(remora_bin: &Path) -> Result<()> {
     for phase in phases() {
         match phase.action {
             Action::Nothing => {}
-            Action::StartLag => pair.start_lag(120).await?,
-            Action::StopLag => pair.stop_lag().await?,
+            Action::Delay(seconds) => pair.start_lag(seconds).await?,
             Action::Break => pair.break_replication(CONFLICT_ID).await?,
             Action::Fix => pair.fix_replication(CONFLICT_ID).await?,
         }
         let phase_started = Instant::now();
         loop {
-            let reply = remora.reply().await?;
-            let status = pair.slave_status().await?;
-            let lag = status
+            let reply = agent_request(stack.on_replica.agent, b"main\n").await?;
+            let reply = reply.trim_end();
+            let lag = pair
+                .slave_status()
+                .await?
                 .seconds_behind_master
                 .map_or("NULL".to_owned(), |s| format!("{s}s"));
+            let applied = haproxy.server("mysql_main", "replica").await?;
             println!(
-                "{:>4}s  {:<30} {:>8} {:>7}  {reply}",
+                "{:>4}s  {:<30} {:>6}  {:<40} {} weight {}",
                 started.elapsed().as_secs(),
                 phase.title,
                 lag,
-                format!("{}s", status.sql_delay),
+                reply,
+                applied.status,
+                applied.weight,
             );
             let elapsed = phase_started.elapsed();
-            if (elapsed >= phase.at_least && (phase.until)(&reply)) || elapsed >= phase.at_most {
+            if (elapsed >= phase.at_least && (phase.until)(&applied)) || elapsed >= phase.at_most {
                 break;
             }
             sleep(Duration::from_secs(1)).await;
         }
     }
-    println!("\ndone; stopping remora and both servers.");
+    println!("\ndone; stopping HAProxy, both remoras and both servers.");
     Ok(())
 }

@@ -32,7 +32,7 @@ pub struct Targets {
 }
 
 /// Where HAProxy listens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Binds {
     pub mysql: SocketAddr,
     pub writer: SocketAddr,

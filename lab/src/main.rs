@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+use remora_lab::haproxy::{Binds, Haproxy, Targets};
 use remora_lab::process::{kill_recorded, pid_is_running};
-use remora_lab::remora::{agent_reply, binary_beside_me, launch};
+use remora_lab::remora::{agent_reply, agent_request, binary_beside_me, launch, set_keys};
 use remora_lab::{Lifetime, Pair};
 
 #[derive(Debug, Parser)]
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start primary and replica (replication configured) and a remora beside each.
+    /// Start primary and replica (replication configured), a remora beside
+    /// each (examples/remora-pools.yaml) and HAProxy (haproxy/haproxy.cfg).
     Up {
         #[arg(long, env = "PRIMARY_PORT", default_value_t = 3306)]
         primary_port: u16,
@@ -40,6 +42,15 @@ enum Command {
         /// remora beside the replica: agent port; its HTTP port is this + 1.
         #[arg(long, env = "REPLICA_AGENT_PORT", default_value_t = 9358)]
         replica_agent_port: u16,
+        /// HAProxy's read frontend.
+        #[arg(long, env = "HAPROXY_MYSQL_BIND", default_value = "127.0.0.1:3310")]
+        haproxy_mysql: SocketAddr,
+        /// HAProxy's writer frontend.
+        #[arg(long, env = "HAPROXY_WRITER_BIND", default_value = "127.0.0.1:3311")]
+        haproxy_writer: SocketAddr,
+        /// HAProxy's stats page.
+        #[arg(long, env = "HAPROXY_STATS_BIND", default_value = "127.0.0.1:8404")]
+        haproxy_stats: SocketAddr,
     },
     /// Stop everything `up` started and delete its data.
     Down,
@@ -67,6 +78,7 @@ struct LabState {
     replica_port: u16,
     processes: Vec<Recorded>,
     remoras: Vec<RecordedRemora>,
+    haproxy: Binds,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,6 +94,10 @@ struct RecordedRemora {
     beside: String,
     agent: SocketAddr,
     http: SocketAddr,
+}
+
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remora-pools.yaml")
 }
 
 fn default_dir() -> PathBuf {
@@ -125,6 +141,9 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
             replica_port,
             primary_agent_port,
             replica_agent_port,
+            haproxy_mysql,
+            haproxy_writer,
+            haproxy_stats,
         } => {
             if let Ok(state) = read_state(&state_file)
                 && state.processes.iter().any(|p| pid_is_running(p.pid))
@@ -141,7 +160,15 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
                 replica_port,
                 processes: Vec::new(),
                 remoras: Vec::new(),
+                haproxy: Binds {
+                    mysql: haproxy_mysql,
+                    writer: haproxy_writer,
+                    stats: haproxy_stats,
+                    socket: dir.join("haproxy.sock"),
+                },
             };
+            let example = std::fs::read_to_string(example_config())
+                .context("reading examples/remora-pools.yaml")?;
             let (primary_pid, replica_pid) = pair.detach();
             for (name, pid) in [("primary", primary_pid), ("replica", replica_pid)] {
                 let pid = pid.context("server not running")?;
@@ -157,9 +184,8 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
             ] {
                 let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
                 let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
-                let yaml = format!(
-                    "mysql:\n  port: {port}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n"
-                );
+                // The shipped example, pointed at this server.
+                let yaml = set_keys(&example, &[("mysql", "port", port.into())])?;
                 let (process, _) = launch(
                     &remora,
                     &yaml,
@@ -180,9 +206,29 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
                     http,
                 });
             }
+            wait_for_remoras(&state).await;
+            let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+            let haproxy = Haproxy::start_in(
+                dir,
+                &Targets {
+                    primary: loopback(primary_port),
+                    primary_agent: state.remoras[0].agent,
+                    replica: loopback(replica_port),
+                    replica_agent: state.remoras[1].agent,
+                    main_min_servers: 2,
+                },
+                state.haproxy.clone(),
+                Lifetime::Detached,
+            )
+            .await
+            .context("starting haproxy")?;
+            state.processes.push(Recorded {
+                name: "haproxy".into(),
+                pid: haproxy.detach(),
+                program: "haproxy".into(),
+            });
             std::fs::write(&state_file, serde_json::to_string_pretty(&state)?)
                 .context("writing the lab state")?;
-            wait_for_remoras(&state).await;
             status(&state).await
         }
         Command::Down => {
@@ -273,14 +319,29 @@ async fn status(state: &LabState) -> Result<()> {
         state.primary_port, state.replica_port
     );
     for remora in &state.remoras {
-        let reply = agent_reply(remora.agent)
-            .await
-            .map(|reply| reply.trim_end().to_owned())
-            .unwrap_or_else(|err| format!("no answer: {err}"));
+        let mut replies = Vec::new();
+        for pool in ["main", "backup", "writer"] {
+            let reply = agent_request(remora.agent, format!("{pool}\n").as_bytes())
+                .await
+                .map(|reply| reply.trim_end().to_owned())
+                .unwrap_or_else(|err| format!("no answer: {err}"));
+            replies.push(format!("{pool}: {reply}"));
+        }
         println!(
-            "  remora beside the {}: agent {} -> {reply:?}, http http://{}/status",
-            remora.beside, remora.agent, remora.http
+            "  remora beside the {} (agent {}, http://{}/status)\n      {}",
+            remora.beside,
+            remora.agent,
+            remora.http,
+            replies.join("\n      ")
         );
     }
+    let haproxy = &state.haproxy;
+    println!(
+        "  haproxy: reads {}, writes {}, stats http://{}/, admin socket {}",
+        haproxy.mysql,
+        haproxy.writer,
+        haproxy.stats,
+        haproxy.socket.display()
+    );
     Ok(())
 }

@@ -232,14 +232,48 @@ pub fn launch(
 ) -> Result<(Process, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config_path = dir.join("remora.yaml");
-    let full = format!("{yaml}\nagent:\n  listen: {agent}\nhttp:\n  listen: {http}\n");
-    std::fs::write(&config_path, full).context("writing remora.yaml")?;
+    std::fs::write(&config_path, with_listeners(yaml, agent, http)?)
+        .context("writing remora.yaml")?;
     let mut command = remora_command(binary, &config_path);
     for (key, value) in env {
         command.env(key, value);
     }
     let process = Process::spawn("remora", command, &dir.join("remora.log"), lifetime)?;
     Ok((process, config_path))
+}
+
+/// `yaml` with `agent.listen` and `http.listen` set, other keys kept.
+fn with_listeners(yaml: &str, agent: SocketAddr, http: SocketAddr) -> Result<String> {
+    set_keys(
+        yaml,
+        &[
+            ("agent", "listen", agent.to_string().into()),
+            ("http", "listen", http.to_string().into()),
+        ],
+    )
+}
+
+/// `yaml` with each `section.key` set to its value, every other key kept.
+pub fn set_keys(yaml: &str, keys: &[(&str, &str, serde_yaml::Value)]) -> Result<String> {
+    use serde_yaml::{Mapping, Value};
+    let mut document: Value = if yaml.trim().is_empty() {
+        Value::Mapping(Mapping::new())
+    } else {
+        serde_yaml::from_str(yaml).context("remora YAML")?
+    };
+    let root = document
+        .as_mapping_mut()
+        .context("remora YAML must be a mapping")?;
+    for (section, key, value) in keys {
+        let entry = root
+            .entry(Value::from(*section))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        entry
+            .as_mapping_mut()
+            .with_context(|| format!("{section} must be a mapping"))?
+            .insert(Value::from(*key), value.clone());
+    }
+    Ok(serde_yaml::to_string(&document)?)
 }
 
 /// `remora --config <config>` with the lab's password and log level.

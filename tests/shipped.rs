@@ -1,0 +1,159 @@
+//! Everything the project ships for operators must stay true: example
+//! configurations load, the compose file points at files that exist and
+//! passes HAProxy only variables its config reads, the systemd unit verifies.
+//! (`haproxy -c` on every shipped HAProxy config is in tests/haproxy.rs.)
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use remora::config::Config;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn yaml_documents(path: &str) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(repo(path))?;
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Ok(Value::deserialize(document)?))
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_example_carries_a_valid_remora_config() -> Result<()> {
+    let documents = yaml_documents("examples/kubernetes-sidecar.yaml")?;
+    let config_map = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .context("a ConfigMap")?;
+    let text = config_map["data"]["remora.yaml"]
+        .as_str()
+        .context("remora.yaml")?;
+    let config = Config::from_yaml(text)?;
+    assert_eq!(
+        config.mysql.password_file.as_deref(),
+        Some(Path::new("/run/secrets/remora/password")),
+        "the password comes from the mounted Secret"
+    );
+    assert_eq!(config.pools.len(), 3);
+    let kinds: BTreeSet<&str> = documents
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    assert!(kinds.is_superset(&BTreeSet::from([
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "StatefulSet"
+    ])));
+    Ok(())
+}
+
+#[test]
+fn the_compose_file_refers_to_real_files_and_real_haproxy_variables() -> Result<()> {
+    let compose = &yaml_documents("docker-compose.yml")?[0];
+    let services = compose["services"].as_mapping().context("services")?;
+    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "haproxy",
+            "primary",
+            "remora-primary",
+            "remora-replica",
+            "replica"
+        ])
+    );
+    // Every bind-mounted file and the Dockerfile exist.
+    let mut mounts = Vec::new();
+    for service in services.values() {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let spec = volume.as_str().context("short volume syntax")?;
+            mounts.push(spec.split(':').next().unwrap_or_default().to_owned());
+        }
+    }
+    let anchor = &compose["x-remora"];
+    for volume in anchor["volumes"].as_sequence().into_iter().flatten() {
+        mounts.push(
+            volume
+                .as_str()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    mounts.push(
+        anchor["build"]["dockerfile"]
+            .as_str()
+            .context("dockerfile")?
+            .to_owned(),
+    );
+    for mount in &mounts {
+        assert!(repo(mount).exists(), "compose refers to missing {mount}");
+    }
+    // The remora config it mounts is valid.
+    Config::load(&repo("examples/remora-pools.yaml"))?;
+    // Each variable compose gives HAProxy is one haproxy.cfg reads.
+    let cfg = std::fs::read_to_string(repo("haproxy/haproxy.cfg"))?;
+    let env = services[&Value::from("haproxy")]["environment"]
+        .as_mapping()
+        .context("haproxy environment")?;
+    for key in env.keys().filter_map(Value::as_str) {
+        assert!(
+            cfg.contains(&format!("${{{key}-")),
+            "haproxy.cfg never reads {key}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_dockerfile_copies_files_that_exist() -> Result<()> {
+    let dockerfile = std::fs::read_to_string(repo("examples/Dockerfile"))?;
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let source = line.split_whitespace().nth(1).context("COPY source")?;
+        if source != "." {
+            assert!(repo(source).exists(), "Dockerfile copies missing {source}");
+        }
+    }
+    assert!(
+        dockerfile.contains("USER nonroot"),
+        "runs as a non-root user"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_systemd_unit_verifies() -> Result<()> {
+    // systemd-analyze checks that ExecStart exists: point it at the binary
+    // cargo built, and the config at the shipped example.
+    let unit = std::fs::read_to_string(repo("examples/remora.service"))?
+        .replace("/usr/local/bin/remora", env!("CARGO_BIN_EXE_remora"))
+        .replace(
+            "/etc/remora/remora.yaml",
+            &repo("examples/remora.yaml").display().to_string(),
+        );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("remora.service");
+    std::fs::write(&path, unit)?;
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .context("running systemd-analyze (Debian package systemd)")?;
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+    Ok(())
+}
