@@ -43,24 +43,19 @@ const MAX_LOGGED_UNKNOWN: usize = 100;
 /// What every connection task shares.
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// `Some` when pools are configured: how long to wait for the request line.
-    request_timeout: Option<Duration>,
     lingering: Semaphore,
     unknown_logged: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
 }
 
 /// Answers agent checks on `listener` until `shutdown` is cancelled.
-/// `request_timeout` is `Some` when pools are configured.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    request_timeout: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
         snapshots,
-        request_timeout,
         lingering: Semaphore::new(MAX_LINGERING),
         unknown_logged: Mutex::new(HashSet::new()),
         shutdown: shutdown.clone(),
@@ -109,7 +104,9 @@ async fn accept_failed(err: &io::Error, last_warning: &mut Option<Instant>) {
 
 async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
     let mut request = [0u8; MAX_REQUEST];
-    let pool = match shared.request_timeout {
+    // Pools are configured when the snapshot carries a request timeout.
+    let request_timeout = shared.snapshots.borrow().request_timeout;
+    let pool = match request_timeout {
         Some(limit) => read_request(&mut socket, &mut request, limit).await,
         None => None,
     };
@@ -119,7 +116,7 @@ async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
     if let Lookup::Unknown(_, name) = lookup {
         log_unknown_once(&shared, name);
     }
-    let line = snapshot.agent_line(Instant::now(), lookup);
+    let line = snapshot.answer(Instant::now(), lookup);
     trace!("agent: pool {pool:?} -> {}", line.trim_end());
     match timeout(WRITE_DEADLINE, socket.write_all(line.as_bytes())).await {
         Ok(Ok(())) => {}

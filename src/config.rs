@@ -33,6 +33,141 @@ pub struct Config {
     /// `agent-send "<name>\n"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pools: BTreeMap<String, PoolConfig>,
+    #[serde(default)]
+    pub lag: LagConfig,
+    #[serde(default)]
+    pub galera: GaleraConfig,
+    /// Optional: scale the weight down under load too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadConfig>,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// Where lag is read from, and which replication channels count.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LagConfig {
+    pub source: LagSource,
+    /// `database.table` written by `pt-heartbeat --update` on the primary.
+    pub heartbeat_table: String,
+    /// Time zone of the `ts` column: `local` (pt-heartbeat's default) or
+    /// `utc` (`pt-heartbeat --utc`).
+    pub heartbeat_timezone: HeartbeatTimezone,
+    /// Only rows written by this server id (pt-heartbeat's `--master-server-id`);
+    /// by default the newest row, whoever wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_server_id: Option<u32>,
+    /// The heartbeat writer counts as dead when its row has not advanced for
+    /// this long while replication kept applying other events (or, with
+    /// `primary`, when the primary's own row is this old). Keep it above
+    /// pt-heartbeat's `--interval`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_writer_timeout: Duration,
+    /// Optional connection to the primary, to check that the heartbeat writer
+    /// is alive before blaming the replica for an old heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<MysqlConfig>,
+    /// Subtract `SQL_Delay` (an intended `MASTER_DELAY`) from the lag of a
+    /// deliberately delayed replica.
+    pub subtract_sql_delay: bool,
+    /// Replication channels that matter (MariaDB connection names, MySQL
+    /// channel names). Empty: all of them, and the worst one decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        LagConfig {
+            source: LagSource::Auto,
+            heartbeat_table: "heartbeat.heartbeat".into(),
+            heartbeat_timezone: HeartbeatTimezone::Local,
+            heartbeat_server_id: None,
+            heartbeat_writer_timeout: Duration::from_secs(5),
+            primary: None,
+            subtract_sql_delay: false,
+            channels: Vec::new(),
+        }
+    }
+}
+
+impl LagConfig {
+    /// Whether the heartbeat table is read at all.
+    pub fn reads_heartbeat(&self) -> bool {
+        self.source != LagSource::ReplicaStatus
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LagSource {
+    /// The heartbeat when its table is readable, else replica status.
+    #[default]
+    Auto,
+    /// The heartbeat; an unreadable table is down.
+    Heartbeat,
+    /// `Seconds_Behind_Master` / `Seconds_Behind_Source` only.
+    ReplicaStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatTimezone {
+    #[default]
+    Local,
+    Utc,
+}
+
+/// How a Galera node's state maps to a verdict.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GaleraConfig {
+    /// A donor (`wsrep_local_state` 2, serving a state transfer): `drain` or `down`.
+    pub donor: DonorVerdict,
+    /// Optional: weight 100% below this `wsrep_local_recv_queue`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_queue_full_below: Option<u64>,
+    /// ...falling to `policy.min_weight` at this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_queue_min_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DonorVerdict {
+    #[default]
+    Drain,
+    Down,
+}
+
+/// Load-aware weight: the weight is the lower of the lag weight and this one.
+/// Each pair is optional, but a pair is set whole.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadConfig {
+    /// `Threads_running` below this: 100%...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_running_full_below: Option<u64>,
+    /// ...falling linearly to `policy.min_weight` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_running_min_at: Option<u64>,
+    /// `Threads_connected` as a share of `max_connections`: below this 100%...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_full_below: Option<Percent>,
+    /// ...falling linearly to `policy.min_weight` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_min_at: Option<Percent>,
+}
+
+/// An operator's switch that beats every measurement.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// While this file exists the agent answers `up drain` (or `up maint` if
+    /// the file's first word is `maint`) with the rest of the file as reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// Where the watched server is and how long any wait on it may take.
@@ -454,8 +589,19 @@ impl Config {
         if self.agent.request_timeout.is_zero() {
             return Err(invalid("agent.request_timeout", "must be greater than 0"));
         }
+        self.lag.validate()?;
+        self.galera.validate()?;
+        if let Some(load) = &self.load {
+            load.validate()?;
+        }
         self.policy.validate("policy")?;
         for (name, pool) in &self.pools {
+            if name == "default" {
+                return Err(invalid(
+                    "pools.default",
+                    "the name default is reserved for the top-level policy",
+                ));
+            }
             if name.is_empty()
                 || name.len() > MAX_POOL_NAME
                 || !name.bytes().all(|b| b.is_ascii_graphic())
@@ -518,46 +664,213 @@ impl Policy {
     }
 }
 
+/// The passwords a configuration refers to, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// For `mysql`.
+    pub mysql: Option<Secret>,
+    /// For `lag.primary`.
+    pub primary: Option<Secret>,
+}
+
+impl Config {
+    /// Resolves every password source (environment variables, files).
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        Ok(Secrets {
+            mysql: self.mysql.password("mysql")?,
+            primary: match &self.lag.primary {
+                Some(primary) => primary.password("lag.primary")?,
+                None => None,
+            },
+        })
+    }
+}
+
 impl MysqlConfig {
-    /// Resolves the password from its configured source, if any.
-    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+    /// `section` names this block in errors (`mysql`, `lag.primary`).
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(invalid(&format!("{section}.host"), "must not be empty"));
+        }
+        if self.port == 0 {
+            return Err(invalid(
+                &format!("{section}.port"),
+                "must be between 1 and 65535",
+            ));
+        }
+        if self.user.is_empty() {
+            return Err(invalid(&format!("{section}.user"), "must not be empty"));
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err(invalid(
+                &format!("{section}.password_env"),
+                format!("set either {section}.password_env or {section}.password_file, not both"),
+            ));
+        }
+        if self.password_env.as_deref() == Some("") {
+            return Err(invalid(
+                &format!("{section}.password_env"),
+                "must name an environment variable",
+            ));
+        }
+        for (key, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("query_timeout", self.query_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    &format!("{section}.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the password from its configured source, if any; `section`
+    /// names this block in errors.
+    pub fn password(&self, section: &str) -> Result<Option<Secret>, ConfigError> {
+        let env_key = format!("{section}.password_env");
+        let file_key = format!("{section}.password_file");
         if let Some(var) = &self.password_env {
             return match std::env::var(var) {
                 Ok(value) if value.is_empty() => Err(invalid(
-                    "mysql.password_env",
+                    &env_key,
                     format!("environment variable {var} is empty"),
                 )),
                 Ok(value) => Ok(Some(Secret(value))),
                 Err(std::env::VarError::NotPresent) => Err(invalid(
-                    "mysql.password_env",
+                    &env_key,
                     format!("environment variable {var} is not set"),
                 )),
                 Err(std::env::VarError::NotUnicode(_)) => Err(invalid(
-                    "mysql.password_env",
+                    &env_key,
                     format!("environment variable {var} is not valid UTF-8"),
                 )),
             };
         }
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|err| {
-                invalid(
-                    "mysql.password_file",
-                    format!("cannot read {}: {err}", path.display()),
-                )
+                invalid(&file_key, format!("cannot read {}: {err}", path.display()))
             })?;
             let value = text
                 .strip_suffix('\n')
                 .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
                 .unwrap_or(&text);
             if value.is_empty() {
-                return Err(invalid(
-                    "mysql.password_file",
-                    format!("{} is empty", path.display()),
-                ));
+                return Err(invalid(&file_key, format!("{} is empty", path.display())));
             }
             return Ok(Some(Secret(value.to_owned())));
         }
         Ok(None)
+    }
+}
+
+impl LagConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let parts: Vec<&str> = self.heartbeat_table.split('.').collect();
+        let identifier = |part: &&str| {
+            (1..=64).contains(&part.len())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        };
+        if parts.len() != 2 || !parts.iter().all(identifier) {
+            return Err(invalid(
+                "lag.heartbeat_table",
+                format!(
+                    "must be database.table (letters, digits, _ and $), got {:?}",
+                    self.heartbeat_table
+                ),
+            ));
+        }
+        if self.heartbeat_writer_timeout.is_zero() {
+            return Err(invalid(
+                "lag.heartbeat_writer_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(primary) = &self.primary {
+            primary.validate("lag.primary")?;
+        }
+        if self.channels.iter().any(String::is_empty) {
+            return Err(invalid(
+                "lag.channels",
+                "names must not be empty (the default channel of MariaDB/MySQL cannot be named here)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The heartbeat table, quoted for SQL. Validated to be two identifiers.
+    pub fn heartbeat_table_sql(&self) -> String {
+        self.heartbeat_table
+            .split('.')
+            .map(|part| format!("`{part}`"))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+impl GaleraConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_pair(
+            "galera.recv_queue_full_below",
+            self.recv_queue_full_below,
+            "galera.recv_queue_min_at",
+            self.recv_queue_min_at,
+        )
+    }
+}
+
+impl LoadConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_pair(
+            "load.threads_running_full_below",
+            self.threads_running_full_below,
+            "load.threads_running_min_at",
+            self.threads_running_min_at,
+        )?;
+        check_pair(
+            "load.connections_full_below",
+            self.connections_full_below.map(|p| u64::from(p.0)),
+            "load.connections_min_at",
+            self.connections_min_at.map(|p| u64::from(p.0)),
+        )?;
+        for (key, value) in [
+            ("load.connections_full_below", self.connections_full_below),
+            ("load.connections_min_at", self.connections_min_at),
+        ] {
+            if value.is_some_and(|p| !(1..=100).contains(&p.0)) {
+                return Err(invalid(key, "must be between 1% and 100%"));
+            }
+        }
+        if self.threads_running_full_below.is_none() && self.connections_full_below.is_none() {
+            return Err(invalid(
+                "load",
+                "set threads_running_full_below/min_at, connections_full_below/min_at, or both",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A "full below" / "minimum at" pair: both or neither, in order.
+fn check_pair(
+    low_key: &str,
+    low: Option<u64>,
+    high_key: &str,
+    high: Option<u64>,
+) -> Result<(), ConfigError> {
+    match (low, high) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(invalid(high_key, format!("must be set with {low_key}"))),
+        (None, Some(_)) => Err(invalid(low_key, format!("must be set with {high_key}"))),
+        (Some(low), Some(high)) if high <= low => Err(invalid(
+            high_key,
+            format!("must be greater than {low_key} ({low}), got {high}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -675,6 +988,38 @@ policy:
     }
 
     #[test]
+    fn issue_four_sections_parse() {
+        let config = Config::from_yaml(
+            "lag:
+  source: heartbeat
+  heartbeat_table: monitoring.hb
+  heartbeat_timezone: utc
+  heartbeat_server_id: 7
+  subtract_sql_delay: true
+  channels: [eu, us]
+  primary: {host: 10.0.0.1, password_env: PRIMARY_PW}
+galera: {donor: down, recv_queue_full_below: 10, recv_queue_min_at: 100}
+load: {threads_running_full_below: 16, threads_running_min_at: 64}
+maintenance: {file: /etc/remora/maintenance}
+",
+        )
+        .expect("valid");
+        assert_eq!(config.lag.source, LagSource::Heartbeat);
+        assert_eq!(config.lag.heartbeat_table_sql(), "`monitoring`.`hb`");
+        assert_eq!(config.lag.primary.as_ref().map(|p| p.port), Some(3306));
+        assert_eq!(config.galera.donor, DonorVerdict::Down);
+        assert_eq!(
+            config.load.as_ref().and_then(|l| l.threads_running_min_at),
+            Some(64)
+        );
+        let err = config.secrets().expect_err("PRIMARY_PW is not set");
+        assert!(
+            err.to_string().starts_with("lag.primary.password_env"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         assert_eq!(Config::from_yaml("\n").expect("valid"), Config::default());
     }
@@ -750,6 +1095,7 @@ policy:
                 &["pools.main.recover_after"],
             ),
             ("pools:\n  'a pool': {}\n", &["pools.a pool", "name"]),
+            ("pools:\n  default: {}\n", &["pools.default", "reserved"]),
             (
                 "agent:\n  request_timeout: 0ms\n",
                 &["agent.request_timeout"],
@@ -776,12 +1122,12 @@ policy:
             password_env: Some(var.into()),
             ..MysqlConfig::default()
         };
-        let err = config.password().expect_err("unset variable");
+        let err = config.password("mysql").expect_err("unset variable");
         assert!(err.to_string().contains("mysql.password_env"), "{err}");
         assert!(err.to_string().contains(var), "{err}");
         // SAFETY: no other thread reads or writes this variable.
         unsafe { std::env::set_var(var, "hunter2") };
-        let secret = config.password().expect("set").expect("some");
+        let secret = config.password("mysql").expect("set").expect("some");
         assert_eq!(secret.expose(), "hunter2");
 
         let dir = std::env::temp_dir().join(format!("remora-config-test-{}", std::process::id()));
@@ -793,11 +1139,15 @@ policy:
             ..MysqlConfig::default()
         };
         assert_eq!(
-            config.password().expect("ok").expect("some").expose(),
+            config
+                .password("mysql")
+                .expect("ok")
+                .expect("some")
+                .expose(),
             "s3cret"
         );
         std::fs::remove_file(&file).expect("remove");
-        let err = config.password().expect_err("missing file");
+        let err = config.password("mysql").expect_err("missing file");
         assert!(err.to_string().contains("mysql.password_file"), "{err}");
         let _ = std::fs::remove_dir(&dir);
     }

@@ -1,12 +1,19 @@
 //! Reading an observation: is the server reachable, a replica or not, how far
-//! behind, and is that lag measured or estimated. Pure apart from a small
-//! memory of the last measured lag per channel; no I/O.
+//! behind, measured how. Pure apart from a small memory carried between polls
+//! (the last measured lag per channel, the heartbeat's last movement); no I/O.
 //!
-//! `Seconds_Behind_Master` is NULL whenever a replication thread is stopped or
-//! connecting. NULL is never read as 0: remora estimates the lag as the last
-//! measured lag plus the time since that measurement, so a replica whose IO
-//! thread dies fades out along the policy's curve instead of serving ever
-//! staler data at full weight.
+//! Lag comes from the pt-heartbeat table when configured and trustworthy,
+//! else from `Seconds_Behind_Master`. That column is NULL whenever a
+//! replication thread is stopped or connecting; NULL is never read as 0:
+//! remora estimates the lag as the last measured lag plus the time since that
+//! measurement, so a replica whose IO thread dies fades out along the
+//! policy's curve instead of serving ever staler data at full weight.
+//!
+//! A heartbeat only proves lag while its writer runs. A dead writer would make
+//! every replica look lagged, so remora checks it: with `lag.primary`, by the
+//! age of the primary's own row; without, by noticing the replica apply events
+//! while the heartbeat row stands still. Either way it then falls back to
+//! replica status and says so.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,19 +21,46 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::probe::{ChannelStatus, Observation, ThreadState};
+use crate::config::{LagConfig, LagSource};
+use crate::probe::{
+    ChannelStatus, GaleraStatus, HeartbeatRead, Observation, PollError, ServerStatus, ThreadState,
+};
 
-/// What one observation means, with lag estimated where it is unknown.
+/// Everything a poll says, interpreted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub health: Health,
+    /// What the heartbeat said, whether or not it decided the lag.
+    pub heartbeat: Option<HeartbeatReport>,
+    /// Set on a Galera node.
+    pub galera: Option<GaleraStatus>,
+    /// Set when `load` is configured.
+    pub load: Option<Load>,
+}
+
+impl Assessment {
+    fn unreachable(reason: String) -> Assessment {
+        Assessment {
+            health: Health::Unreachable { reason },
+            heartbeat: None,
+            galera: None,
+            load: None,
+        }
+    }
+}
+
+/// Replication health: role, lag, breakage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Health {
     /// The poll failed: nothing is known about the server.
     Unreachable { reason: String },
     /// Reachable and not a replica.
     Primary { read_only: bool },
-    /// A replica; `lag` is its worst channel's.
+    /// A replica; `lag` is what decides its verdict.
     Replica { lag: Lag, read_only: bool },
     /// A replica that is down whatever its lag: an SQL thread stopped on an
-    /// error, or lag unknown with no earlier measurement to estimate from.
+    /// error, a channel that matters is missing, or lag unknown with nothing
+    /// to estimate from.
     Broken { reason: String, read_only: bool },
 }
 
@@ -47,23 +81,50 @@ impl Health {
     }
 }
 
+/// Where a lag figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagOrigin {
+    Heartbeat,
+    ReplicaStatus,
+}
+
+impl LagOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LagOrigin::Heartbeat => "heartbeat",
+            LagOrigin::ReplicaStatus => "replica_status",
+        }
+    }
+}
+
 /// How far a replica is behind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lag {
     pub value: Duration,
-    /// The replication channel this lag belongs to (`""` is the default one).
+    /// The replication channel this lag belongs to (`""`: the default one,
+    /// or the whole server when the heartbeat measured it).
     pub channel: String,
     /// `None` when measured this poll; otherwise why it could not be measured.
     pub estimated: Option<String>,
+    pub origin: LagOrigin,
+    /// Why replica status decided although a heartbeat was wanted.
+    pub fallback: Option<String>,
 }
 
 impl Lag {
     pub fn is_estimated(&self) -> bool {
         self.estimated.is_some()
     }
+
+    /// True when the lag is a plain measurement the operator need not hear about.
+    pub fn is_plain(&self) -> bool {
+        self.estimated.is_none() && self.fallback.is_none()
+    }
 }
 
-/// `lag 14.2s`, or `lag ~14.2s: io thread Connecting (error 2003)` when estimated.
+/// `lag 14.2s`; `lag ~14.2s: io thread connecting (error 2003)` when
+/// estimated; `lag 0.0s (replica status: heartbeat writer stale 12.0s)` after
+/// a fallback.
 impl fmt::Display for Lag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let channel = if self.channel.is_empty() {
@@ -73,10 +134,58 @@ impl fmt::Display for Lag {
         };
         let seconds = self.value.as_secs_f64();
         match &self.estimated {
-            None => write!(f, "lag {seconds:.1}s{channel}"),
-            Some(why) => write!(f, "lag ~{seconds:.1}s{channel}: {why}"),
+            None => write!(f, "lag {seconds:.1}s{channel}")?,
+            Some(why) => write!(f, "lag ~{seconds:.1}s{channel}: {why}")?,
+        }
+        if let Some(why) = &self.fallback {
+            write!(f, " (replica status: {why})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The heartbeat as `/status` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatReport {
+    /// Age of the newest row on the watched server, before any `SQL_Delay`
+    /// subtraction; `None` when there is no row.
+    pub age: Option<Duration>,
+    pub ts: Option<String>,
+    pub state: HeartbeatState,
+    /// Age of the primary's own row, when `lag.primary` is configured and answered.
+    pub primary_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatState {
+    /// It decided the lag.
+    Used,
+    /// Read, but replica status decided: its writer is dead.
+    WriterStale,
+    /// Read on a server that is not a replica.
+    NotReplica,
+    /// The table could not be read (error code) or had no row (`None`).
+    Unavailable(Option<u16>),
+}
+
+impl HeartbeatState {
+    pub fn describe(&self) -> String {
+        match self {
+            HeartbeatState::Used => "used".into(),
+            HeartbeatState::WriterStale => "writer stale".into(),
+            HeartbeatState::NotReplica => "not a replica".into(),
+            HeartbeatState::Unavailable(Some(code)) => format!("unavailable: error {code}"),
+            HeartbeatState::Unavailable(None) => "unavailable: no row".into(),
         }
     }
+}
+
+/// Load counters with the limit they are measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub threads_running: u64,
+    pub threads_connected: u64,
+    pub max_connections: Option<u64>,
 }
 
 /// The last lag measured on a channel, and when.
@@ -86,69 +195,274 @@ struct Measured {
     at: Instant,
 }
 
-/// Turns observations into [`Health`], remembering the last measured lag per
-/// channel so that an unknown lag can be estimated.
+/// Watches the heartbeat row and the replication positions move.
 #[derive(Debug, Default)]
-pub struct LagMemory {
-    last_measured: HashMap<String, Measured>,
+struct HeartbeatTracker {
+    ts: Option<String>,
+    /// When `ts` was first seen with its current value.
+    ts_since: Option<Instant>,
+    positions: Vec<(String, String, u64)>,
+    /// When the replication positions last moved.
+    moved_at: Option<Instant>,
 }
 
-impl LagMemory {
-    pub fn assess(&mut self, observation: &Observation) -> Health {
-        let status = match &observation.result {
-            Err(err) => {
-                return Health::Unreachable {
-                    reason: err.phrase(),
-                };
+impl HeartbeatTracker {
+    fn observe(&mut self, ts: Option<&str>, positions: Vec<(String, String, u64)>, now: Instant) {
+        if ts != self.ts.as_deref() {
+            self.ts = ts.map(str::to_owned);
+            self.ts_since = Some(now);
+        }
+        if positions != self.positions {
+            if !self.positions.is_empty() {
+                self.moved_at = Some(now);
             }
+            self.positions = positions;
+        }
+    }
+
+    /// How long the heartbeat row has stood still while replication applied
+    /// other events, if that is at least `limit`: its writer is dead.
+    fn writer_silent(&self, now: Instant, limit: Duration) -> Option<Duration> {
+        let since = self.ts_since?;
+        let still = now.saturating_duration_since(since);
+        (still >= limit && self.moved_at.is_some_and(|moved| moved > since)).then_some(still)
+    }
+}
+
+/// Turns observations into [`Assessment`]s, remembering what it needs.
+#[derive(Debug)]
+pub struct Assessor {
+    lag: LagConfig,
+    last_measured: HashMap<String, Measured>,
+    heartbeat: HeartbeatTracker,
+}
+
+impl Assessor {
+    pub fn new(lag: &LagConfig) -> Assessor {
+        Assessor {
+            lag: lag.clone(),
+            last_measured: HashMap::new(),
+            heartbeat: HeartbeatTracker::default(),
+        }
+    }
+
+    /// `primary` is the primary's own heartbeat row, when `lag.primary` is
+    /// configured.
+    pub fn assess(
+        &mut self,
+        observation: &Observation,
+        primary: Option<&Result<HeartbeatRead, PollError>>,
+    ) -> Assessment {
+        let status = match &observation.result {
+            Err(err) => return Assessment::unreachable(err.phrase()),
             Ok(status) => status,
         };
+        let now = observation.at;
         let read_only = status.read_only;
+        let mut assessment = Assessment {
+            health: Health::Primary { read_only },
+            heartbeat: None,
+            galera: status.galera.clone(),
+            load: status.load.map(|load| Load {
+                threads_running: load.threads_running,
+                threads_connected: load.threads_connected,
+                max_connections: status.max_connections,
+            }),
+        };
+        let primary_age = match primary {
+            Some(Ok(HeartbeatRead::Row { age, .. })) => Some(*age),
+            _ => None,
+        };
+        let mut report = status.heartbeat.as_ref().map(|read| match read {
+            HeartbeatRead::Row { ts, age } => HeartbeatReport {
+                age: Some(*age),
+                ts: Some(ts.clone()),
+                state: HeartbeatState::Used,
+                primary_age,
+            },
+            HeartbeatRead::Empty => HeartbeatReport {
+                age: None,
+                ts: None,
+                state: HeartbeatState::Unavailable(None),
+                primary_age,
+            },
+            HeartbeatRead::Unavailable { code, .. } => HeartbeatReport {
+                age: None,
+                ts: None,
+                state: HeartbeatState::Unavailable(Some(*code)),
+                primary_age,
+            },
+        });
+
         if status.channels.is_empty() {
             self.last_measured.clear();
-            return Health::Primary { read_only };
+            self.heartbeat = HeartbeatTracker::default();
+            if let Some(report) = report.as_mut()
+                && report.age.is_some()
+            {
+                report.state = HeartbeatState::NotReplica;
+            }
+            assessment.heartbeat = report;
+            return assessment;
         }
         // A channel that vanished (RESET SLAVE ALL) must not leave an old
         // measurement to be reused if a channel of that name comes back later.
         self.last_measured
             .retain(|name, _| status.channels.iter().any(|c| &c.name == name));
 
-        let mut worst: Option<Lag> = None;
-        for channel in &status.channels {
-            match self.channel_lag(channel, observation.at) {
-                Err(reason) => return Health::Broken { reason, read_only },
+        let (health, report) = self.replica_health(status, now, report);
+        assessment.health = health;
+        assessment.heartbeat = report;
+        assessment
+    }
+
+    fn replica_health(
+        &mut self,
+        status: &ServerStatus,
+        now: Instant,
+        mut report: Option<HeartbeatReport>,
+    ) -> (Health, Option<HeartbeatReport>) {
+        let read_only = status.read_only;
+        let broken = |reason: String| Health::Broken { reason, read_only };
+
+        // The channels that matter: all, or the ones named.
+        let mut considered: Vec<&ChannelStatus> = Vec::new();
+        if self.lag.channels.is_empty() {
+            considered.extend(&status.channels);
+        } else {
+            for name in &self.lag.channels {
+                match status.channels.iter().find(|c| &c.name == name) {
+                    Some(channel) => considered.push(channel),
+                    None => return (broken(format!("channel {name} missing")), report),
+                }
+            }
+        }
+        for channel in &considered {
+            if channel.sql_thread != ThreadState::Yes
+                && let Some(err) = &channel.sql_error
+            {
+                return (
+                    broken(format!(
+                        "sql thread error {}{}",
+                        err.errno,
+                        on(&channel.name)
+                    )),
+                    report,
+                );
+            }
+        }
+
+        // Replica status, always computed so its memory stays current.
+        let mut by_status: Result<Lag, String> = Err(String::new());
+        for channel in &considered {
+            match self.channel_lag(channel, now) {
+                Err(reason) => {
+                    by_status = Err(reason);
+                    break;
+                }
                 Ok(lag) => {
-                    if worst.as_ref().is_none_or(|w| lag.value > w.value) {
-                        worst = Some(lag);
+                    if by_status.as_ref().is_err_and(String::is_empty)
+                        || by_status
+                            .as_ref()
+                            .is_ok_and(|worst| lag.value > worst.value)
+                    {
+                        by_status = Ok(lag);
                     }
                 }
             }
         }
-        let lag = worst.expect("channels is not empty, and each gave a lag or returned");
-        Health::Replica { lag, read_only }
+
+        let positions = considered
+            .iter()
+            .filter_map(|c| {
+                let (file, pos) = c.exec_position.clone()?;
+                Some((c.name.clone(), file, pos))
+            })
+            .collect();
+        let ts = report.as_ref().and_then(|r| r.ts.as_deref());
+        self.heartbeat.observe(ts, positions, now);
+
+        let delay = self.delay_of(considered.iter().copied());
+        if self.lag.source != LagSource::ReplicaStatus {
+            match report.as_ref().and_then(|r| r.age) {
+                Some(age) => {
+                    let primary_age = report.as_ref().and_then(|r| r.primary_age);
+                    if let Some(stale) = self.writer_stale(now, primary_age) {
+                        if let Some(report) = report.as_mut() {
+                            report.state = HeartbeatState::WriterStale;
+                        }
+                        let why = format!("heartbeat writer stale {:.1}s", stale.as_secs_f64());
+                        let health = match by_status {
+                            Ok(mut lag) => {
+                                lag.fallback = Some(why);
+                                Health::Replica { lag, read_only }
+                            }
+                            Err(reason) => broken(format!("{reason}; {why}")),
+                        };
+                        return (health, report);
+                    }
+                    let lag = Lag {
+                        value: age.saturating_sub(delay),
+                        channel: String::new(),
+                        estimated: None,
+                        origin: LagOrigin::Heartbeat,
+                        fallback: None,
+                    };
+                    return (Health::Replica { lag, read_only }, report);
+                }
+                None if self.lag.source == LagSource::Heartbeat => {
+                    let why = report
+                        .as_ref()
+                        .map(|r| r.state.describe())
+                        .unwrap_or_else(|| "not read".into());
+                    return (broken(format!("heartbeat {why}")), report);
+                }
+                // `auto` with no usable table: replica status decides.
+                None => {}
+            }
+        }
+        let health = match by_status {
+            Ok(lag) => Health::Replica { lag, read_only },
+            Err(reason) => broken(reason),
+        };
+        (health, report)
+    }
+
+    /// Dead heartbeat writer: by the primary's own row when it answered,
+    /// else by the heartbeat standing still while replication moves.
+    fn writer_stale(&self, now: Instant, primary_age: Option<Duration>) -> Option<Duration> {
+        let limit = self.lag.heartbeat_writer_timeout;
+        match primary_age {
+            Some(age) => (age >= limit).then_some(age),
+            None => self.heartbeat.writer_silent(now, limit),
+        }
+    }
+
+    /// The intended delay to subtract, if configured: the largest `SQL_Delay`.
+    fn delay_of<'a>(&self, channels: impl Iterator<Item = &'a ChannelStatus>) -> Duration {
+        if !self.lag.subtract_sql_delay {
+            return Duration::ZERO;
+        }
+        channels
+            .filter_map(|c| c.sql_delay)
+            .max()
+            .map_or(Duration::ZERO, Duration::from_secs)
     }
 
     fn channel_lag(&mut self, channel: &ChannelStatus, now: Instant) -> Result<Lag, String> {
-        let on = if channel.name.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", channel.name)
-        };
-        if channel.sql_thread != ThreadState::Yes
-            && let Some(err) = &channel.sql_error
-        {
-            return Err(format!("sql thread error {}{on}", err.errno));
-        }
         let running =
             channel.io_thread == ThreadState::Yes && channel.sql_thread == ThreadState::Yes;
+        let delay = self.delay_of(std::iter::once(channel));
         if let (true, Some(seconds)) = (running, channel.seconds_behind) {
-            let lag = Duration::from_secs(seconds);
+            let lag = Duration::from_secs(seconds).saturating_sub(delay);
             self.last_measured
                 .insert(channel.name.clone(), Measured { lag, at: now });
             return Ok(Lag {
                 value: lag,
                 channel: channel.name.clone(),
                 estimated: None,
+                origin: LagOrigin::ReplicaStatus,
+                fallback: None,
             });
         }
 
@@ -159,9 +473,19 @@ impl LagMemory {
                 value: measured.lag + now.saturating_duration_since(measured.at),
                 channel: channel.name.clone(),
                 estimated: Some(why),
+                origin: LagOrigin::ReplicaStatus,
+                fallback: None,
             }),
-            None => Err(format!("lag unknown{on}: {why}")),
+            None => Err(format!("lag unknown{}: {why}", on(&channel.name))),
         }
+    }
+}
+
+fn on(channel: &str) -> String {
+    if channel.is_empty() {
+        String::new()
+    } else {
+        format!(" on {channel}")
     }
 }
 
@@ -183,10 +507,14 @@ fn unknown_because(channel: &ChannelStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Dialect, PollError, ServerStatus, ThreadError};
+    use crate::probe::{Dialect, ServerStatus, ThreadError};
     use std::time::SystemTime;
 
-    fn observe(at: Instant, channels: Vec<ChannelStatus>) -> Observation {
+    fn observe_with(
+        at: Instant,
+        channels: Vec<ChannelStatus>,
+        heartbeat: Option<HeartbeatRead>,
+    ) -> Observation {
         Observation {
             at,
             wall: SystemTime::now(),
@@ -196,8 +524,21 @@ mod tests {
                 dialect: Dialect::MariaDb,
                 read_only: true,
                 channels,
+                heartbeat,
+                ..ServerStatus::default()
             }),
         }
+    }
+
+    fn observe(at: Instant, channels: Vec<ChannelStatus>) -> Observation {
+        observe_with(at, channels, None)
+    }
+
+    fn by_status() -> Assessor {
+        Assessor::new(&LagConfig {
+            source: LagSource::ReplicaStatus,
+            ..LagConfig::default()
+        })
     }
 
     fn running(seconds: Option<u64>) -> ChannelStatus {
@@ -205,8 +546,14 @@ mod tests {
             io_thread: ThreadState::Yes,
             sql_thread: ThreadState::Yes,
             seconds_behind: seconds,
+            exec_position: Some(("mariadb-bin.000001".into(), 100)),
             ..ChannelStatus::default()
         }
+    }
+
+    fn at_position(mut channel: ChannelStatus, pos: u64) -> ChannelStatus {
+        channel.exec_position = Some(("mariadb-bin.000001".into(), pos));
+        channel
     }
 
     fn io_connecting() -> ChannelStatus {
@@ -221,9 +568,18 @@ mod tests {
         }
     }
 
+    fn heartbeat_row(ts: &str, age_ms: u64) -> Option<HeartbeatRead> {
+        Some(HeartbeatRead::Row {
+            ts: ts.into(),
+            age: Duration::from_millis(age_ms),
+        })
+    }
+
     #[test]
     fn no_channels_is_a_primary() {
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![]));
+        let health = by_status()
+            .assess(&observe(Instant::now(), vec![]), None)
+            .health;
         assert_eq!(health, Health::Primary { read_only: true });
     }
 
@@ -235,7 +591,7 @@ mod tests {
             duration: Duration::from_secs(1),
             result: Err(PollError::ConnectTimeout(Duration::from_secs(1))),
         };
-        let health = LagMemory::default().assess(&observation);
+        let health = by_status().assess(&observation, None).health;
         assert_eq!(
             health,
             Health::Unreachable {
@@ -246,20 +602,25 @@ mod tests {
 
     #[test]
     fn measured_lag_is_read_as_is() {
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![running(Some(7))]));
+        let health = by_status()
+            .assess(&observe(Instant::now(), vec![running(Some(7))]), None)
+            .health;
         let lag = health.lag().expect("replica");
         assert_eq!(lag.value, Duration::from_secs(7));
-        assert!(!lag.is_estimated());
+        assert!(lag.is_plain());
+        assert_eq!(lag.origin, LagOrigin::ReplicaStatus);
         assert_eq!(lag.to_string(), "lag 7.0s");
     }
 
     #[test]
     fn unknown_lag_grows_from_the_last_measurement() {
-        let mut memory = LagMemory::default();
+        let mut assessor = by_status();
         let t0 = Instant::now();
-        memory.assess(&observe(t0, vec![running(Some(3))]));
+        assessor.assess(&observe(t0, vec![running(Some(3))]), None);
         let later = t0 + Duration::from_millis(4500);
-        let health = memory.assess(&observe(later, vec![io_connecting()]));
+        let health = assessor
+            .assess(&observe(later, vec![io_connecting()]), None)
+            .health;
         let lag = health.lag().expect("estimated, not broken");
         assert_eq!(lag.value, Duration::from_millis(7500));
         assert_eq!(
@@ -270,10 +631,15 @@ mod tests {
 
     #[test]
     fn null_lag_with_both_threads_running_is_not_zero() {
-        let mut memory = LagMemory::default();
+        let mut assessor = by_status();
         let t0 = Instant::now();
-        memory.assess(&observe(t0, vec![running(Some(1))]));
-        let health = memory.assess(&observe(t0 + Duration::from_secs(2), vec![running(None)]));
+        assessor.assess(&observe(t0, vec![running(Some(1))]), None);
+        let health = assessor
+            .assess(
+                &observe(t0 + Duration::from_secs(2), vec![running(None)]),
+                None,
+            )
+            .health;
         let lag = health.lag().expect("estimated");
         assert_eq!(lag.value, Duration::from_secs(3));
         assert_eq!(lag.estimated.as_deref(), Some("lag not reported"));
@@ -286,7 +652,9 @@ mod tests {
             sql_thread: ThreadState::No,
             ..ChannelStatus::default()
         };
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![stopped]));
+        let health = by_status()
+            .assess(&observe(Instant::now(), vec![stopped]), None)
+            .health;
         assert_eq!(
             health,
             Health::Broken {
@@ -298,9 +666,9 @@ mod tests {
 
     #[test]
     fn sql_error_is_broken_and_names_the_errno() {
-        let mut memory = LagMemory::default();
+        let mut assessor = by_status();
         let t0 = Instant::now();
-        memory.assess(&observe(t0, vec![running(Some(0))]));
+        assessor.assess(&observe(t0, vec![running(Some(0))]), None);
         let failed = ChannelStatus {
             io_thread: ThreadState::Yes,
             sql_thread: ThreadState::No,
@@ -310,7 +678,9 @@ mod tests {
             }),
             ..ChannelStatus::default()
         };
-        let health = memory.assess(&observe(t0 + Duration::from_secs(1), vec![failed]));
+        let health = assessor
+            .assess(&observe(t0 + Duration::from_secs(1), vec![failed]), None)
+            .health;
         assert_eq!(
             health,
             Health::Broken {
@@ -327,36 +697,48 @@ mod tests {
             errno: 1062,
             message: "old".into(),
         });
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![channel]));
+        let health = by_status()
+            .assess(&observe(Instant::now(), vec![channel]), None)
+            .health;
         assert_eq!(health.lag().map(|l| l.value), Some(Duration::from_secs(2)));
+    }
+
+    fn named(mut channel: ChannelStatus, name: &str) -> ChannelStatus {
+        channel.name = name.into();
+        channel
     }
 
     #[test]
     fn worst_channel_wins() {
-        let mut fast = running(Some(1));
-        fast.name = "a".into();
-        let mut slow = running(Some(9));
-        slow.name = "b".into();
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![fast, slow]));
+        let channels = vec![named(running(Some(1)), "a"), named(running(Some(9)), "b")];
+        let health = by_status()
+            .assess(&observe(Instant::now(), channels), None)
+            .health;
         let lag = health.lag().expect("replica");
         assert_eq!(lag.channel, "b");
         assert_eq!(lag.to_string(), "lag 9.0s on b");
     }
 
+    fn broken_channel(name: &str) -> ChannelStatus {
+        named(
+            ChannelStatus {
+                sql_thread: ThreadState::No,
+                sql_error: Some(ThreadError {
+                    errno: 1146,
+                    message: String::new(),
+                }),
+                ..running(None)
+            },
+            name,
+        )
+    }
+
     #[test]
     fn a_broken_channel_breaks_the_replica() {
-        let mut ok = running(Some(0));
-        ok.name = "a".into();
-        let mut broken = ChannelStatus {
-            sql_thread: ThreadState::No,
-            sql_error: Some(ThreadError {
-                errno: 1146,
-                message: String::new(),
-            }),
-            ..running(None)
-        };
-        broken.name = "b".into();
-        let health = LagMemory::default().assess(&observe(Instant::now(), vec![ok, broken]));
+        let channels = vec![named(running(Some(0)), "a"), broken_channel("b")];
+        let health = by_status()
+            .assess(&observe(Instant::now(), channels), None)
+            .health;
         assert_eq!(
             health,
             Health::Broken {
@@ -367,27 +749,232 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_poll_keeps_the_memory() {
-        let mut memory = LagMemory::default();
-        let t0 = Instant::now();
-        memory.assess(&observe(t0, vec![running(Some(2))]));
-        memory.assess(&Observation {
-            at: t0 + Duration::from_secs(1),
-            wall: SystemTime::now(),
-            duration: Duration::from_secs(1),
-            result: Err(PollError::Unreachable("connection refused".into())),
+    fn only_the_named_channels_matter() {
+        let mut assessor = Assessor::new(&LagConfig {
+            source: LagSource::ReplicaStatus,
+            channels: vec!["a".into()],
+            ..LagConfig::default()
         });
-        let health = memory.assess(&observe(t0 + Duration::from_secs(5), vec![io_connecting()]));
+        let channels = vec![named(running(Some(3)), "a"), broken_channel("b")];
+        let health = assessor
+            .assess(&observe(Instant::now(), channels), None)
+            .health;
+        assert_eq!(
+            health.lag().map(|l| l.to_string()),
+            Some("lag 3.0s on a".into())
+        );
+
+        let health = assessor
+            .assess(
+                &observe(Instant::now(), vec![named(running(Some(0)), "b")]),
+                None,
+            )
+            .health;
+        assert_eq!(
+            health,
+            Health::Broken {
+                reason: "channel a missing".into(),
+                read_only: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_intended_delay_can_be_subtracted() {
+        let mut assessor = Assessor::new(&LagConfig {
+            source: LagSource::ReplicaStatus,
+            subtract_sql_delay: true,
+            ..LagConfig::default()
+        });
+        let mut delayed = running(Some(3605));
+        delayed.sql_delay = Some(3600);
+        let health = assessor
+            .assess(&observe(Instant::now(), vec![delayed]), None)
+            .health;
+        assert_eq!(health.lag().map(|l| l.value), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_unreachable_poll_keeps_the_memory() {
+        let mut assessor = by_status();
+        let t0 = Instant::now();
+        assessor.assess(&observe(t0, vec![running(Some(2))]), None);
+        assessor.assess(
+            &Observation {
+                at: t0 + Duration::from_secs(1),
+                wall: SystemTime::now(),
+                duration: Duration::from_secs(1),
+                result: Err(PollError::Unreachable("connection refused".into())),
+            },
+            None,
+        );
+        let health = assessor
+            .assess(
+                &observe(t0 + Duration::from_secs(5), vec![io_connecting()]),
+                None,
+            )
+            .health;
         assert_eq!(health.lag().map(|l| l.value), Some(Duration::from_secs(7)));
     }
 
     #[test]
     fn becoming_a_primary_forgets_old_measurements() {
-        let mut memory = LagMemory::default();
+        let mut assessor = by_status();
         let t0 = Instant::now();
-        memory.assess(&observe(t0, vec![running(Some(2))]));
-        memory.assess(&observe(t0, vec![]));
-        let health = memory.assess(&observe(t0 + Duration::from_secs(1), vec![io_connecting()]));
+        assessor.assess(&observe(t0, vec![running(Some(2))]), None);
+        assessor.assess(&observe(t0, vec![]), None);
+        let health = assessor
+            .assess(
+                &observe(t0 + Duration::from_secs(1), vec![io_connecting()]),
+                None,
+            )
+            .health;
         assert!(matches!(health, Health::Broken { .. }), "{health:?}");
+    }
+
+    #[test]
+    fn the_heartbeat_decides_when_readable() {
+        let mut assessor = Assessor::new(&LagConfig::default());
+        // Replica status says 0 (it lies: the IO thread may be silently stuck).
+        let assessment = assessor.assess(
+            &observe_with(
+                Instant::now(),
+                vec![running(Some(0))],
+                heartbeat_row("2026-11-25T16:25:20.000740", 12_345),
+            ),
+            None,
+        );
+        let lag = assessment.health.lag().expect("replica");
+        assert_eq!(lag.value, Duration::from_millis(12_345));
+        assert_eq!(lag.origin, LagOrigin::Heartbeat);
+        assert_eq!(lag.to_string(), "lag 12.3s");
+        let report = assessment.heartbeat.expect("reported");
+        assert_eq!(report.state, HeartbeatState::Used);
+    }
+
+    #[test]
+    fn auto_falls_back_to_replica_status_without_a_table_and_heartbeat_mode_does_not() {
+        let missing = Some(HeartbeatRead::Unavailable {
+            code: 1146,
+            message: "Table 'heartbeat.heartbeat' doesn't exist".into(),
+        });
+        let observation = observe_with(Instant::now(), vec![running(Some(4))], missing);
+        let assessment = Assessor::new(&LagConfig::default()).assess(&observation, None);
+        let lag = assessment.health.lag().expect("replica status decided");
+        assert_eq!(
+            (lag.origin, lag.value),
+            (LagOrigin::ReplicaStatus, Duration::from_secs(4))
+        );
+        assert_eq!(
+            assessment.heartbeat.map(|r| r.state.describe()),
+            Some("unavailable: error 1146".into())
+        );
+
+        let strict = Assessor::new(&LagConfig {
+            source: LagSource::Heartbeat,
+            ..LagConfig::default()
+        })
+        .assess(&observation, None);
+        assert_eq!(
+            strict.health,
+            Health::Broken {
+                reason: "heartbeat unavailable: error 1146".into(),
+                read_only: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_stale_writer_on_the_primary_sends_lag_back_to_replica_status() {
+        let mut assessor = Assessor::new(&LagConfig::default());
+        let observation = observe_with(
+            Instant::now(),
+            vec![running(Some(0))],
+            heartbeat_row("2026-11-25T16:25:20.000740", 30_000),
+        );
+        let primary_row = Ok(HeartbeatRead::Row {
+            ts: "2026-11-25T16:25:20.000740".into(),
+            age: Duration::from_secs(30),
+        });
+        let assessment = assessor.assess(&observation, Some(&primary_row));
+        let lag = assessment.health.lag().expect("replica");
+        assert_eq!(lag.origin, LagOrigin::ReplicaStatus);
+        assert_eq!(
+            lag.to_string(),
+            "lag 0.0s (replica status: heartbeat writer stale 30.0s)"
+        );
+        assert_eq!(
+            assessment.heartbeat.map(|r| r.state),
+            Some(HeartbeatState::WriterStale)
+        );
+
+        // A fresh row on the primary: the replica's old row is real lag.
+        let fresh = Ok(HeartbeatRead::Row {
+            ts: "2026-11-25T16:25:50.000740".into(),
+            age: Duration::from_millis(300),
+        });
+        let lag = assessor.assess(&observation, Some(&fresh)).health;
+        assert_eq!(lag.lag().map(|l| l.origin), Some(LagOrigin::Heartbeat));
+    }
+
+    #[test]
+    fn a_heartbeat_standing_still_while_events_apply_means_a_dead_writer() {
+        let mut assessor = Assessor::new(&LagConfig::default());
+        let t0 = Instant::now();
+        let ts = "2026-11-25T16:25:20.000740";
+        let mut last = None;
+        for second in 0..=6u64 {
+            let channel = at_position(running(Some(0)), 100 + second * 50);
+            let observation = observe_with(
+                t0 + Duration::from_secs(second),
+                vec![channel],
+                heartbeat_row(ts, 1_000 * second),
+            );
+            last = Some(assessor.assess(&observation, None));
+        }
+        let last = last.expect("polled");
+        let lag = last.health.lag().expect("replica");
+        assert_eq!(lag.origin, LagOrigin::ReplicaStatus, "{lag}");
+        assert!(lag.to_string().contains("heartbeat writer stale"), "{lag}");
+    }
+
+    #[test]
+    fn a_heartbeat_standing_still_with_nothing_applied_is_lag() {
+        // A frozen primary: the replica sees nothing new at all; only the
+        // heartbeat's age shows how stale its data is.
+        let mut assessor = Assessor::new(&LagConfig::default());
+        let t0 = Instant::now();
+        let mut last = None;
+        for second in 0..=8u64 {
+            let observation = observe_with(
+                t0 + Duration::from_secs(second),
+                vec![running(Some(0))],
+                heartbeat_row("2026-11-25T16:25:20.000740", 1_000 * second),
+            );
+            last = Some(assessor.assess(&observation, None));
+        }
+        let lag = last.expect("polled").health;
+        let lag = lag.lag().expect("replica");
+        assert_eq!(
+            (lag.origin, lag.value),
+            (LagOrigin::Heartbeat, Duration::from_secs(8))
+        );
+    }
+
+    #[test]
+    fn a_delayed_replica_heartbeat_minus_its_intended_delay() {
+        let mut assessor = Assessor::new(&LagConfig {
+            subtract_sql_delay: true,
+            ..LagConfig::default()
+        });
+        let mut delayed = running(Some(3600));
+        delayed.sql_delay = Some(3600);
+        let observation = observe_with(
+            Instant::now(),
+            vec![delayed],
+            heartbeat_row("2026-11-25T16:25:20.000740", 3_600_700),
+        );
+        let lag = assessor.assess(&observation, None).health;
+        assert_eq!(lag.lag().map(|l| l.value), Some(Duration::from_millis(700)));
     }
 }

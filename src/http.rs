@@ -1,19 +1,25 @@
 //! HTTP on `http.listen`, all answered from the same snapshot as the agent:
 //!
 //! - `GET /status`: the verdict and everything behind it, as JSON;
-//! - `GET /health`: 200 when up with weight > 0, 404 when drained (for
-//!   HAProxy's `http-check disable-on-404`), 503 when down; the body is the
-//!   agent line.
+//! - `GET /health[?pool=NAME]`: 200 when up with weight > 0, 404 when drained
+//!   or in maintenance (for HAProxy's `http-check disable-on-404`), 503 when
+//!   down; the body is the agent line;
+//! - `GET /metrics`: Prometheus text exposition 0.0.4;
+//! - `POST /maintenance` (body: `drain|maint [reason]`) and
+//!   `DELETE /maintenance`: the operator's switch, from loopback only.
 //!
 //! Every connection is bounded: the request head must arrive within
-//! [`HEADER_DEADLINE`], keep-alive is off, and no connection lives longer than
+//! [`HEADER_DEADLINE`], the body is at most [`maintenance::MAX_TEXT`] bytes,
+//! keep-alive is off, and no connection lives longer than
 //! [`CONNECTION_DEADLINE`].
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -21,33 +27,38 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use log::debug;
+use log::{debug, info};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
-use crate::policy::State;
-use crate::poller::{Lookup, PoolVerdict, Snapshot};
+use crate::health::{Health, HeartbeatState};
+use crate::maintenance::{self, Maintenance, Source};
+use crate::poller::{Lookup, PoolVerdict, Reported, Snapshot, error_kinds};
+use crate::probe::ThreadState;
 
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// The HTTP maintenance switch, shared with the poller.
+pub type Switch = Arc<watch::Sender<Option<Maintenance>>>;
+
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    switch: Switch,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(pair) => pair,
                 Err(err) => {
                     debug!("http: accept failed: {err}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -56,9 +67,11 @@ pub async fn serve(
             },
         };
         let snapshots = snapshots.clone();
+        let switch = Arc::clone(&switch);
         let service = service_fn(move |request: Request<Incoming>| {
-            let snapshot = Arc::clone(&snapshots.borrow());
-            async move { Ok::<_, Infallible>(respond(&request, &snapshot)) }
+            let snapshots = snapshots.clone();
+            let switch = Arc::clone(&switch);
+            async move { Ok::<_, Infallible>(route(request, peer, &snapshots, &switch).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -80,44 +93,123 @@ pub async fn serve(
     }
 }
 
-fn respond<B>(request: &Request<B>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
-    let path = request.uri().path();
-    if !matches!(path, "/status" | "/health") {
-        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+async fn route(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
+    switch: &Switch,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let read_only = matches!(method, Method::GET | Method::HEAD);
+    match path.as_str() {
+        "/status" | "/health" | "/metrics" if !read_only => not_allowed("GET, HEAD"),
+        "/maintenance" => match method {
+            Method::POST | Method::DELETE => maintenance(request, peer, switch).await,
+            Method::GET | Method::HEAD => {
+                let snapshot = Arc::clone(&snapshots.borrow());
+                let text = match &snapshot.maintenance {
+                    Some(m) => format!("{}\n", m.agent_line().trim_end()),
+                    None => "off\n".to_owned(),
+                };
+                reply(StatusCode::OK, "text/plain", text)
+            }
+            _ => not_allowed("GET, HEAD, POST, DELETE"),
+        },
+        "/status" | "/health" | "/metrics" => {
+            let snapshot = Arc::clone(&snapshots.borrow());
+            let now = Instant::now();
+            match path.as_str() {
+                "/status" => {
+                    let mut body = serde_json::to_string_pretty(&status_json(&snapshot, now))
+                        .expect("a JSON value always serializes");
+                    body.push('\n');
+                    reply(StatusCode::OK, "application/json", body)
+                }
+                "/health" => {
+                    let lookup = snapshot.lookup(query_param(request.uri().query(), "pool"));
+                    let code = match snapshot.reported(now, lookup.verdict()) {
+                        Reported::Up if snapshot.state(now, lookup.verdict()).weight() > 0 => {
+                            StatusCode::OK
+                        }
+                        Reported::Up | Reported::Drain | Reported::Maint => StatusCode::NOT_FOUND,
+                        Reported::Down => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    reply(
+                        code,
+                        "text/plain",
+                        snapshot.agent_line(now, lookup).into_owned(),
+                    )
+                }
+                _ => reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    metrics(&snapshot, now),
+                ),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
+}
+
+/// Turns the HTTP maintenance switch on (POST) or off (DELETE).
+async fn maintenance(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    switch: &Switch,
+) -> Response<Full<Bytes>> {
+    if !is_loopback(peer.ip()) {
+        return reply(
+            StatusCode::FORBIDDEN,
             "text/plain",
-            "method not allowed\n".into(),
+            "maintenance can be switched from loopback only\n".into(),
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
     }
-    let now = Instant::now();
-    match path {
-        "/status" => {
-            let mut body = serde_json::to_string_pretty(&status_json(snapshot, now))
-                .expect("a JSON value always serializes");
-            body.push('\n');
-            reply(StatusCode::OK, "application/json", body)
-        }
-        _ => {
-            let lookup = snapshot.lookup(query_param(request.uri().query(), "pool"));
-            let code = match snapshot.state(now, lookup.verdict()) {
-                State::Up(weight) if weight > 0 => StatusCode::OK,
-                State::Up(_) | State::Drain => StatusCode::NOT_FOUND,
-                State::Down => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            reply(
-                code,
+    if request.method() == Method::DELETE {
+        switch.send_replace(None);
+        info!("maintenance switched off by {peer}");
+        return reply(StatusCode::OK, "text/plain", "off\n".into());
+    }
+    let body = match Limited::new(request.into_body(), maintenance::MAX_TEXT)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
                 "text/plain",
-                snapshot.agent_line(now, lookup).into_owned(),
-            )
+                format!("the body is limited to {} bytes\n", maintenance::MAX_TEXT),
+            );
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    let switched = Maintenance::parse(&text, Source::Http);
+    let line = switched.agent_line();
+    info!("maintenance switched on by {peer}: {}", line.trim_end());
+    switch.send_replace(Some(switched));
+    reply(StatusCode::OK, "text/plain", line)
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        "method not allowed\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// The value of `key` in a query string (no percent-decoding: pool names are
@@ -152,10 +244,10 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 /// The `/status` document. Field names are remora's, the same whatever the
-/// server calls its columns.
+/// server calls its columns. The top level is the default policy's verdict.
 pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
     let observation = &snapshot.observation;
-    let default = snapshot.default_pool();
+    let assessment = &snapshot.assessment;
     let (server_version, dialect, read_only, replication) = match &observation.result {
         Ok(status) => (
             Some(status.version.as_str()),
@@ -188,7 +280,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
         ),
         Err(_) => (None, None, None, Vec::new()),
     };
-    let lag = match &snapshot.health {
+    let lag = match &assessment.health {
         // Not a replica: nothing to lag behind.
         Health::Primary { .. } => json!({
             "seconds": 0.0,
@@ -196,6 +288,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             "estimated_because": null,
             "channel": null,
             "source": "primary",
+            "fallback": null,
         }),
         health => health.lag().map_or(Value::Null, |lag| {
             json!({
@@ -203,18 +296,64 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
                 "estimated": lag.is_estimated(),
                 "estimated_because": lag.estimated,
                 "channel": lag.channel,
-                "source": "replica_status",
+                "source": lag.origin.as_str(),
+                "fallback": lag.fallback,
             })
         }),
     };
+    let heartbeat = assessment.heartbeat.as_ref().map(|heartbeat| {
+        json!({
+            "seconds": heartbeat.age.map(seconds),
+            "ts": heartbeat.ts,
+            "state": heartbeat.state.describe(),
+            "decided_lag": heartbeat.state == HeartbeatState::Used,
+            "primary_seconds": heartbeat.primary_age.map(seconds),
+        })
+    });
+    let galera = assessment.galera.as_ref().map(|galera| {
+        json!({
+            "ready": galera.ready,
+            "cluster_status": galera.cluster_status,
+            "local_state": galera.local_state,
+            "local_state_comment": galera.local_state_comment,
+            "recv_queue": galera.recv_queue,
+            "desync": galera.desync,
+            "reject_queries": galera.reject_queries,
+        })
+    });
+    let load = assessment.load.map(|load| {
+        json!({
+            "threads_running": load.threads_running,
+            "threads_connected": load.threads_connected,
+            "max_connections": load.max_connections,
+        })
+    });
+    let maintenance = snapshot.maintenance.as_ref().map(|m| {
+        json!({
+            "mode": m.mode.as_str(),
+            "reason": m.reason,
+            "source": m.source.to_string(),
+        })
+    });
+    let default = snapshot.default_pool();
+    let measured = snapshot.state(now, default);
     let mut status = pool_json(snapshot, default, now);
     let facts = json!({
-        "role": snapshot.health.role(),
+        "maintenance": maintenance,
+        "measured": {
+            "verdict": measured.as_str(),
+            "weight": measured.weight(),
+            "reason": default.decision.verdict.reason,
+        },
+        "role": assessment.health.role(),
         "read_only": read_only,
         "server_version": server_version,
         "dialect": dialect,
         "lag": lag,
+        "heartbeat": heartbeat,
         "replication": replication,
+        "galera": galera,
+        "load": load,
         "last_poll": {
             "at": rfc3339(observation.wall),
             "ok": observation.result.is_ok(),
@@ -229,6 +368,10 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             "age_seconds": seconds(now.saturating_duration_since(success.at)),
             "duration_ms": millis(success.duration),
         })),
+        "polls": {
+            "total": snapshot.polls.polls,
+            "errors": snapshot.polls.errors,
+        },
         "stale_after_seconds": snapshot.stale_after.as_secs_f64(),
     });
     let map = status.as_object_mut().expect("pool_json builds an object");
@@ -251,16 +394,16 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
     status
 }
 
-/// One policy's verdict as `/status` shows it.
+/// One policy's answer as `/status` shows it: what the agent says now,
+/// maintenance and staleness included.
 fn pool_json(snapshot: &Snapshot, pool: &PoolVerdict, now: Instant) -> Value {
-    let state = snapshot.state(now, pool);
-    let stale = snapshot.is_stale(now, pool);
+    let reported = snapshot.reported(now, pool);
     let line = snapshot.agent_line(now, Lookup::Found(pool));
     let line = line.trim_end();
-    let reason = if stale {
-        line.trim_start_matches("down #").to_owned()
-    } else {
-        pool.decision.verdict.reason.clone()
+    let reason = line.split_once(" #").map_or("", |(_, reason)| reason);
+    let weight = match reported {
+        Reported::Up => snapshot.state(now, pool).weight(),
+        _ => 0,
     };
     let recovering = pool.decision.recovering.map(|recovery| {
         json!({
@@ -271,11 +414,304 @@ fn pool_json(snapshot: &Snapshot, pool: &PoolVerdict, now: Instant) -> Value {
         })
     });
     json!({
-        "verdict": state.as_str(),
-        "weight": state.weight(),
+        "verdict": reported.as_str(),
+        "weight": weight,
         "reason": reason,
         "agent_reply": line,
-        "stale": stale,
+        "stale": snapshot.is_stale(now, pool),
         "recovering": recovering,
     })
+}
+
+/// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then
+/// samples; label values escaped.
+#[derive(Debug, Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.0.push_str(name);
+            if !labels.is_empty() {
+                self.0.push('{');
+                for (i, (label, value)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(',');
+                    }
+                    let _ = write!(self.0, "{label}=\"{}\"", escape_label(value));
+                }
+                self.0.push('}');
+            }
+            let _ = writeln!(self.0, " {}", format_value(value));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help, [(Vec::new(), value)]);
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        value.to_string()
+    }
+}
+
+fn bool_value(yes: bool) -> f64 {
+    if yes { 1.0 } else { 0.0 }
+}
+
+/// The `/metrics` page. Names are remora's, whatever the server calls its columns.
+pub fn metrics(snapshot: &Snapshot, now: Instant) -> String {
+    let mut out = Exposition::default();
+    let assessment = &snapshot.assessment;
+    out.family(
+        "remora_build_info",
+        "gauge",
+        "remora's version.",
+        [(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    out.gauge(
+        "remora_mysql_up",
+        "1 when the last poll reached MySQL and read its status.",
+        bool_value(snapshot.observation.result.is_ok()),
+    );
+    out.gauge(
+        "remora_poll_duration_seconds",
+        "How long the last poll took.",
+        snapshot.observation.duration.as_secs_f64(),
+    );
+    out.family(
+        "remora_polls_total",
+        "counter",
+        "Polls of MySQL since start.",
+        [(Vec::new(), snapshot.polls.polls as f64)],
+    );
+    let errors: Vec<(&str, u64)> = error_kinds()
+        .into_iter()
+        .map(|kind| (kind, snapshot.polls.errors.get(kind).copied().unwrap_or(0)))
+        .collect();
+    out.family(
+        "remora_poll_errors_total",
+        "counter",
+        "Failed polls since start, by kind.",
+        errors
+            .iter()
+            .map(|(kind, count)| (vec![("kind", *kind)], *count as f64)),
+    );
+    if let Some(success) = snapshot.last_success {
+        let since_epoch = success
+            .wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        out.gauge(
+            "remora_last_success_timestamp_seconds",
+            "Wall-clock time of the last successful poll.",
+            since_epoch.as_secs_f64(),
+        );
+    }
+
+    let lag = match &assessment.health {
+        Health::Primary { .. } => Some((0.0, "primary", false)),
+        health => health.lag().map(|lag| {
+            (
+                lag.value.as_secs_f64(),
+                lag.origin.as_str(),
+                lag.is_estimated(),
+            )
+        }),
+    };
+    if let Some((value, source, estimated)) = lag {
+        let estimated = if estimated { "true" } else { "false" };
+        out.family(
+            "remora_lag_seconds",
+            "gauge",
+            "The lag that decides the verdict, by where it came from.",
+            [(vec![("source", source), ("estimated", estimated)], value)],
+        );
+    }
+    if let Some(age) = assessment.heartbeat.as_ref().and_then(|h| h.age) {
+        out.gauge(
+            "remora_heartbeat_age_seconds",
+            "Age of the newest heartbeat row on the watched server.",
+            age.as_secs_f64(),
+        );
+    }
+
+    if let Ok(status) = &snapshot.observation.result {
+        out.family(
+            "remora_replica_seconds_behind",
+            "gauge",
+            "Seconds_Behind_Master / Seconds_Behind_Source per channel (absent when NULL).",
+            status.channels.iter().filter_map(|c| {
+                Some((vec![("channel", c.name.as_str())], c.seconds_behind? as f64))
+            }),
+        );
+        for (name, help, thread) in [
+            (
+                "remora_replica_io_thread",
+                "IO (receiver) thread state per channel, one-hot.",
+                (|c: &crate::probe::ChannelStatus| c.io_thread) as fn(&_) -> ThreadState,
+            ),
+            (
+                "remora_replica_sql_thread",
+                "SQL (applier) thread state per channel, one-hot.",
+                |c: &crate::probe::ChannelStatus| c.sql_thread,
+            ),
+        ] {
+            out.family(
+                name,
+                "gauge",
+                help,
+                status.channels.iter().flat_map(|c| {
+                    [ThreadState::Yes, ThreadState::No, ThreadState::Connecting].map(|state| {
+                        (
+                            vec![("channel", c.name.as_str()), ("state", state.as_str())],
+                            bool_value(thread(c) == state),
+                        )
+                    })
+                }),
+            );
+        }
+    }
+    if let Some(galera) = &assessment.galera {
+        out.gauge(
+            "remora_galera_local_state",
+            "wsrep_local_state (4 = synced).",
+            galera.local_state as f64,
+        );
+        out.gauge(
+            "remora_galera_recv_queue",
+            "wsrep_local_recv_queue.",
+            galera.recv_queue as f64,
+        );
+    }
+    if let Some(load) = &assessment.load {
+        out.gauge(
+            "remora_threads_running",
+            "Threads_running.",
+            load.threads_running as f64,
+        );
+        out.gauge(
+            "remora_threads_connected",
+            "Threads_connected.",
+            load.threads_connected as f64,
+        );
+    }
+
+    out.gauge(
+        "remora_maintenance",
+        "1 while an operator's maintenance switch is on.",
+        bool_value(snapshot.maintenance.is_some()),
+    );
+    let reported: Vec<(&str, Reported, u8)> = snapshot
+        .pools
+        .iter()
+        .map(|pool| {
+            let reported = snapshot.reported(now, pool);
+            let weight = match reported {
+                Reported::Up => snapshot.state(now, pool).weight(),
+                _ => 0,
+            };
+            (pool.label(), reported, weight)
+        })
+        .collect();
+    out.family(
+        "remora_weight_percent",
+        "gauge",
+        "Weight the agent reports, per pool (0 unless up).",
+        reported
+            .iter()
+            .map(|(pool, _, weight)| (vec![("pool", *pool)], f64::from(*weight))),
+    );
+    out.family(
+        "remora_verdict",
+        "gauge",
+        "What the agent reports per pool, one-hot.",
+        reported.iter().flat_map(|(pool, now, _)| {
+            Reported::ALL.map(|state| {
+                (
+                    vec![("pool", *pool), ("verdict", state.as_str())],
+                    bool_value(*now == state),
+                )
+            })
+        }),
+    );
+    let mut checks = Vec::new();
+    for pool in &snapshot.pools {
+        for state in Reported::ALL {
+            checks.push((pool.label(), state, pool.checks.get(state)));
+        }
+    }
+    for state in Reported::ALL {
+        checks.push(("unknown", state, snapshot.unknown_checks.get(state)));
+    }
+    out.family(
+        "remora_agent_checks_total",
+        "counter",
+        "Agent checks answered, per pool asked for and what was reported.",
+        checks.iter().map(|(pool, state, count)| {
+            (
+                vec![("pool", *pool), ("verdict", state.as_str())],
+                *count as f64,
+            )
+        }),
+    );
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let mut out = Exposition::default();
+        out.gauge("remora_x", "An x.", 1.5);
+        out.family(
+            "remora_y_total",
+            "counter",
+            "A y.",
+            [
+                (vec![("pool", "a\"b"), ("channel", "c\\d\ne")], 3.0),
+                (vec![], f64::INFINITY),
+            ],
+        );
+        assert_eq!(
+            out.0,
+            "# HELP remora_x An x.\n# TYPE remora_x gauge\nremora_x 1.5\n\
+             # HELP remora_y_total A y.\n# TYPE remora_y_total counter\n\
+             remora_y_total{pool=\"a\\\"b\",channel=\"c\\\\d\\ne\"} 3\n\
+             remora_y_total +Inf\n"
+        );
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(is_loopback("127.0.0.1".parse().expect("ip")));
+        assert!(is_loopback("127.8.9.10".parse().expect("ip")));
+        assert!(is_loopback("::1".parse().expect("ip")));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!is_loopback("10.0.0.1".parse().expect("ip")));
+        assert!(!is_loopback("::ffff:10.0.0.1".parse().expect("ip")));
+    }
 }

@@ -17,15 +17,18 @@
 //! - [`config`]: YAML → [`config::Config`], validated; secrets masked.
 //! - [`probe`]: the only code that talks to MySQL. One poll, every wait under a
 //!   deadline, becomes one [`probe::Observation`]; failures are data.
-//! - [`health`]: observation → [`health::Health`]: role, lag measured or
-//!   estimated (a NULL lag is never 0), broken replication.
-//! - [`policy`]: pure. Health + policy → target verdict, and the flap damper
-//!   that lets worse verdicts through at once and better ones only after
-//!   `recover_after` qualifying polls.
-//! - [`poller`]: the loop that owns probe and history and publishes
-//!   [`poller::Snapshot`]s.
+//! - [`health`]: observation → [`health::Assessment`]: role, lag from the
+//!   heartbeat or replica status, measured or estimated (a NULL lag is never
+//!   0), broken replication, Galera state, load.
+//! - [`policy`]: pure. Assessment + policy → target verdict, and the flap
+//!   damper that lets worse verdicts through at once and better ones only
+//!   after `recover_after` qualifying polls.
+//! - [`maintenance`]: the operator's switch, which beats every measurement.
+//! - [`poller`]: the loop that owns probes and history and publishes
+//!   [`poller::Snapshot`]s; it also applies reloaded configuration.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
-//!   memory and never wait on MySQL.
+//!   memory and never wait on MySQL. `http` also serves `/metrics` and the
+//!   maintenance switch.
 //!
 //! [`run`] wires these together on listeners the caller has already bound, so
 //! tests can bind port 0.
@@ -34,21 +37,25 @@ pub mod agent;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod maintenance;
 pub mod policy;
 pub mod poller;
 pub mod probe;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Secret};
-use crate::poller::{Poller, Snapshot};
+use crate::config::{Config, Secrets};
+use crate::maintenance::Maintenance;
+use crate::poller::{Command, Poller, Snapshot};
 
 /// The sockets remora serves on, bound by the caller.
 #[derive(Debug)]
@@ -57,22 +64,42 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
+/// A validated configuration, with its secrets, to switch to (SIGHUP).
+pub type Reload = (Config, Secrets);
+
 /// How long tasks get to finish after shutdown before they are abandoned.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
 
-/// Runs remora until `shutdown` resolves.
+/// One listener's serving task, stoppable on its own when its address changes.
+struct Serving {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    fn replace(&mut self, next: Serving) -> JoinHandle<()> {
+        self.stop.cancel();
+        let old = std::mem::replace(self, next);
+        old.task
+    }
+}
+
+/// Runs remora until `shutdown` resolves, applying each configuration that
+/// arrives on `reloads`.
 ///
 /// Nothing is served until the first poll has finished (or timed out): a
 /// restart never answers from nothing. Connections arriving meanwhile wait in
 /// the listen backlog.
 pub async fn run(
     config: Config,
-    password: Option<Secret>,
+    secrets: Secrets,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<Reload>,
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut poller = Poller::new(&config, password.as_ref());
+    let mut poller = Poller::new(&config, &secrets);
     info!(
         "watching {} every {}; agent on {}, http on {}",
         poller.target(),
@@ -82,48 +109,100 @@ pub async fn run(
     );
 
     let first = tokio::select! {
-        snapshot = poller.poll() => snapshot,
+        snapshot = poller.poll(None) => snapshot,
         _ = &mut shutdown => return Ok(()),
     };
     for pool in &first.pools {
-        let which = if pool.name.is_empty() {
-            "first verdict:".to_owned()
-        } else {
-            format!("pool {}:", pool.name)
-        };
-        info!("{which} {}", pool.decision.verdict);
+        info!(
+            "first verdict for {}: {}",
+            pool.label(),
+            pool.decision.verdict
+        );
     }
     if let Err(err) = &first.observation.result {
         info!("first poll failed: {err}");
     }
     let (publish, snapshots) = watch::channel(Arc::new(first));
+    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(None);
+    let switch = Arc::new(switch);
+    let (commands, command_queue) = mpsc::channel(4);
 
     let stop = CancellationToken::new();
-    let mut poller_task = tokio::spawn(poller.run(publish, stop.clone()));
-    // Without pools the agent never waits for a request.
-    let request_timeout = (!config.pools.is_empty()).then_some(config.agent.request_timeout);
-    let agent_task = tokio::spawn(agent::serve(
-        listeners.agent,
-        snapshots.clone(),
-        request_timeout,
-        stop.clone(),
-    ));
-    let http_task = tokio::spawn(http::serve(listeners.http, snapshots, stop.clone()));
+    let mut poller_task =
+        tokio::spawn(poller.run(publish, switch_changes, command_queue, stop.clone()));
+    let serve_agent = |listener: TcpListener, addr| {
+        let token = stop.child_token();
+        Serving {
+            addr,
+            stop: token.clone(),
+            task: tokio::spawn(agent::serve(listener, snapshots.clone(), token)),
+        }
+    };
+    let serve_http = |listener: TcpListener, addr| {
+        let token = stop.child_token();
+        Serving {
+            addr,
+            stop: token.clone(),
+            task: tokio::spawn(http::serve(
+                listener,
+                snapshots.clone(),
+                Arc::clone(&switch),
+                token,
+            )),
+        }
+    };
+    let mut agent = serve_agent(listeners.agent, config.agent.listen);
+    let mut http = serve_http(listeners.http, config.http.listen);
+    let mut retired = Vec::new();
 
-    let outcome = tokio::select! {
-        _ = &mut shutdown => Ok(()),
-        ended = &mut poller_task => {
-            // The poller never returns before shutdown; if it did (a panic),
-            // exit so a supervisor restarts us rather than serve a frozen verdict.
-            error!("the poller stopped unexpectedly: {ended:?}");
-            Err(anyhow::anyhow!("the poller stopped unexpectedly"))
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            ended = &mut poller_task => {
+                // The poller never returns before shutdown; if it did (a panic),
+                // exit so a supervisor restarts us rather than serve a frozen verdict.
+                error!("the poller stopped unexpectedly: {ended:?}");
+                break Err(anyhow::anyhow!("the poller stopped unexpectedly"));
+            }
+            Some((config, secrets)) = reloads.recv() => {
+                // Bind first: a reload whose new addresses cannot be bound is
+                // rejected whole, and the old configuration keeps running.
+                let agent_listener = match rebind("agent.listen", agent.addr, config.agent.listen).await {
+                    Ok(listener) => listener,
+                    Err(()) => continue,
+                };
+                let http_listener = match rebind("http.listen", http.addr, config.http.listen).await {
+                    Ok(listener) => listener,
+                    Err(()) => continue,
+                };
+                let (agent_addr, http_addr) = (config.agent.listen, config.http.listen);
+                if commands
+                    .send(Command::Reconfigure(Box::new((config, secrets))))
+                    .await
+                    .is_err()
+                {
+                    error!("configuration not applied: the poller is gone");
+                    continue;
+                }
+                if let Some(listener) = agent_listener {
+                    retired.push(agent.replace(serve_agent(listener, agent_addr)));
+                    info!("agent now listening on {agent_addr}");
+                }
+                if let Some(listener) = http_listener {
+                    retired.push(http.replace(serve_http(listener, http_addr)));
+                    info!("http now listening on {http_addr}");
+                }
+            }
         }
     };
 
     stop.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
-        let _ = agent_task.await;
-        let _ = http_task.await;
+        let _ = agent.task.await;
+        let _ = http.task.await;
+        for task in retired {
+            let _ = task.await;
+        }
         if !poller_task.is_finished() {
             let _ = poller_task.await;
         }
@@ -135,10 +214,25 @@ pub async fn run(
     outcome
 }
 
+/// A new listener when `key` changed from `old` to `new`; `Err` (logged) if
+/// it cannot be bound.
+async fn rebind(key: &str, old: SocketAddr, new: SocketAddr) -> Result<Option<TcpListener>, ()> {
+    if old == new {
+        return Ok(None);
+    }
+    match TcpListener::bind(new).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(err) => {
+            error!("reload rejected: cannot listen on {key} {new}: {err}; still serving on {old}");
+            Err(())
+        }
+    }
+}
+
 /// Polls once and returns the snapshot: `remora --once`.
-pub async fn poll_once(config: &Config, password: Option<Secret>) -> Snapshot {
-    let mut poller = Poller::new(config, password.as_ref());
-    let snapshot = poller.poll().await;
+pub async fn poll_once(config: &Config, secrets: &Secrets) -> Snapshot {
+    let mut poller = Poller::new(config, secrets);
+    let snapshot = poller.poll(None).await;
     poller.close().await;
     snapshot
 }

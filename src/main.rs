@@ -1,7 +1,7 @@
 //! `remora`: parse the command line, load the configuration, bind, run, and
 //! turn the outcome into an exit status. Everything else lives in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use log::{error, info};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use remora::config::{Config, Secret};
+use remora::config::{Config, ConfigError, Secrets};
 
 /// Tells HAProxy, through its agent-check, how much traffic a MySQL or
 /// MariaDB server should get, from its replication health and lag.
@@ -37,15 +37,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("remora: invalid configuration: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let password = match config.mysql.password() {
-        Ok(password) => password,
+    let (config, secrets) = match load(&cli.config) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("remora: invalid configuration: {err}");
             return ExitCode::from(EXIT_CONFIG);
@@ -76,9 +69,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.once {
-        return runtime.block_on(once(config, password));
+        return runtime.block_on(once(config, secrets));
     }
-    match runtime.block_on(serve(config, password)) {
+    match runtime.block_on(serve(cli.config, config, secrets)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -87,8 +80,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn once(config: Config, password: Option<Secret>) -> ExitCode {
-    let snapshot = remora::poll_once(&config, password).await;
+/// Reads, validates and resolves the secrets of a configuration file.
+fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
+    let config = Config::load(path)?;
+    let secrets = config.secrets()?;
+    Ok((config, secrets))
+}
+
+async fn once(config: Config, secrets: Secrets) -> ExitCode {
+    let snapshot = remora::poll_once(&config, &secrets).await;
     let now = tokio::time::Instant::now();
     print!("{}", snapshot.agent_line(now, snapshot.lookup(None)));
     println!(
@@ -102,7 +102,7 @@ async fn once(config: Config, password: Option<Secret>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, password: Option<Secret>) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Result<()> {
     let listeners = remora::Listeners {
         agent: TcpListener::bind(config.agent.listen)
             .await
@@ -113,13 +113,31 @@ async fn serve(config: Config, password: Option<Secret>) -> anyhow::Result<()> {
     };
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM: shutting down"),
             _ = interrupt.recv() => info!("SIGINT: shutting down"),
         }
     };
-    remora::run(config, password, listeners, shutdown).await?;
+    // SIGHUP: re-read the file; only a valid configuration reaches `run`.
+    let (reloads, reload_queue) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reloading {}", path.display());
+            match load(&path) {
+                Ok(loaded) => {
+                    if reloads.send(loaded).await.is_err() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    error!("reload rejected, still running the previous configuration: {err}");
+                }
+            }
+        }
+    });
+    remora::run(config, secrets, listeners, shutdown, reload_queue).await?;
     info!("stopped");
     Ok(())
 }

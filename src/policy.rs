@@ -11,8 +11,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{Policy, Role};
-use crate::health::Health;
+use crate::config::{DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role};
+use crate::health::{Assessment, Health, Load};
+use crate::probe::GaleraStatus;
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,22 +100,162 @@ pub fn state_for_lag(lag: Duration, policy: &Policy) -> State {
     if lag >= policy.drain_at {
         return State::Drain;
     }
-    if lag < policy.full_weight_below {
-        return State::Up(100);
-    }
-    let min = policy.min_weight.0.clamp(1, 100) as f64;
-    if lag >= policy.min_weight_at {
-        return State::Up(min as u8);
-    }
-    // full_weight_below <= lag < min_weight_at, so the span is not zero.
-    let span = (policy.min_weight_at - policy.full_weight_below).as_secs_f64();
-    let into = (lag - policy.full_weight_below).as_secs_f64();
-    let weight = 100.0 - (100.0 - min) * into / span;
-    State::Up(weight.round().clamp(min, 100.0) as u8)
+    State::Up(linear_weight(
+        lag.as_secs_f64(),
+        policy.full_weight_below.as_secs_f64(),
+        policy.min_weight_at.as_secs_f64(),
+        policy.min_weight,
+    ))
 }
 
-/// What one poll's health deserves under `policy`, before flap damping.
-pub fn target(health: &Health, policy: &Policy) -> Verdict {
+/// 100% below `full_below`, `min` at and above `min_at`, a straight line
+/// between (rounded to a whole percent).
+pub fn linear_weight(value: f64, full_below: f64, min_at: f64, min: Percent) -> u8 {
+    let min = f64::from(min.0.clamp(1, 100));
+    if value < full_below {
+        return 100;
+    }
+    if value >= min_at {
+        return min as u8;
+    }
+    // full_below <= value < min_at, so the span is not zero.
+    let weight = 100.0 - (100.0 - min) * (value - full_below) / (min_at - full_below);
+    weight.round().clamp(min, 100.0) as u8
+}
+
+/// Settings that apply to every pool alike.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    pub galera: GaleraConfig,
+    pub load: Option<LoadConfig>,
+}
+
+/// What one poll deserves under `policy`, before flap damping: the worst of
+/// what replication, Galera and load each call for.
+pub fn target(assessment: &Assessment, policy: &Policy, rules: &Rules) -> Verdict {
+    let mut verdict = health_target(&assessment.health, policy);
+    if let Some(galera) = &assessment.galera {
+        verdict = worse(verdict, galera_target(galera, policy, &rules.galera));
+    }
+    if let (Some(config), Some(load)) = (&rules.load, &assessment.load) {
+        verdict = worse(verdict, load_target(load, policy, config));
+    }
+    verdict
+}
+
+/// The worse of two verdicts; on a tie, the first.
+fn worse(a: Verdict, b: Verdict) -> Verdict {
+    if b.state < a.state { b } else { a }
+}
+
+/// A Galera node serves only when ready, in the primary component and
+/// synced; an operator's desync or reject_queries drains it.
+fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) -> Verdict {
+    if !galera.ready {
+        return Verdict::new(State::Down, "galera not ready (wsrep_ready OFF)");
+    }
+    if galera.cluster_status != "Primary" {
+        return Verdict::new(
+            State::Down,
+            format!("galera cluster status {}", galera.cluster_status),
+        );
+    }
+    if galera.desync {
+        return Verdict::new(State::Drain, "galera desynced (wsrep_desync ON)");
+    }
+    if !galera.reject_queries.eq_ignore_ascii_case("NONE") {
+        return Verdict::new(
+            State::Drain,
+            format!("galera rejects queries ({})", galera.reject_queries),
+        );
+    }
+    match galera.local_state {
+        4 => {}
+        2 => {
+            let state = match config.donor {
+                DonorVerdict::Drain => State::Drain,
+                DonorVerdict::Down => State::Down,
+            };
+            return Verdict::new(state, "galera donor");
+        }
+        state => {
+            return Verdict::new(
+                State::Down,
+                format!(
+                    "galera not synced (state {state} {})",
+                    galera.local_state_comment
+                ),
+            );
+        }
+    }
+    if let (Some(full_below), Some(min_at)) =
+        (config.recv_queue_full_below, config.recv_queue_min_at)
+    {
+        let weight = linear_weight(
+            galera.recv_queue as f64,
+            full_below as f64,
+            min_at as f64,
+            policy.min_weight,
+        );
+        if weight < 100 {
+            return Verdict::new(
+                State::Up(weight),
+                format!("galera recv queue {}", galera.recv_queue),
+            );
+        }
+    }
+    Verdict::new(State::Up(100), "")
+}
+
+/// The lower of the configured load weights.
+fn load_target(load: &Load, policy: &Policy, config: &LoadConfig) -> Verdict {
+    let mut verdict = Verdict::new(State::Up(100), "");
+    if let (Some(full_below), Some(min_at)) = (
+        config.threads_running_full_below,
+        config.threads_running_min_at,
+    ) {
+        let weight = linear_weight(
+            load.threads_running as f64,
+            full_below as f64,
+            min_at as f64,
+            policy.min_weight,
+        );
+        verdict = worse(
+            verdict,
+            Verdict::new(
+                State::Up(weight),
+                format!("load: {} threads running", load.threads_running),
+            ),
+        );
+    }
+    if let (Some(full_below), Some(min_at), Some(max)) = (
+        config.connections_full_below,
+        config.connections_min_at,
+        load.max_connections.filter(|max| *max > 0),
+    ) {
+        let used = 100.0 * load.threads_connected as f64 / max as f64;
+        let weight = linear_weight(
+            used,
+            f64::from(full_below.0),
+            f64::from(min_at.0),
+            policy.min_weight,
+        );
+        verdict = worse(
+            verdict,
+            Verdict::new(
+                State::Up(weight),
+                format!("load: {} of {max} connections", load.threads_connected),
+            ),
+        );
+    }
+    if verdict.state == State::Up(100) {
+        verdict.reason.clear();
+    }
+    verdict
+}
+
+/// What replication health alone deserves under `policy`.
+pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
     match (health, policy.role) {
         (Health::Unreachable { reason }, _) => Verdict::new(State::Down, reason.clone()),
         // A writer pool asks one question: can this server take writes now?
@@ -131,8 +272,8 @@ pub fn target(health: &Health, policy: &Policy) -> Verdict {
         (Health::Replica { lag, .. }, Role::Any | Role::Replica) => {
             let state = state_for_lag(lag.value, policy);
             // A healthy replica gets a bare `up ready 100%`; anything else,
-            // an estimate included, says which lag drove it.
-            if state == State::Up(100) && !lag.is_estimated() {
+            // an estimate or a heartbeat fallback included, says which lag drove it.
+            if state == State::Up(100) && lag.is_plain() {
                 Verdict::new(state, "")
             } else {
                 Verdict::new(state, lag.to_string())
@@ -215,8 +356,7 @@ impl Damper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Percent;
-    use crate::health::Lag;
+    use crate::health::{Lag, LagOrigin};
 
     fn policy() -> Policy {
         Policy {
@@ -236,6 +376,8 @@ mod tests {
                 value: Duration::from_secs_f64(seconds),
                 channel: String::new(),
                 estimated: None,
+                origin: LagOrigin::ReplicaStatus,
+                fallback: None,
             },
             read_only: true,
         }
@@ -341,6 +483,8 @@ mod tests {
                         value: Duration::from_millis(1200),
                         channel: String::new(),
                         estimated: Some("sql thread stopped".into()),
+                        origin: LagOrigin::ReplicaStatus,
+                        fallback: None,
                     },
                     read_only: true,
                 },
@@ -348,7 +492,11 @@ mod tests {
             ),
         ];
         for (health, line) in cases {
-            assert_eq!(target(&health, &policy).agent_line(), line, "{health:?}");
+            assert_eq!(
+                health_target(&health, &policy).agent_line(),
+                line,
+                "{health:?}"
+            );
         }
     }
 
@@ -398,11 +546,159 @@ mod tests {
         for (role, health, line) in cases {
             let policy = Policy { role, ..policy() };
             assert_eq!(
-                target(&health, &policy).agent_line(),
+                health_target(&health, &policy).agent_line(),
                 line,
                 "{role:?} {health:?}"
             );
         }
+    }
+
+    fn assessment(health: Health) -> Assessment {
+        Assessment {
+            health,
+            heartbeat: None,
+            galera: None,
+            load: None,
+        }
+    }
+
+    fn synced() -> GaleraStatus {
+        GaleraStatus {
+            ready: true,
+            cluster_status: "Primary".into(),
+            local_state: 4,
+            local_state_comment: "Synced".into(),
+            recv_queue: 0,
+            desync: false,
+            reject_queries: "NONE".into(),
+        }
+    }
+
+    #[test]
+    fn galera_states() {
+        let policy = policy();
+        let rules = Rules {
+            galera: GaleraConfig {
+                donor: DonorVerdict::Drain,
+                recv_queue_full_below: Some(10),
+                recv_queue_min_at: Some(100),
+            },
+            load: None,
+        };
+        let cases = [
+            (synced(), "up ready 100%\n"),
+            (
+                GaleraStatus {
+                    ready: false,
+                    ..synced()
+                },
+                "down #galera not ready (wsrep_ready OFF)\n",
+            ),
+            (
+                GaleraStatus {
+                    cluster_status: "non-Primary".into(),
+                    ..synced()
+                },
+                "down #galera cluster status non-Primary\n",
+            ),
+            (
+                GaleraStatus {
+                    desync: true,
+                    local_state: 2,
+                    ..synced()
+                },
+                "up drain #galera desynced (wsrep_desync ON)\n",
+            ),
+            (
+                GaleraStatus {
+                    reject_queries: "ALL".into(),
+                    ..synced()
+                },
+                "up drain #galera rejects queries (ALL)\n",
+            ),
+            (
+                GaleraStatus {
+                    local_state: 2,
+                    ..synced()
+                },
+                "up drain #galera donor\n",
+            ),
+            (
+                GaleraStatus {
+                    local_state: 1,
+                    local_state_comment: "Joining".into(),
+                    ..synced()
+                },
+                "down #galera not synced (state 1 Joining)\n",
+            ),
+            (
+                GaleraStatus {
+                    recv_queue: 55,
+                    ..synced()
+                },
+                "up ready 55% #galera recv queue 55\n",
+            ),
+        ];
+        for (galera, line) in cases {
+            let mut a = assessment(Health::Primary { read_only: false });
+            a.galera = Some(galera.clone());
+            assert_eq!(target(&a, &policy, &rules).agent_line(), line, "{galera:?}");
+        }
+        let down_donors = Rules {
+            galera: GaleraConfig {
+                donor: DonorVerdict::Down,
+                ..GaleraConfig::default()
+            },
+            load: None,
+        };
+        let mut a = assessment(Health::Primary { read_only: false });
+        a.galera = Some(GaleraStatus {
+            local_state: 2,
+            ..synced()
+        });
+        assert_eq!(
+            target(&a, &policy, &down_donors).agent_line(),
+            "down #galera donor\n"
+        );
+    }
+
+    #[test]
+    fn load_lowers_the_weight_but_never_raises_it() {
+        let policy = policy();
+        let rules = Rules {
+            galera: GaleraConfig::default(),
+            load: Some(LoadConfig {
+                threads_running_full_below: Some(16),
+                threads_running_min_at: Some(64),
+                connections_full_below: Some(Percent(80)),
+                connections_min_at: Some(Percent(100)),
+            }),
+        };
+        let with_load = |health, running, connected| {
+            let mut a = assessment(health);
+            a.load = Some(Load {
+                threads_running: running,
+                threads_connected: connected,
+                max_connections: Some(100),
+            });
+            target(&a, &policy, &rules).agent_line()
+        };
+        assert_eq!(with_load(replica(0.0), 3, 10), "up ready 100%\n");
+        assert_eq!(
+            with_load(replica(0.0), 40, 10),
+            "up ready 55% #load: 40 threads running\n"
+        );
+        assert_eq!(
+            with_load(replica(0.0), 3, 90),
+            "up ready 55% #load: 90 of 100 connections\n"
+        );
+        // The lower of lag and load wins, with its reason.
+        assert_eq!(
+            with_load(replica(23.0), 40, 10),
+            "up ready 33% #lag 23.0s\n"
+        );
+        // Load never lifts a drained or down server.
+        assert_eq!(with_load(replica(75.0), 0, 0), "up drain #lag 75.0s\n");
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! The one writer. Polls MySQL once per interval, whatever the check rate,
-//! turns each observation into a verdict and publishes an immutable
-//! [`Snapshot`] on a `watch` channel. Readers (agent, HTTP) clone the `Arc`
-//! and never wait on MySQL.
+//! turns each observation into verdicts (one per pool) and publishes an
+//! immutable [`Snapshot`] on a `watch` channel. Readers (agent, HTTP) clone
+//! the `Arc` and never wait on MySQL.
+//!
+//! Besides polling, the poller republishes at once when an operator flips the
+//! HTTP maintenance switch, and applies a reloaded configuration between
+//! polls, keeping what history still applies.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use log::{debug, info, trace, warn};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secret, show};
-use crate::health::{Health, LagMemory};
-use crate::policy::{self, Damper, Decision, State, Verdict};
-use crate::probe::{Observation, Probe};
+use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
+use crate::health::{Assessment, Assessor};
+use crate::maintenance::{Maintenance, Mode};
+use crate::policy::{self, Damper, Decision, Rules, State, Verdict};
+use crate::probe::{HeartbeatQuery, Observation, PollError, Probe};
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,26 +32,103 @@ pub struct PollTime {
     pub duration: Duration,
 }
 
+/// What the agent reported to one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Up,
+    Drain,
+    Down,
+    Maint,
+}
+
+impl Reported {
+    pub const ALL: [Reported; 4] = [
+        Reported::Up,
+        Reported::Drain,
+        Reported::Down,
+        Reported::Maint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reported::Up => "up",
+            Reported::Drain => "drain",
+            Reported::Down => "down",
+            Reported::Maint => "maint",
+        }
+    }
+
+    fn of(state: State) -> Reported {
+        match state {
+            State::Up(_) => Reported::Up,
+            State::Drain => Reported::Drain,
+            State::Down => Reported::Down,
+        }
+    }
+}
+
+/// Checks answered, by what was reported. Shared across snapshots and
+/// reloads, so counts only grow.
+#[derive(Debug, Default)]
+pub struct CheckCounters([AtomicU64; 4]);
+
+impl CheckCounters {
+    pub fn record(&self, reported: Reported) {
+        self.0[reported as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reported: Reported) -> u64 {
+        self.0[reported as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Polls so far, and failed ones by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollCounters {
+    pub polls: u64,
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
 /// One pool's verdict. The default policy is the pool named `""`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PoolVerdict {
     pub name: String,
     pub role: Role,
     pub decision: Decision,
+    pub checks: Arc<CheckCounters>,
     /// The agent reply, formatted once here rather than once per check.
     line: String,
 }
 
+impl PoolVerdict {
+    /// The pool's name in metrics and logs: `default` for the top-level policy.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            "default"
+        } else {
+            &self.name
+        }
+    }
+}
+
 /// Everything one poll concluded, published as a whole.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub observation: Observation,
-    pub health: Health,
+    pub assessment: Assessment,
     /// The default policy first, then each configured pool by name.
     pub pools: Vec<PoolVerdict>,
     pub last_success: Option<PollTime>,
     pub stale_after: Duration,
+    /// With pools configured: how long the agent waits for a pool name.
+    pub request_timeout: Option<Duration>,
+    /// An operator's switch; beats every measurement.
+    pub maintenance: Option<Maintenance>,
+    pub polls: PollCounters,
+    /// Checks that named a pool that does not exist.
+    pub unknown_checks: Arc<CheckCounters>,
     stale_line: String,
+    maintenance_line: Option<String>,
 }
 
 /// Which verdict a request gets.
@@ -65,30 +149,9 @@ impl Lookup<'_> {
 }
 
 impl Snapshot {
-    fn new(
-        observation: Observation,
-        health: Health,
-        pools: Vec<PoolVerdict>,
-        last_success: Option<PollTime>,
-        stale_after: Duration,
-    ) -> Snapshot {
-        let stale_line = Verdict::new(
-            State::Down,
-            format!("no successful poll for {}", show(stale_after)),
-        )
-        .agent_line();
-        Snapshot {
-            observation,
-            health,
-            pools,
-            last_success,
-            stale_after,
-            stale_line,
-        }
-    }
-
     /// The default policy's verdict.
     pub fn default_pool(&self) -> &PoolVerdict {
+        // Invariant: Poller always builds the default pool first.
         &self.pools[0]
     }
 
@@ -112,7 +175,7 @@ impl Snapshot {
                 .is_none_or(|success| now.saturating_duration_since(success.at) >= self.stale_after)
     }
 
-    /// The state to report at `now`.
+    /// The measured state at `now` (maintenance aside).
     pub fn state(&self, now: Instant, pool: &PoolVerdict) -> State {
         if self.is_stale(now, pool) {
             State::Down
@@ -121,9 +184,22 @@ impl Snapshot {
         }
     }
 
+    /// What the agent reports at `now`: maintenance first, then staleness,
+    /// then the verdict.
+    pub fn reported(&self, now: Instant, pool: &PoolVerdict) -> Reported {
+        match &self.maintenance {
+            Some(maintenance) if maintenance.mode == Mode::Maint => Reported::Maint,
+            Some(_) => Reported::Drain,
+            None => Reported::of(self.state(now, pool)),
+        }
+    }
+
     /// The agent reply at `now`, newline included. Borrowed (no allocation)
     /// for the default policy and every configured pool.
     pub fn agent_line<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, str> {
+        if let Some(line) = &self.maintenance_line {
+            return Cow::Borrowed(line);
+        }
         let pool = lookup.verdict();
         if self.is_stale(now, pool) {
             return Cow::Borrowed(&self.stale_line);
@@ -133,6 +209,25 @@ impl Snapshot {
             Lookup::Unknown(pool, name) => {
                 Cow::Owned(unknown_pool_line(&pool.decision.verdict, name))
             }
+        }
+    }
+
+    /// Answers one agent check: the line, counted under the pool asked for.
+    pub fn answer<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, str> {
+        let reported = self.reported(now, lookup.verdict());
+        match lookup {
+            Lookup::Found(pool) => pool.checks.record(reported),
+            Lookup::Unknown(..) => self.unknown_checks.record(reported),
+        }
+        self.agent_line(now, lookup)
+    }
+
+    /// The same snapshot under another maintenance state.
+    fn with_maintenance(&self, maintenance: Option<Maintenance>) -> Snapshot {
+        Snapshot {
+            maintenance_line: maintenance.as_ref().map(Maintenance::agent_line),
+            maintenance,
+            ..self.clone()
         }
     }
 }
@@ -156,35 +251,51 @@ struct Judge {
     damper: Damper,
 }
 
-/// Owns the probe and all history; the only code that produces verdicts.
+/// Commands for the running poller.
+#[derive(Debug)]
+pub enum Command {
+    /// Apply a new, already validated configuration, then poll at once.
+    Reconfigure(Box<(Config, Secrets)>),
+}
+
+/// Owns the probes and all history; the only code that produces verdicts.
 #[derive(Debug)]
 pub struct Poller {
+    config: Config,
+    secrets: Secrets,
     probe: Probe,
-    memory: LagMemory,
+    /// `lag.primary`: reads the heartbeat writer's own row on the primary.
+    primary: Option<Probe>,
+    assessor: Assessor,
     judges: Vec<Judge>,
-    interval: Duration,
-    stale_after: Duration,
+    rules: Rules,
     last_success: Option<PollTime>,
+    polls: PollCounters,
+    /// Per pool name, so counts survive reloads.
+    checks: HashMap<String, Arc<CheckCounters>>,
+    unknown_checks: Arc<CheckCounters>,
+    /// The last file-based maintenance seen, to log changes once.
+    file_maintenance: Option<Maintenance>,
 }
 
 impl Poller {
-    pub fn new(config: &Config, password: Option<&Secret>) -> Poller {
-        Poller {
-            probe: Probe::new(&config.mysql, password),
-            memory: LagMemory::default(),
-            judges: config
-                .policies()
-                .into_iter()
-                .map(|(name, policy)| Judge {
-                    name,
-                    policy,
-                    damper: Damper::default(),
-                })
-                .collect(),
-            interval: config.poll.interval,
-            stale_after: config.poll.stale_after,
+    pub fn new(config: &Config, secrets: &Secrets) -> Poller {
+        let mut poller = Poller {
+            config: config.clone(),
+            secrets: secrets.clone(),
+            probe: build_probe(config, secrets),
+            primary: build_primary_probe(config, secrets),
+            assessor: Assessor::new(&config.lag),
+            judges: Vec::new(),
+            rules: rules_of(config),
             last_success: None,
-        }
+            polls: PollCounters::default(),
+            checks: HashMap::new(),
+            unknown_checks: Arc::default(),
+            file_maintenance: None,
+        };
+        poller.judges = poller.judges_for(config, Vec::new());
+        poller
     }
 
     /// `user@host:port` of the watched server.
@@ -192,29 +303,66 @@ impl Poller {
         self.probe.target()
     }
 
+    /// New judges for `config`, keeping the damper history of pools that
+    /// still exist under the same name.
+    fn judges_for(&self, config: &Config, mut old: Vec<Judge>) -> Vec<Judge> {
+        config
+            .policies()
+            .into_iter()
+            .map(|(name, policy)| {
+                let damper = old
+                    .iter()
+                    .position(|judge| judge.name == name)
+                    .map(|at| old.swap_remove(at).damper)
+                    .unwrap_or_default();
+                Judge {
+                    name,
+                    policy,
+                    damper,
+                }
+            })
+            .collect()
+    }
+
     /// Polls once and decides, for the default policy and every pool.
-    /// Bounded by the probe's timeouts.
-    pub async fn poll(&mut self) -> Snapshot {
-        let observation = self.probe.poll().await;
-        if observation.result.is_ok() {
-            self.last_success = Some(PollTime {
-                at: observation.at,
-                wall: observation.wall,
-                duration: observation.duration,
-            });
+    /// Bounded by the probes' timeouts.
+    pub async fn poll(&mut self, http_maintenance: Option<&Maintenance>) -> Snapshot {
+        let (observation, primary) = match self.primary.as_mut() {
+            Some(primary) => {
+                let (observation, primary) =
+                    tokio::join!(self.probe.poll(), primary.poll_heartbeat());
+                (observation, Some(primary))
+            }
+            None => (self.probe.poll().await, None),
+        };
+        self.polls.polls += 1;
+        match &observation.result {
+            Ok(_) => {
+                self.last_success = Some(PollTime {
+                    at: observation.at,
+                    wall: observation.wall,
+                    duration: observation.duration,
+                });
+            }
+            Err(err) => *self.polls.errors.entry(err.kind()).or_default() += 1,
         }
-        let health = self.memory.assess(&observation);
+        if let Some(Err(err)) = &primary {
+            debug!("lag.primary: {err}");
+        }
+        let assessment = self.assessor.assess(&observation, primary.as_ref());
         let pools: Vec<PoolVerdict> = self
             .judges
             .iter_mut()
             .map(|judge| {
-                let target = policy::target(&health, &judge.policy);
+                let target = policy::target(&assessment, &judge.policy, &self.rules);
                 let decision = judge.damper.apply(target, judge.policy.recover_after);
+                let checks = Arc::clone(self.checks.entry(judge.name.clone()).or_default());
                 PoolVerdict {
                     name: judge.name.clone(),
                     role: judge.policy.role,
                     line: decision.verdict.agent_line(),
                     decision,
+                    checks,
                 }
             })
             .collect();
@@ -227,29 +375,145 @@ impl Poller {
             },
             pools[0].decision.verdict
         );
-        trace!("observation {observation:?}; health {health:?}");
-        Snapshot::new(
+        trace!("observation {observation:?}; assessment {assessment:?}");
+        let maintenance = http_maintenance
+            .cloned()
+            .or_else(|| self.read_maintenance_file());
+        Snapshot {
+            stale_line: Verdict::new(
+                State::Down,
+                format!(
+                    "no successful poll for {}",
+                    show(self.config.poll.stale_after)
+                ),
+            )
+            .agent_line(),
+            maintenance_line: maintenance.as_ref().map(Maintenance::agent_line),
+            maintenance,
             observation,
-            health,
+            assessment,
             pools,
-            self.last_success,
-            self.stale_after,
-        )
+            last_success: self.last_success,
+            stale_after: self.config.poll.stale_after,
+            request_timeout: (!self.config.pools.is_empty())
+                .then_some(self.config.agent.request_timeout),
+            polls: self.polls.clone(),
+            unknown_checks: Arc::clone(&self.unknown_checks),
+        }
+    }
+
+    /// The maintenance file, if configured and present. A file that exists
+    /// but cannot be read still means maintenance: the operator's intent is
+    /// clear, only the reason is lost.
+    fn read_maintenance_file(&mut self) -> Option<Maintenance> {
+        let path = self.config.maintenance.file.as_ref()?;
+        let found = match Maintenance::from_file(path) {
+            Ok(found) => found,
+            Err(err) => {
+                warn!("maintenance file {}: {err}", path.display());
+                Some(Maintenance::parse(
+                    "drain maintenance file unreadable",
+                    crate::maintenance::Source::File(path.clone()),
+                ))
+            }
+        };
+        if found != self.file_maintenance {
+            match &found {
+                Some(m) => info!(
+                    "maintenance on ({}): {}",
+                    m.source,
+                    m.agent_line().trim_end()
+                ),
+                None => info!("maintenance off: {} removed", path.display()),
+            }
+            self.file_maintenance = found.clone();
+        }
+        found
+    }
+
+    /// Applies a new configuration, keeping the history that still applies.
+    fn reconfigure(&mut self, config: Config, secrets: Secrets) {
+        let old = std::mem::replace(&mut self.config, config);
+        let config = &self.config;
+        let target_changed = config.mysql != old.mysql || secrets.mysql != self.secrets.mysql;
+        let reads_changed = config.lag != old.lag || config.load.is_some() != old.load.is_some();
+        if target_changed || reads_changed {
+            let old_probe = std::mem::replace(&mut self.probe, build_probe(config, &secrets));
+            tokio::spawn(old_probe.disconnect(Duration::from_secs(1)));
+        }
+        let primary_changed = config.lag.primary != old.lag.primary
+            || secrets.primary != self.secrets.primary
+            || reads_changed;
+        if primary_changed
+            && let Some(old_primary) =
+                std::mem::replace(&mut self.primary, build_primary_probe(config, &secrets))
+        {
+            tokio::spawn(old_primary.disconnect(Duration::from_secs(1)));
+        }
+        if target_changed || config.lag != old.lag {
+            // Lag remembered for another server or under other rules is not evidence.
+            self.assessor = Assessor::new(&config.lag);
+        }
+        if target_changed {
+            self.last_success = None;
+        }
+        self.rules = rules_of(config);
+        let judges = std::mem::take(&mut self.judges);
+        self.judges = self.judges_for(config, judges);
+        self.secrets = secrets;
+        info!(
+            "configuration reloaded: watching {}, pools [{}]",
+            self.probe.target(),
+            self.config
+                .pools
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     /// Polls every interval and publishes each snapshot until `shutdown`,
-    /// then closes the MySQL pool.
-    pub async fn run(mut self, publish: watch::Sender<Arc<Snapshot>>, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        // A slow poll delays the next one instead of bunching polls up after it.
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    /// then closes the MySQL pools. Republishes at once when the HTTP
+    /// maintenance switch changes, and re-polls at once after a reload.
+    pub async fn run(
+        mut self,
+        publish: watch::Sender<Arc<Snapshot>>,
+        mut maintenance: watch::Receiver<Option<Maintenance>>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = ticker(self.config.poll.interval);
         loop {
             let snapshot = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    snapshot = self.poll() => snapshot,
-                },
+                _ = ticker.tick() => {
+                    let switch = maintenance.borrow().clone();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        snapshot = self.poll(switch.as_ref()) => snapshot,
+                    }
+                }
+                changed = maintenance.changed() => {
+                    if changed.is_err() {
+                        // The HTTP side is gone (shutdown); keep polling until told.
+                        continue;
+                    }
+                    let switch = maintenance.borrow_and_update().clone();
+                    match &switch {
+                        Some(m) => info!("maintenance on ({}): {}", m.source, m.agent_line().trim_end()),
+                        None => info!("maintenance off (DELETE /maintenance)"),
+                    }
+                    let file = self.file_maintenance.clone();
+                    publish.borrow().with_maintenance(switch.or(file))
+                }
+                Some(command) = commands.recv() => {
+                    let Command::Reconfigure(boxed) = command;
+                    let (config, secrets) = *boxed;
+                    self.reconfigure(config, secrets);
+                    ticker = ticker_now(self.config.poll.interval);
+                    continue;
+                }
             };
             log_transitions(&publish.borrow(), &snapshot);
             publish.send_replace(Arc::new(snapshot));
@@ -257,21 +521,70 @@ impl Poller {
         self.close().await;
     }
 
-    /// Closes the MySQL pool, waiting at most half a second.
+    /// Closes the MySQL pools, waiting at most half a second.
     pub async fn close(self) {
-        self.probe.disconnect(Duration::from_millis(500)).await;
+        let limit = Duration::from_millis(500);
+        match self.primary {
+            Some(primary) => {
+                tokio::join!(self.probe.disconnect(limit), primary.disconnect(limit));
+            }
+            None => self.probe.disconnect(limit).await,
+        }
+    }
+}
+
+/// One tick per interval; a slow poll delays the next one instead of
+/// bunching polls up after it. The first tick comes after one interval.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+/// Like [`ticker`], but the first tick is immediate.
+fn ticker_now(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+fn build_probe(config: &Config, secrets: &Secrets) -> Probe {
+    Probe::new(&config.mysql, secrets.mysql.as_ref())
+        .with_heartbeat(
+            config
+                .lag
+                .reads_heartbeat()
+                .then(|| HeartbeatQuery::new(&config.lag)),
+        )
+        .with_load(config.load.is_some())
+}
+
+fn build_primary_probe(config: &Config, secrets: &Secrets) -> Option<Probe> {
+    let primary = config.lag.primary.as_ref()?;
+    Some(
+        Probe::new(primary, secrets.primary.as_ref())
+            .with_heartbeat(Some(HeartbeatQuery::new(&config.lag))),
+    )
+}
+
+fn rules_of(config: &Config) -> Rules {
+    Rules {
+        galera: config.galera.clone(),
+        load: config.load.clone(),
     }
 }
 
 /// Logs each pool's verdict changes once.
 fn log_transitions(old: &Snapshot, new: &Snapshot) {
-    for (before, after) in old.pools.iter().zip(&new.pools) {
-        log_transition(
-            &before.name,
-            &before.decision.verdict,
-            after,
-            &new.observation,
-        );
+    for after in &new.pools {
+        if let Some(before) = old.pools.iter().find(|p| p.name == after.name) {
+            log_transition(
+                &before.name,
+                &before.decision.verdict,
+                after,
+                &new.observation,
+            );
+        }
     }
 }
 
@@ -310,10 +623,28 @@ fn reason_kind(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// Every kind of poll failure, for metrics that list them all.
+pub fn error_kinds() -> [&'static str; 6] {
+    [
+        PollError::ConnectTimeout(Duration::ZERO).kind(),
+        PollError::QueryTimeout(Duration::ZERO).kind(),
+        PollError::Unreachable(String::new()).kind(),
+        PollError::AuthFailed(0).kind(),
+        PollError::Server {
+            code: 0,
+            message: String::new(),
+            statement: "",
+        }
+        .kind(),
+        PollError::Driver(String::new()).kind(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::PollError;
+    use crate::health::Health;
+    use crate::maintenance::Source;
 
     fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
@@ -325,29 +656,41 @@ mod tests {
                 verdict,
                 recovering: None,
             },
+            checks: Arc::default(),
         }
     }
 
     fn snapshot(pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
         let at = Instant::now();
-        Snapshot::new(
-            Observation {
+        Snapshot {
+            observation: Observation {
                 at,
                 wall: SystemTime::now(),
                 duration: Duration::from_millis(1),
                 result: Err(PollError::Unreachable("test".into())),
             },
-            Health::Unreachable {
-                reason: "test".into(),
+            assessment: Assessment {
+                health: Health::Unreachable {
+                    reason: "test".into(),
+                },
+                heartbeat: None,
+                galera: None,
+                load: None,
             },
             pools,
-            last_success.map(|at| PollTime {
+            last_success: last_success.map(|at| PollTime {
                 at,
                 wall: SystemTime::now(),
                 duration: Duration::from_millis(1),
             }),
-            Duration::from_secs(5),
-        )
+            stale_after: Duration::from_secs(5),
+            request_timeout: None,
+            maintenance: None,
+            polls: PollCounters::default(),
+            unknown_checks: Arc::default(),
+            stale_line: "down #no successful poll for 5s\n".into(),
+            maintenance_line: None,
+        }
     }
 
     fn line(snapshot: &Snapshot, pool: Option<&str>) -> String {
@@ -409,6 +752,51 @@ mod tests {
             line(&snapshot, Some("backup")),
             "down #no successful poll for 5s\n"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn maintenance_beats_measurements_and_staleness() {
+        let measured = snapshot(vec![pool("", State::Down, "sql thread error 1062")], None);
+        let switched = measured.with_maintenance(Some(Maintenance::parse(
+            "maint kernel upgrade",
+            Source::Http,
+        )));
+        assert_eq!(
+            line(&switched, None),
+            "up maint #maintenance: kernel upgrade\n"
+        );
+        assert_eq!(
+            line(&switched, Some("any")),
+            "up maint #maintenance: kernel upgrade\n"
+        );
+        assert_eq!(
+            switched.reported(Instant::now(), switched.default_pool()),
+            Reported::Maint
+        );
+        // The measured verdict is still there for /status.
+        assert_eq!(
+            switched.state(Instant::now(), switched.default_pool()),
+            State::Down
+        );
+        let cleared = switched.with_maintenance(None);
+        assert_eq!(line(&cleared, None), "down #sql thread error 1062\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_counted_by_pool_and_what_was_reported() {
+        let snapshot = snapshot(
+            vec![
+                pool("", State::Up(100), ""),
+                pool("main", State::Drain, "lag"),
+            ],
+            Some(Instant::now()),
+        );
+        for pool in [None, None, Some("main"), Some("nope")] {
+            snapshot.answer(Instant::now(), snapshot.lookup(pool));
+        }
+        assert_eq!(snapshot.pools[0].checks.get(Reported::Up), 2);
+        assert_eq!(snapshot.pools[1].checks.get(Reported::Drain), 1);
+        assert_eq!(snapshot.unknown_checks.get(Reported::Up), 1);
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! The only code that talks to MySQL: one poll becomes one [`Observation`].
 //!
-//! A poll takes a connection from a long-lived pool (under `connect_timeout`),
-//! reads `@@version` and `@@read_only`, picks the replica-status statement for
-//! the server's dialect, and reads every channel's row by column name (under
-//! `query_timeout` each). Any failure, including a timeout, is part of the
-//! observation, never an error for the caller: an unreachable database is data.
+//! A poll takes a connection from a long-lived pool (under `connect_timeout`)
+//! and runs, each under `query_timeout`:
+//!
+//! 1. `SELECT @@version, @@read_only, @@max_connections` (on MariaDB also the
+//!    `wsrep_*` switches);
+//! 2. the replica-status statement of the server's dialect, every channel's
+//!    row read by column name;
+//! 3. only when needed: `SHOW GLOBAL STATUS` for Galera and load counters,
+//!    and the newest pt-heartbeat row.
+//!
+//! The dialect is remembered between polls, so a steady poll is two to four
+//! statements. Any failure, including a timeout, is part of the observation,
+//! never an error for the caller: an unreachable database is data.
 
 use std::fmt;
 use std::io;
@@ -14,7 +22,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 use tokio::time::{Instant, timeout};
 
-use crate::config::{MysqlConfig, Secret};
+use crate::config::{HeartbeatTimezone, LagConfig, MysqlConfig, Secret};
 
 /// What one poll saw.
 #[derive(Debug, Clone)]
@@ -28,13 +36,83 @@ pub struct Observation {
 }
 
 /// A server that answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServerStatus {
     pub version: String,
     pub dialect: Dialect,
     pub read_only: bool,
+    pub max_connections: Option<u64>,
     /// One entry per replication channel; empty when the server is not a replica.
     pub channels: Vec<ChannelStatus>,
+    /// Set when the server is a Galera node with `wsrep_on`.
+    pub galera: Option<GaleraStatus>,
+    /// Set when `load` is configured.
+    pub load: Option<LoadStatus>,
+    /// Set when the heartbeat is read (`lag.source` auto or heartbeat).
+    pub heartbeat: Option<HeartbeatRead>,
+}
+
+/// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GaleraStatus {
+    /// `wsrep_ready`
+    pub ready: bool,
+    /// `wsrep_cluster_status`: `Primary`, `non-Primary`, `Disconnected`.
+    pub cluster_status: String,
+    /// `wsrep_local_state`: 1 joining, 2 donor/desynced, 3 joined, 4 synced.
+    pub local_state: u64,
+    pub local_state_comment: String,
+    /// `wsrep_local_recv_queue`: write-sets received but not yet applied.
+    pub recv_queue: u64,
+    /// `@@wsrep_desync`: an operator took the node out of flow control.
+    pub desync: bool,
+    /// `@@wsrep_reject_queries`: `NONE`, `ALL`, `ALL_KILL`.
+    pub reject_queries: String,
+}
+
+/// Load counters from `SHOW GLOBAL STATUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadStatus {
+    pub threads_running: u64,
+    pub threads_connected: u64,
+}
+
+/// The newest pt-heartbeat row as the watched server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatRead {
+    /// `ts` as written, and how long ago that was by the server's clock
+    /// (negative ages, from clock skew, read as zero).
+    Row { ts: String, age: Duration },
+    /// The table is there but holds no (matching) row.
+    Empty,
+    /// The table cannot be read: missing, no privilege, ...
+    Unavailable { code: u16, message: String },
+}
+
+/// How the heartbeat row is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatQuery {
+    /// `SELECT ts, age FROM ...`, built from validated configuration.
+    sql: String,
+}
+
+impl HeartbeatQuery {
+    pub fn new(lag: &LagConfig) -> HeartbeatQuery {
+        let now = match lag.heartbeat_timezone {
+            HeartbeatTimezone::Utc => "UTC_TIMESTAMP(6)",
+            HeartbeatTimezone::Local => "NOW(6)",
+        };
+        let filter = lag
+            .heartbeat_server_id
+            .map(|id| format!(" WHERE server_id = {id}"))
+            .unwrap_or_default();
+        HeartbeatQuery {
+            sql: format!(
+                "SELECT ts, TIMESTAMPDIFF(MICROSECOND, ts, {now}) FROM {}{filter} ORDER BY ts DESC LIMIT 1",
+                lag.heartbeat_table_sql()
+            ),
+        }
+    }
 }
 
 /// One row of `SHOW ALL SLAVES STATUS` / `SHOW REPLICA STATUS`, by meaning
@@ -52,6 +130,9 @@ pub struct ChannelStatus {
     pub sql_delay: Option<u64>,
     pub io_error: Option<ThreadError>,
     pub sql_error: Option<ThreadError>,
+    /// Where the SQL thread is, in the source's binlog
+    /// (`Relay_Master_Log_File`, `Exec_Master_Log_Pos`): moves as events apply.
+    pub exec_position: Option<(String, u64)>,
 }
 
 /// `Slave_IO_Running` / `Replica_SQL_Running` and friends.
@@ -111,8 +192,9 @@ pub struct ThreadError {
 }
 
 /// Which statement and column names a server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dialect {
+    #[default]
     /// MariaDB: `SHOW ALL SLAVES STATUS`, one row per named connection, old column names.
     MariaDb,
     /// MySQL 5.7 – 8.0.21: `SHOW SLAVE STATUS`, `Slave_*` / `*_Master` columns.
@@ -175,6 +257,7 @@ pub enum PollError {
     Server {
         code: u16,
         message: String,
+        /// A short name for the statement (`SHOW ALL SLAVES STATUS`).
         statement: &'static str,
     },
     /// Anything else the driver reported.
@@ -253,7 +336,28 @@ fn io_phrase(err: &io::Error) -> String {
     }
 }
 
-const VERSION_QUERY: &str = "SELECT @@version, @@read_only";
+/// What the first statement of a poll reads, by what is known of the server.
+const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections";
+const BASICS_WSREP: &str = "SELECT @@version, @@read_only, @@max_connections, \
+     @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+const WSREP_VARIABLES: &str = "SELECT @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+/// Every status counter remora may use, in one statement.
+const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
+     ('wsrep_ready', 'wsrep_cluster_status', 'wsrep_local_state', \
+     'wsrep_local_state_comment', 'wsrep_local_recv_queue', \
+     'Threads_running', 'Threads_connected')";
+/// Server error: the variable does not exist (no wsrep in this build).
+const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+
+/// What remora has learnt about the server across polls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Known {
+    dialect: Option<Dialect>,
+    /// `@@wsrep_*` variables exist (MariaDB builds with wsrep, which Debian's has).
+    wsrep_variables: Option<bool>,
+    /// The pooled connection on which `wsrep_sync_wait = 0` was set.
+    sync_wait_off_on: Option<u32>,
+}
 
 /// Talks to one server through one pool for the life of the process.
 pub struct Probe {
@@ -261,6 +365,9 @@ pub struct Probe {
     target: String,
     connect_timeout: Duration,
     query_timeout: Duration,
+    heartbeat: Option<HeartbeatQuery>,
+    read_load: bool,
+    known: Known,
 }
 
 // The pool's own Debug would print connection options, password included.
@@ -270,6 +377,8 @@ impl fmt::Debug for Probe {
             .field("target", &self.target)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .field("read_load", &self.read_load)
             .finish_non_exhaustive()
     }
 }
@@ -283,7 +392,8 @@ impl Probe {
         let constraints = PoolConstraints::new(1, 2).expect("1 <= 2: valid pool constraints");
         let pool_opts = PoolOpts::new()
             .with_constraints(constraints)
-            // We set no session state worth resetting; a reset costs a round trip per poll.
+            // We set no session state worth resetting (wsrep_sync_wait = 0 is
+            // meant to stay); a reset costs a round trip per poll.
             .with_reset_connection(false);
         let opts = OptsBuilder::default()
             .ip_or_hostname(config.host.clone())
@@ -300,7 +410,22 @@ impl Probe {
             target: format!("{}@{}:{}", config.user, config.host, config.port),
             connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
+            heartbeat: None,
+            read_load: false,
+            known: Known::default(),
         }
+    }
+
+    /// Also read the newest heartbeat row each poll.
+    pub fn with_heartbeat(mut self, query: Option<HeartbeatQuery>) -> Probe {
+        self.heartbeat = query;
+        self
+    }
+
+    /// Also read `Threads_running` / `Threads_connected` each poll.
+    pub fn with_load(mut self, read_load: bool) -> Probe {
+        self.read_load = read_load;
+        self
     }
 
     /// `user@host:port`, for logs.
@@ -308,8 +433,8 @@ impl Probe {
         &self.target
     }
 
-    /// Polls once. Bounded by `connect_timeout` + 2 × `query_timeout`.
-    pub async fn poll(&self) -> Observation {
+    /// Polls once. Every statement is under its own deadline.
+    pub async fn poll(&mut self) -> Observation {
         let started = Instant::now();
         let result = self.read_status().await;
         Observation {
@@ -320,39 +445,149 @@ impl Probe {
         }
     }
 
-    async fn read_status(&self) -> Result<ServerStatus, PollError> {
+    async fn read_status(&mut self) -> Result<ServerStatus, PollError> {
         let mut conn = timeout(self.connect_timeout, self.pool.get_conn())
             .await
             .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))?
             .map_err(|err| PollError::from_driver(err, None))?;
 
-        let rows = self.query(&mut conn, VERSION_QUERY).await?;
+        let mut status = self.read_basics(&mut conn).await?;
+        let rows = self
+            .query(
+                &mut conn,
+                status.dialect.replica_status_statement(),
+                status.dialect.replica_status_statement(),
+            )
+            .await?;
+        status.channels = rows.iter().map(ChannelStatus::from_row).collect();
+
+        let galera = status.galera.is_some();
+        if galera || self.read_load {
+            if galera && self.known.sync_wait_off_on != Some(conn.id()) {
+                // Status reads must never wait for cluster-wide causality.
+                self.query(
+                    &mut conn,
+                    "SET SESSION wsrep_sync_wait = 0",
+                    "SET wsrep_sync_wait",
+                )
+                .await?;
+                self.known.sync_wait_off_on = Some(conn.id());
+            }
+            let rows = self
+                .query(&mut conn, GLOBAL_STATUS, "SHOW GLOBAL STATUS")
+                .await?;
+            let counters = status_map(&rows);
+            if let Some(galera) = status.galera.as_mut() {
+                galera.ready = counters.get("wsrep_ready").is_some_and(|v| v == "ON");
+                galera.cluster_status = counters
+                    .get("wsrep_cluster_status")
+                    .cloned()
+                    .unwrap_or_default();
+                galera.local_state = number_of(&counters, "wsrep_local_state");
+                galera.local_state_comment = counters
+                    .get("wsrep_local_state_comment")
+                    .cloned()
+                    .unwrap_or_default();
+                galera.recv_queue = number_of(&counters, "wsrep_local_recv_queue");
+            }
+            if self.read_load {
+                status.load = Some(LoadStatus {
+                    threads_running: number_of(&counters, "Threads_running"),
+                    threads_connected: number_of(&counters, "Threads_connected"),
+                });
+            }
+        }
+
+        if let Some(heartbeat) = &self.heartbeat {
+            status.heartbeat =
+                Some(read_heartbeat(&mut conn, heartbeat, self.query_timeout).await?);
+        }
+        Ok(status)
+    }
+
+    /// Version, read_only, max_connections and, on MariaDB, the wsrep switches.
+    async fn read_basics(&mut self, conn: &mut Conn) -> Result<ServerStatus, PollError> {
+        let combined = self.known.dialect == Some(Dialect::MariaDb)
+            && self.known.wsrep_variables == Some(true);
+        let statement = if combined { BASICS_WSREP } else { BASICS };
+        let rows = match self.query(conn, statement, "SELECT @@version").await {
+            Err(PollError::Server { code, .. })
+                if combined && code == ER_UNKNOWN_SYSTEM_VARIABLE =>
+            {
+                // The server changed under us; learn it again.
+                self.known = Known::default();
+                self.query(conn, BASICS, "SELECT @@version").await?
+            }
+            other => other?,
+        };
         let first = |index| rows.first()?.as_ref(index).cloned();
         let version = first(0)
             .and_then(value_text)
             .unwrap_or_else(|| "unknown".to_owned());
-        let read_only = first(1).and_then(value_number).unwrap_or(0) != 0;
-
         let dialect = Dialect::detect(&version);
-        let rows = self
-            .query(&mut conn, dialect.replica_status_statement())
-            .await?;
-        let channels = rows.iter().map(ChannelStatus::from_row).collect();
-        Ok(ServerStatus {
+        self.known.dialect = Some(dialect);
+        let mut status = ServerStatus {
             version,
             dialect,
-            read_only,
-            channels,
-        })
+            read_only: first(1).and_then(value_number).unwrap_or(0) != 0,
+            max_connections: first(2).and_then(value_number),
+            ..ServerStatus::default()
+        };
+        if dialect != Dialect::MariaDb {
+            return Ok(status);
+        }
+        // (wsrep_on, wsrep_desync, wsrep_reject_queries)
+        let wsrep = if combined {
+            Some((first(3), first(4), first(5)))
+        } else if self.known.wsrep_variables != Some(false) {
+            match self.query(conn, WSREP_VARIABLES, "SELECT @@wsrep_on").await {
+                Ok(rows) => {
+                    self.known.wsrep_variables = Some(true);
+                    let value = |index| rows.first()?.as_ref(index).cloned();
+                    Some((value(0), value(1), value(2)))
+                }
+                Err(PollError::Server { code, .. }) if code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+                    self.known.wsrep_variables = Some(false);
+                    None
+                }
+                Err(err) => return Err(err),
+            }
+        } else {
+            None
+        };
+        if let Some((on, desync, reject)) = wsrep
+            && on.and_then(value_number).unwrap_or(0) != 0
+        {
+            status.galera = Some(GaleraStatus {
+                desync: desync.and_then(value_number).unwrap_or(0) != 0,
+                reject_queries: reject.and_then(value_text).unwrap_or_else(|| "NONE".into()),
+                ..GaleraStatus::default()
+            });
+        }
+        Ok(status)
     }
 
-    async fn query(&self, conn: &mut Conn, statement: &'static str) -> Result<Vec<Row>, PollError> {
-        // On timeout the connection is dropped mid-query; the pool discards or
-        // cleans it up in the background and the next poll gets another.
-        timeout(self.query_timeout, conn.query::<Row, _>(statement))
+    async fn query(
+        &self,
+        conn: &mut Conn,
+        statement: &str,
+        label: &'static str,
+    ) -> Result<Vec<Row>, PollError> {
+        query_within(conn, statement, label, self.query_timeout).await
+    }
+
+    /// Reads only the newest heartbeat row (for `lag.primary`: the writer's
+    /// own row on the primary). Needs [`Probe::with_heartbeat`].
+    pub async fn poll_heartbeat(&mut self) -> Result<HeartbeatRead, PollError> {
+        let query = self
+            .heartbeat
+            .as_ref()
+            .ok_or_else(|| PollError::Driver("no heartbeat query configured".to_owned()))?;
+        let mut conn = timeout(self.connect_timeout, self.pool.get_conn())
             .await
-            .map_err(|_| PollError::QueryTimeout(self.query_timeout))?
-            .map_err(|err| PollError::from_driver(err, Some(statement)))
+            .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))?
+            .map_err(|err| PollError::from_driver(err, None))?;
+        read_heartbeat(&mut conn, query, self.query_timeout).await
     }
 
     /// Closes the pool's connections, waiting at most `limit`.
@@ -361,6 +596,66 @@ impl Probe {
             log::warn!("closing MySQL connections took longer than {limit:?}; abandoned");
         }
     }
+}
+
+async fn query_within(
+    conn: &mut Conn,
+    statement: &str,
+    label: &'static str,
+    limit: Duration,
+) -> Result<Vec<Row>, PollError> {
+    // On timeout the connection is dropped mid-query; the pool discards or
+    // cleans it up in the background and the next poll gets another.
+    timeout(limit, conn.query::<Row, _>(statement))
+        .await
+        .map_err(|_| PollError::QueryTimeout(limit))?
+        .map_err(|err| PollError::from_driver(err, Some(label)))
+}
+
+/// A missing or unreadable heartbeat table is an answer, not a failed poll;
+/// a timeout or a lost connection is a failed poll like any other.
+async fn read_heartbeat(
+    conn: &mut Conn,
+    query: &HeartbeatQuery,
+    limit: Duration,
+) -> Result<HeartbeatRead, PollError> {
+    match query_within(conn, &query.sql, "heartbeat", limit).await {
+        Ok(rows) => {
+            let Some(row) = rows.first() else {
+                return Ok(HeartbeatRead::Empty);
+            };
+            let ts = row.as_ref(0).cloned().and_then(value_text);
+            let micros = row.as_ref(1).cloned().and_then(value_signed);
+            Ok(match (ts, micros) {
+                (Some(ts), Some(micros)) => HeartbeatRead::Row {
+                    ts,
+                    age: Duration::from_micros(micros.max(0) as u64),
+                },
+                _ => HeartbeatRead::Empty,
+            })
+        }
+        Err(PollError::Server { code, message, .. }) => {
+            Ok(HeartbeatRead::Unavailable { code, message })
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// `SHOW GLOBAL STATUS` rows as name → value.
+fn status_map(rows: &[Row]) -> std::collections::HashMap<String, String> {
+    rows.iter()
+        .filter_map(|row| {
+            let name = row.as_ref(0).cloned().and_then(value_text)?;
+            let value = row.as_ref(1).cloned().and_then(value_text)?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+fn number_of(map: &std::collections::HashMap<String, String>, name: &str) -> u64 {
+    map.get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl ChannelStatus {
@@ -400,6 +695,8 @@ impl ChannelStatus {
             sql_delay: number(&["SQL_Delay"]),
             io_error: error("Last_IO_Errno", "Last_IO_Error"),
             sql_error: error("Last_SQL_Errno", "Last_SQL_Error"),
+            exec_position: text(&["Relay_Master_Log_File", "Relay_Source_Log_File"])
+                .zip(number(&["Exec_Master_Log_Pos", "Exec_Source_Log_Pos"])),
         }
     }
 }
@@ -411,6 +708,15 @@ fn value_text(value: Value) -> Option<String> {
         Value::Int(n) => Some(n.to_string()),
         Value::UInt(n) => Some(n.to_string()),
         other => Some(other.as_sql(true)),
+    }
+}
+
+fn value_signed(value: Value) -> Option<i64> {
+    match value {
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.trim().parse().ok(),
+        Value::Int(n) => Some(n),
+        Value::UInt(n) => i64::try_from(n).ok(),
+        _ => None,
     }
 }
 
@@ -426,7 +732,7 @@ fn value_number(value: Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MysqlConfig, Secret};
+    use crate::config::{HeartbeatTimezone, LagConfig, MysqlConfig, Secret};
     use std::collections::HashMap;
 
     fn row(pairs: &[(&str, Option<&str>)]) -> ChannelStatus {
@@ -441,6 +747,25 @@ mod tests {
             })
             .collect();
         ChannelStatus::from_columns(|name| columns.get(name).cloned())
+    }
+
+    #[test]
+    fn heartbeat_queries() {
+        let lag = LagConfig::default();
+        assert_eq!(
+            HeartbeatQuery::new(&lag).sql,
+            "SELECT ts, TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM `heartbeat`.`heartbeat` ORDER BY ts DESC LIMIT 1"
+        );
+        let lag = LagConfig {
+            heartbeat_timezone: HeartbeatTimezone::Utc,
+            heartbeat_server_id: Some(7),
+            heartbeat_table: "ops.hb".into(),
+            ..LagConfig::default()
+        };
+        assert_eq!(
+            HeartbeatQuery::new(&lag).sql,
+            "SELECT ts, TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM `ops`.`hb` WHERE server_id = 7 ORDER BY ts DESC LIMIT 1"
+        );
     }
 
     #[tokio::test]
