@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod haproxy;
+pub mod heartbeat;
 pub mod mariadb;
 pub mod process;
 pub mod remora;

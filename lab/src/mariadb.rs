@@ -28,8 +28,10 @@ pub const REMORA_USER: &str = "remora";
 /// Distinctive on purpose: tests grep logs and output for it.
 pub const REMORA_PASSWORD: &str = "remora-lab-Pw-5ec2e7";
 
-/// The privilege remora needs on MariaDB 10.5+ (and nothing more).
+/// The privilege remora needs on MariaDB 10.5+ (and nothing more)...
 pub const REMORA_GRANT: &str = "SLAVE MONITOR";
+/// ...plus reading pt-heartbeat's table, where a heartbeat is used.
+pub const HEARTBEAT_DATABASE: &str = "heartbeat";
 
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const SQL_LIMIT: Duration = Duration::from_secs(10);
@@ -170,6 +172,7 @@ impl Server {
             format!("GRANT REPLICATION SLAVE ON *.* TO {REPL_USER}@'%'"),
             format!("CREATE USER {REMORA_USER}@'%' IDENTIFIED BY '{REMORA_PASSWORD}'"),
             format!("GRANT {REMORA_GRANT} ON *.* TO {REMORA_USER}@'%'"),
+            format!("GRANT SELECT ON {HEARTBEAT_DATABASE}.* TO {REMORA_USER}@'%'"),
         ];
         for statement in statements {
             conn.query_drop(&statement)
@@ -333,6 +336,7 @@ impl Pair {
                         id BIGINT AUTO_INCREMENT PRIMARY KEY,
                         at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
                     "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
+                    &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
                 ])
                 .await?;
             pair.wait_caught_up(Duration::from_secs(20)).await?;
