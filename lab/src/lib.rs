@@ -5,9 +5,12 @@
 //! the kernel if the test process dies (see [`process`]).
 
 pub mod demo;
+pub mod fixture;
+pub mod galera;
 pub mod haproxy;
 pub mod heartbeat;
 pub mod mariadb;
+pub mod multisource;
 pub mod process;
 pub mod remora;
 pub mod stack;

@@ -44,6 +44,8 @@ pub struct Server {
     pub server_id: u32,
     pub dir: PathBuf,
     lifetime: Lifetime,
+    /// More `mariadbd` options (`--gtid-domain-id=2`, wsrep settings, ...).
+    extra_args: Vec<String>,
     process: Option<Process>,
 }
 
@@ -57,6 +59,18 @@ impl Server {
         port: u16,
         lifetime: Lifetime,
     ) -> Result<Server> {
+        Server::start_with(name, server_id, dir, port, lifetime, &[]).await
+    }
+
+    /// Like [`Server::start`], with more `mariadbd` options.
+    pub async fn start_with(
+        name: &str,
+        server_id: u32,
+        dir: &Path,
+        port: u16,
+        lifetime: Lifetime,
+        extra_args: &[String],
+    ) -> Result<Server> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let fresh = !dir.join("data").join("mysql").exists();
         if fresh {
@@ -68,10 +82,15 @@ impl Server {
             server_id,
             dir: dir.to_owned(),
             lifetime,
+            extra_args: extra_args.to_vec(),
             process: None,
         };
         server.spawn()?;
         server.wait_ready(fresh).await?;
+        if server.extra_args.iter().any(|arg| arg == "--wsrep-on=ON") {
+            // A Galera node accepts connections before it may run statements.
+            server.wait_wsrep_ready(fresh).await?;
+        }
         if fresh {
             server.create_users().await?;
         }
@@ -86,6 +105,7 @@ impl Server {
             server_id,
             dir: dir.to_owned(),
             lifetime: Lifetime::Detached,
+            extra_args: Vec::new(),
             process: None,
         }
     }
@@ -114,7 +134,8 @@ impl Server {
             .arg("--innodb-flush-log-at-trx-commit=2")
             .arg("--sync-binlog=0")
             .arg("--performance-schema=OFF")
-            .arg("--max-connections=500");
+            .arg("--max-connections=500")
+            .args(&self.extra_args);
         let process = Process::spawn(
             &self.name,
             command,
@@ -154,6 +175,32 @@ impl Server {
                 );
             }
             sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_wsrep_ready(&self, fresh: bool) -> Result<()> {
+        let password = if fresh { "" } else { ROOT_PASSWORD };
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Ok(Ok(mut conn)) = timeout(
+                Duration::from_secs(2),
+                Conn::new(self.opts("root", password)),
+            )
+            .await
+            {
+                let ready: Option<(String, String)> = conn
+                    .query_first("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+                    .await
+                    .unwrap_or(None);
+                let _ = conn.disconnect().await;
+                if ready.is_some_and(|(_, value)| value == "ON") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{}: wsrep not ready within {READY_LIMIT:?}", self.name);
+            }
+            sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -235,6 +282,56 @@ impl Server {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
+    }
+
+    /// Runs `statement` every `every` until the returned handle is dropped,
+    /// reconnecting as needed (the server may be killed and restarted).
+    pub fn keep_writing(&self, statement: &str, every: Duration) -> Writer {
+        let opts = self.opts("root", ROOT_PASSWORD);
+        let statement = statement.to_owned();
+        let task = tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            loop {
+                if conn.is_none() {
+                    conn = timeout(SQL_LIMIT, Conn::new(opts.clone()))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                if let Some(c) = conn.as_mut() {
+                    let wrote = timeout(SQL_LIMIT, c.query_drop(statement.as_str())).await;
+                    if !matches!(wrote, Ok(Ok(()))) {
+                        conn = None;
+                    }
+                }
+                sleep(every).await;
+            }
+        });
+        Writer { task }
+    }
+
+    /// `SHOW SLAVE '<connection>' STATUS` (`""`: the default connection).
+    pub async fn slave_status(&self, connection: &str) -> Result<SlaveStatus> {
+        let rows = self
+            .rows(&format!("SHOW SLAVE '{connection}' STATUS"))
+            .await?;
+        let row = rows
+            .first()
+            .with_context(|| format!("{}: no replication connection '{connection}'", self.name))?;
+        let text = |name: &str| -> Option<String> {
+            row.get_opt::<Option<String>, _>(name)
+                .and_then(|value| value.ok())
+                .flatten()
+        };
+        let number = |name: &str| -> Option<u64> { text(name)?.parse().ok() };
+        Ok(SlaveStatus {
+            io_running: text("Slave_IO_Running").unwrap_or_default(),
+            sql_running: text("Slave_SQL_Running").unwrap_or_default(),
+            seconds_behind_master: number("Seconds_Behind_Master"),
+            sql_delay: number("SQL_Delay").unwrap_or(0),
+            last_sql_errno: number("Last_SQL_Errno").unwrap_or(0) as u32,
+            last_io_errno: number("Last_IO_Errno").unwrap_or(0) as u32,
+        })
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -476,30 +573,8 @@ impl Pair {
 
     /// Writes on the primary every `every` until the returned handle is dropped.
     pub fn keep_writing(&self, every: Duration) -> Writer {
-        let primary = self.primary.opts("root", ROOT_PASSWORD);
-        let task = tokio::spawn(async move {
-            let mut conn: Option<Conn> = None;
-            loop {
-                if conn.is_none() {
-                    conn = timeout(SQL_LIMIT, Conn::new(primary.clone()))
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                }
-                if let Some(c) = conn.as_mut() {
-                    let wrote = timeout(
-                        SQL_LIMIT,
-                        c.query_drop("INSERT INTO lab.ticks () VALUES ()"),
-                    )
-                    .await;
-                    if !matches!(wrote, Ok(Ok(()))) {
-                        conn = None;
-                    }
-                }
-                sleep(every).await;
-            }
-        });
-        Writer { task }
+        self.primary
+            .keep_writing("INSERT INTO lab.ticks () VALUES ()", every)
     }
 
     /// The seed's `make stuff`: create and drop a database, with writes between.
