@@ -176,11 +176,17 @@ pub async fn run(
                     Err(()) => continue,
                 };
                 let (agent_addr, http_addr) = (config.agent.listen, config.http.listen);
-                if commands
-                    .send(Command::Reconfigure(Box::new((config, secrets))))
-                    .await
-                    .is_err()
-                {
+                // The new listeners open only once the poller has published a
+                // snapshot under the new configuration.
+                let (applied, published) = tokio::sync::oneshot::channel();
+                let sent = commands
+                    .send(Command::Reconfigure(Box::new((config, secrets)), applied))
+                    .await;
+                let applied = sent.is_ok() && tokio::select! {
+                    done = published => done.is_ok(),
+                    _ = &mut shutdown => break Ok(()),
+                };
+                if !applied {
                     error!("configuration not applied: the poller is gone");
                     continue;
                 }

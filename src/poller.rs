@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use log::{debug, info, trace, warn};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -254,8 +254,9 @@ struct Judge {
 /// Commands for the running poller.
 #[derive(Debug)]
 pub enum Command {
-    /// Apply a new, already validated configuration, then poll at once.
-    Reconfigure(Box<(Config, Secrets)>),
+    /// Apply a new, already validated configuration, poll at once, publish,
+    /// then report on the sender: from then on every reader sees it.
+    Reconfigure(Box<(Config, Secrets)>, oneshot::Sender<()>),
 }
 
 /// Owns the probes and all history; the only code that produces verdicts.
@@ -483,7 +484,7 @@ impl Poller {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = ticker(self.config.poll.interval);
+        let mut ticker = poll_ticker(self.config.poll.interval);
         loop {
             let snapshot = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -508,10 +509,18 @@ impl Poller {
                     publish.borrow().with_maintenance(switch.or(file))
                 }
                 Some(command) = commands.recv() => {
-                    let Command::Reconfigure(boxed) = command;
+                    let Command::Reconfigure(boxed, applied) = command;
                     let (config, secrets) = *boxed;
                     self.reconfigure(config, secrets);
-                    ticker = ticker_now(self.config.poll.interval);
+                    ticker = poll_ticker(self.config.poll.interval);
+                    let switch = maintenance.borrow().clone();
+                    let snapshot = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        snapshot = self.poll(switch.as_ref()) => snapshot,
+                    };
+                    log_transitions(&publish.borrow(), &snapshot);
+                    publish.send_replace(Arc::new(snapshot));
+                    let _ = applied.send(());
                     continue;
                 }
             };
@@ -535,15 +544,8 @@ impl Poller {
 
 /// One tick per interval; a slow poll delays the next one instead of
 /// bunching polls up after it. The first tick comes after one interval.
-fn ticker(interval: Duration) -> tokio::time::Interval {
+fn poll_ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticker
-}
-
-/// Like [`ticker`], but the first tick is immediate.
-fn ticker_now(interval: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
 }

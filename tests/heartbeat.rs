@@ -71,11 +71,7 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
             let truth = polled.duration_since(parse_time(&ts)?)?;
             let reported =
                 Duration::from_secs_f64(status["lag"]["seconds"].as_f64().context("lag")?);
-            let off = if reported > truth {
-                reported - truth
-            } else {
-                truth - reported
-            };
+            let off = reported.abs_diff(truth);
             worst = worst.max(off);
             compared += 1;
         }

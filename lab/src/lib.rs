@@ -32,6 +32,20 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
+/// A local IPv4 address that is not loopback (for testing what remora
+/// accepts only from loopback), from `hostname -I`.
+pub fn non_loopback_ipv4() -> Result<std::net::Ipv4Addr> {
+    let output = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .context("running hostname -I")?;
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.parse::<std::net::Ipv4Addr>().ok())
+        .find(|ip| !ip.is_loopback())
+        .context("this machine has no non-loopback IPv4 address")
+}
+
 /// A loopback port that was free a moment ago and has not been handed out by
 /// this process before (tests run in parallel threads).
 pub fn free_port() -> Result<u16> {

@@ -46,6 +46,7 @@ pub struct Remora {
     pub http: SocketAddr,
     pub config_path: PathBuf,
     binary: PathBuf,
+    pending_listeners: Option<(SocketAddr, SocketAddr)>,
     process: Process,
     _scratch: Option<tempfile::TempDir>,
 }
@@ -69,12 +70,34 @@ impl Remora {
     /// Starts remora without waiting for it to answer: free ports, a
     /// temporary directory, killed on drop.
     pub fn spawn(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
+        let agent = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+        let http = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+        Remora::spawn_at(binary, yaml, env, agent, http)
+    }
+
+    /// Like [`Remora::start`], listening where told.
+    pub async fn start_at(
+        binary: &Path,
+        yaml: &str,
+        agent: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<Remora> {
+        let mut remora = Remora::spawn_at(binary, yaml, &[], agent, http)?;
+        remora.wait_answering().await?;
+        Ok(remora)
+    }
+
+    fn spawn_at(
+        binary: &Path,
+        yaml: &str,
+        env: &[(&str, &str)],
+        agent: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<Remora> {
         let scratch = tempfile::Builder::new()
             .prefix("remora-run-")
             .tempdir()
             .context("creating a temporary directory")?;
-        let agent = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-        let http = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
         let (process, config_path) = launch(
             binary,
             yaml,
@@ -89,6 +112,7 @@ impl Remora {
             http,
             config_path,
             binary: binary.to_owned(),
+            pending_listeners: None,
             process,
             _scratch: Some(scratch),
         })
@@ -131,6 +155,33 @@ impl Remora {
     /// SIGTERM and wait up to `grace`; the exit status, if it exited.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.process.terminate(grace)
+    }
+
+    /// Replaces the configuration file with `yaml` plus the current (or the
+    /// given) listen addresses. Takes effect on [`Remora::reload`].
+    pub fn rewrite_config(
+        &mut self,
+        yaml: &str,
+        agent: Option<SocketAddr>,
+        http: Option<SocketAddr>,
+    ) -> Result<()> {
+        let agent = agent.unwrap_or(self.agent);
+        let http = http.unwrap_or(self.http);
+        std::fs::write(&self.config_path, with_listeners(yaml, agent, http)?)
+            .context("rewriting remora.yaml")?;
+        self.pending_listeners = Some((agent, http));
+        Ok(())
+    }
+
+    /// SIGHUP: remora re-reads its configuration. Listen addresses written
+    /// by [`Remora::rewrite_config`] are adopted here.
+    pub fn reload(&mut self) -> Result<()> {
+        self.process.signal(libc::SIGHUP)?;
+        if let Some((agent, http)) = self.pending_listeners.take() {
+            self.agent = agent;
+            self.http = http;
+        }
+        Ok(())
     }
 
     /// Stops remora (SIGTERM) and starts it again with the same configuration
