@@ -64,6 +64,24 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
+/// Pending connections the kernel may queue before remora accepts them: a
+/// burst of checks from many HAProxies must not find the queue full (a
+/// dropped SYN costs the client a one-second retransmission).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener the way remora serves: SO_REUSEADDR (a restart rebinds
+/// at once) and a deep accept queue.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A validated configuration, with its secrets, to switch to (SIGHUP).
 pub type Reload = (Config, Secrets);
 
@@ -226,7 +244,7 @@ async fn rebind(key: &str, old: SocketAddr, new: SocketAddr) -> Result<Option<Tc
     if old == new {
         return Ok(None);
     }
-    match TcpListener::bind(new).await {
+    match bind(new).await {
         Ok(listener) => Ok(Some(listener)),
         Err(err) => {
             error!("reload rejected: cannot listen on {key} {new}: {err}; still serving on {old}");

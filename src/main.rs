@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use log::{error, info};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use remora::config::{Config, ConfigError, Secrets};
@@ -104,10 +103,10 @@ async fn once(config: Config, secrets: Secrets) -> ExitCode {
 
 async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Result<()> {
     let listeners = remora::Listeners {
-        agent: TcpListener::bind(config.agent.listen)
+        agent: remora::bind(config.agent.listen)
             .await
             .with_context(|| format!("cannot listen on agent.listen {}", config.agent.listen))?,
-        http: TcpListener::bind(config.http.listen)
+        http: remora::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?,
     };

@@ -78,7 +78,7 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     eprintln!("heartbeat lag vs the row's age: worst difference {worst:?} over {compared} samples");
-    assert!(compared >= 10, "only {compared} comparable samples");
+    assert!(compared >= 5, "only {compared} comparable samples");
     assert!(worst <= Duration::from_millis(50), "off by {worst:?}");
 
     // pt-heartbeat's own --check on the same replica prints whole seconds.
