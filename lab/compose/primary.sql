@@ -7,6 +7,7 @@ GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
 CREATE USER 'remora'@'%' IDENTIFIED BY 'remora-secret';
 -- Everything remora needs on MariaDB 10.5+ (REPLICATION CLIENT is not enough).
 GRANT SLAVE MONITOR ON *.* TO 'remora'@'%';
+GRANT SELECT ON heartbeat.* TO 'remora'@'%';
 CREATE DATABASE lab;
 CREATE TABLE lab.ticks (
   id BIGINT AUTO_INCREMENT PRIMARY KEY,
