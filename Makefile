@@ -22,11 +22,12 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 COMPOSE := docker compose
 LAB_SQL := mariadb -uroot -psecret
 
-.PHONY: help deps build demo test lint up down status start-lag stop-lag slave-lag stuff
+.PHONY: help deps build demo test lint bench up down status start-lag stop-lag slave-lag stuff
 
 help:
 	@sed -n 's/^#   //p' Makefile
 	@echo "lab: make up | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
+	@echo "make bench   the benchmark (a few minutes); writes benches/BENCHMARKS.md"
 
 deps:
 	@missing=""; \
@@ -55,6 +56,10 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+
+# Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md.
+bench: deps
+	$(CARGO) bench --bench agent
 
 ifeq ($(DOCKER),yes)
 up:

@@ -32,6 +32,9 @@ struct Cli {
 /// Exit status for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// Runtime worker threads (see `main`).
+const WORKER_THREADS: usize = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -57,7 +60,10 @@ fn main() -> ExitCode {
         };
     }
 
+    // Two workers whatever the host's size: a sidecar's work is one poll a
+    // second and short replies; a 64-core database host needs no 64 threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
         .enable_all()
         .build()
     {

@@ -4,6 +4,7 @@
 //! otherwise, and every process is stopped by pid: on drop, on panic, and by
 //! the kernel if the test process dies (see [`process`]).
 
+pub mod bench;
 pub mod demo;
 pub mod fixture;
 pub mod galera;

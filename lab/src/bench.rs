@@ -1,0 +1,319 @@
+//! Benchmark parts: a closed-loop check generator, the reference responder
+//! (the floor no agent can beat), a fork-per-check responder like the
+//! xinetd/clustercheck scripts operators run today, and readings of a
+//! process's CPU time and memory from /proc.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use crate::process::{Lifetime, Process};
+
+/// What the reference responder and a healthy agent answer.
+pub const HEALTHY: &str = "up ready 100%\n";
+
+/// One load run against one target.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// Checks answered with the expected line.
+    pub checks: u64,
+    /// Connect or read failures, and timeouts.
+    pub errors: u64,
+    /// Answers that were not the expected line.
+    pub wrong: u64,
+    pub elapsed: Duration,
+    /// Latency of every good check, in microseconds (connect to EOF).
+    pub latencies: Vec<u32>,
+}
+
+impl Load {
+    pub fn merge(&mut self, other: Load) {
+        self.checks += other.checks;
+        self.errors += other.errors;
+        self.wrong += other.wrong;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.checks as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-th percentile latency (0–100).
+    pub fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        Duration::from_micros(u64::from(self.latencies[rank]))
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(u64::from(self.latencies.iter().copied().max().unwrap_or(0)))
+    }
+}
+
+/// Drives `addr` with `concurrency` clients for `duration`, each in a closed
+/// loop: connect, send `request` (HAProxy's agent-send) if any, read to EOF,
+/// close, check the answer is `expect`.
+pub async fn drive(
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    request: Option<&'static [u8]>,
+    expect: &'static str,
+) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut load = Load::default();
+                let mut reply = Vec::with_capacity(128);
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    reply.clear();
+                    match timeout(Duration::from_secs(5), check(addr, request, &mut reply)).await {
+                        Ok(Ok(())) if reply == expect.as_bytes() => {
+                            load.checks += 1;
+                            let micros = asked.elapsed().as_micros();
+                            load.latencies
+                                .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                        }
+                        Ok(Ok(())) => load.wrong += 1,
+                        Ok(Err(_)) | Err(_) => load.errors += 1,
+                    }
+                }
+                load
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Load::default();
+    for client in clients {
+        if let Ok(load) = client.await {
+            total.merge(load);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn check(
+    addr: SocketAddr,
+    request: Option<&[u8]>,
+    reply: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    if let Some(request) = request {
+        stream.write_all(request).await?;
+    }
+    stream.read_to_end(reply).await?;
+    Ok(())
+}
+
+/// The reference responder: accept, write the healthy line, close. On its
+/// own runtime with as many workers as remora has, so the comparison is
+/// between the two programs, not between schedulers. With `reads_request`,
+/// it first reads the client's line (HAProxy's agent-send), the floor for a
+/// pool-aware exchange. Stops when dropped.
+#[derive(Debug)]
+pub struct Reference {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reference {
+    pub fn start(workers: usize, reads_request: bool) -> Result<Reference> {
+        // The same accept queue as remora's (remora::LISTEN_BACKLOG): std's
+        // default of 128 would drop SYNs at 256 clients.
+        let socket = tokio::net::TcpSocket::new_v4().context("reference socket")?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(4096).context("binding the reference")?;
+        let addr = listener.local_addr()?;
+        let listener = listener.into_std()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("reference runtime")?;
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                // Invariant: a listener taken from a tokio socket converts back.
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+                let serve = async {
+                    loop {
+                        let Ok((mut socket, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            if reads_request {
+                                let mut request = [0u8; 64];
+                                let _ = socket.read(&mut request).await;
+                            }
+                            let _ = socket.write_all(HEALTHY.as_bytes()).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Ok(Reference {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A fork-per-check responder, as operators run today with xinetd or socat
+/// and a clustercheck-style script: every check forks a shell and a `mariadb`
+/// client that queries the server, then prints the line.
+#[derive(Debug)]
+pub struct ForkResponder {
+    pub addr: SocketAddr,
+    _process: Process,
+}
+
+impl ForkResponder {
+    /// Listens on a free port; the check script and socat's log go in `dir`.
+    pub async fn start(
+        mysql_port: u16,
+        user: &str,
+        password: &str,
+        dir: &std::path::Path,
+    ) -> Result<ForkResponder> {
+        use std::os::unix::fs::PermissionsExt;
+        let port = crate::free_port()?;
+        let script = dir.join("check.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 # One check, the clustercheck way: a fresh client and connection per check.\n\
+                 if mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P{mysql_port} -u{user} -p'{password}' \
+                 -N -B -e 'SHOW SLAVE STATUS' >/dev/null 2>&1; then\n\
+                 printf 'up ready 100%%\\n'\nelse\n  printf 'down #mysql\\n'\nfi\n"
+            ),
+        )
+        .context("writing the check script")?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+        let mut command = Command::new("socat");
+        command
+            .arg(format!(
+                "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=4096"
+            ))
+            .arg(format!("EXEC:{}", script.display()));
+        let process = Process::spawn("socat", command, &dir.join("socat.log"), Lifetime::Tied)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut reply = Vec::new();
+            if check(addr, None, &mut reply).await.is_ok() && !reply.is_empty() {
+                if reply != HEALTHY.as_bytes() {
+                    bail!(
+                        "fork responder answered {:?}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+                return Ok(ForkResponder {
+                    addr,
+                    _process: process,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("socat not answering:\n{}", process.log_tail(10));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// CPU time a process has used, all threads, in nanoseconds
+/// (`/proc/<pid>/task/*/schedstat`: nanosecond resolution).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).context("reading /proc tasks")? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// `VmRSS` (now) and `VmHWM` (peak) of a process, in KiB.
+pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading status")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// A one-line description of this machine, for the report.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .next()
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or("? GiB".into(), |kib| format!("{} GiB", kib / 1024 / 1024));
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {memory}, Linux {kernel}")
+}
