@@ -358,16 +358,9 @@ mod tests {
     use super::*;
     use crate::health::{Lag, LagOrigin};
 
+    /// The defaults: 100% below 2s, 10% at 30s, drain at 60s, down at 300s.
     fn policy() -> Policy {
-        Policy {
-            role: Role::Any,
-            full_weight_below: Duration::from_secs(2),
-            min_weight_at: Duration::from_secs(30),
-            min_weight: Percent(10),
-            drain_at: Duration::from_secs(60),
-            down_at: Duration::from_secs(300),
-            recover_after: 3,
-        }
+        Policy::default()
     }
 
     fn replica(seconds: f64) -> Health {

@@ -485,19 +485,22 @@ impl Poller {
         shutdown: CancellationToken,
     ) {
         let mut ticker = poll_ticker(self.config.poll.interval);
+        let mut switch_open = true;
         loop {
-            let snapshot = tokio::select! {
+            // A snapshot to publish, and whom to tell once it is published.
+            let (snapshot, applied) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
                     let switch = maintenance.borrow().clone();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        snapshot = self.poll(switch.as_ref()) => snapshot,
+                        snapshot = self.poll(switch.as_ref()) => (snapshot, None),
                     }
                 }
-                changed = maintenance.changed() => {
+                changed = maintenance.changed(), if switch_open => {
                     if changed.is_err() {
-                        // The HTTP side is gone (shutdown); keep polling until told.
+                        // The switch's sender is gone (shutting down): stop listening.
+                        switch_open = false;
                         continue;
                     }
                     let switch = maintenance.borrow_and_update().clone();
@@ -506,7 +509,7 @@ impl Poller {
                         None => info!("maintenance off (DELETE /maintenance)"),
                     }
                     let file = self.file_maintenance.clone();
-                    publish.borrow().with_maintenance(switch.or(file))
+                    (publish.borrow().with_maintenance(switch.or(file)), None)
                 }
                 Some(command) = commands.recv() => {
                     let Command::Reconfigure(boxed, applied) = command;
@@ -514,18 +517,18 @@ impl Poller {
                     self.reconfigure(config, secrets);
                     ticker = poll_ticker(self.config.poll.interval);
                     let switch = maintenance.borrow().clone();
-                    let snapshot = tokio::select! {
+                    tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        snapshot = self.poll(switch.as_ref()) => snapshot,
-                    };
-                    log_transitions(&publish.borrow(), &snapshot);
-                    publish.send_replace(Arc::new(snapshot));
-                    let _ = applied.send(());
-                    continue;
+                        snapshot = self.poll(switch.as_ref()) => (snapshot, Some(applied)),
+                    }
                 }
             };
             log_transitions(&publish.borrow(), &snapshot);
             publish.send_replace(Arc::new(snapshot));
+            if let Some(applied) = applied {
+                // The reload waits for this before opening new listeners.
+                let _ = applied.send(());
+            }
         }
         self.close().await;
     }

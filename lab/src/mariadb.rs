@@ -310,6 +310,31 @@ impl Server {
         Writer { task }
     }
 
+    /// Waits until replication connection `connection` (`""`: the default
+    /// one) satisfies `condition`.
+    pub async fn wait_for(
+        &self,
+        connection: &str,
+        limit: Duration,
+        what: &str,
+        condition: impl Fn(&SlaveStatus) -> bool,
+    ) -> Result<SlaveStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.slave_status(connection).await?;
+            if condition(&status) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} '{connection}': not {what} within {limit:?}: {status:?}",
+                    self.name
+                );
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `SHOW SLAVE '<connection>' STATUS` (`""`: the default connection).
     pub async fn slave_status(&self, connection: &str) -> Result<SlaveStatus> {
         let rows = self
@@ -479,24 +504,7 @@ impl Pair {
 
     /// `SHOW SLAVE STATUS` on the replica, the fields the lab cares about.
     pub async fn slave_status(&self) -> Result<SlaveStatus> {
-        let rows = self.replica.rows("SHOW SLAVE STATUS").await?;
-        let row = rows
-            .first()
-            .context("the replica has no replication configured")?;
-        let text = |name: &str| -> Option<String> {
-            row.get_opt::<Option<String>, _>(name)
-                .and_then(|value| value.ok())
-                .flatten()
-        };
-        let number = |name: &str| -> Option<u64> { text(name)?.parse().ok() };
-        Ok(SlaveStatus {
-            io_running: text("Slave_IO_Running").unwrap_or_default(),
-            sql_running: text("Slave_SQL_Running").unwrap_or_default(),
-            seconds_behind_master: number("Seconds_Behind_Master"),
-            sql_delay: number("SQL_Delay").unwrap_or(0),
-            last_sql_errno: number("Last_SQL_Errno").unwrap_or(0) as u32,
-            last_io_errno: number("Last_IO_Errno").unwrap_or(0) as u32,
-        })
+        self.replica.slave_status("").await
     }
 
     /// Waits until the replica's status satisfies `condition`.
@@ -506,17 +514,7 @@ impl Pair {
         what: &str,
         condition: impl Fn(&SlaveStatus) -> bool,
     ) -> Result<SlaveStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let status = self.slave_status().await?;
-            if condition(&status) {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("replica: not {what} within {limit:?}: {status:?}");
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+        self.replica.wait_for("", limit, what, condition).await
     }
 
     /// Waits until the replica has applied everything the primary had written

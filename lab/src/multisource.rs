@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::time::{Instant, sleep};
+use anyhow::{Context, Result};
 
 use crate::mariadb::{REPL_PASSWORD, REPL_USER, SlaveStatus};
 use crate::process::Lifetime;
@@ -107,6 +106,7 @@ impl MultiSource {
         }
     }
 
+    /// Waits until connection `connection` of the replica satisfies `condition`.
     pub async fn wait_for(
         &self,
         connection: &str,
@@ -114,17 +114,9 @@ impl MultiSource {
         what: &str,
         condition: impl Fn(&SlaveStatus) -> bool,
     ) -> Result<SlaveStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let status = self.replica.slave_status(connection).await?;
-            if condition(&status) {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("connection {connection}: not {what} within {limit:?}: {status:?}");
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+        self.replica
+            .wait_for(connection, limit, what, condition)
+            .await
     }
 
     /// `MASTER_DELAY` on one connection only.
