@@ -487,7 +487,8 @@ fn report(r: Report) -> String {
         &mut misses,
         caused.abs() <= 2.0 * r.per_poll.max(1.0) * 4.0,
         format!(
-            "MySQL statements caused by checks ≈ 0 (got {caused:.0} over {} checks)",
+            "MySQL statements caused by checks ≈ 0 (got {} over {} checks)",
+            caused.round() as i64,
             r.checks_during
         ),
     );
