@@ -9,6 +9,9 @@
 //! whatever the peer sends is discarded until it closes or [`LINGER`] passes.
 //! Each connection is its own task: a client that lingers holds nothing but
 //! its own task, and new checks are answered at once however many linger.
+//!
+//! At most `agent.max_connections` connections are open at once; beyond
+//! that a new one closes the oldest (see [`crate::connections`]).
 
 use std::collections::HashSet;
 use std::io;
@@ -18,21 +21,23 @@ use std::time::Duration;
 use log::{debug, trace, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connections::{Connections, Slot};
 use crate::poller::{Lookup, Snapshot};
 
 /// Longest time a reply may take to write: it is one short line.
 const WRITE_DEADLINE: Duration = Duration::from_secs(1);
 /// Longest time spent discarding a peer's input after replying.
 const LINGER: Duration = Duration::from_secs(1);
-/// Connections allowed to linger at once. Beyond this a reply is written and
-/// the socket closed at once: every check is still answered, and a flood of
-/// idle clients cannot exhaust file descriptors or memory.
-const MAX_LINGERING: usize = 4096;
+/// Most input discarded after a reply; a client still sending after this
+/// much is cut off.
+const MAX_DISCARD: usize = 16 * 1024;
+/// Read size while discarding.
+const DISCARD_CHUNK: usize = 2048;
 /// How long in-flight replies get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Longest request line read; the rest of a longer one is ignored.
@@ -43,7 +48,6 @@ const MAX_LOGGED_UNKNOWN: usize = 100;
 /// What every connection task shares.
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    lingering: Semaphore,
     unknown_logged: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
 }
@@ -56,12 +60,12 @@ pub async fn serve(
 ) {
     let shared = Arc::new(Shared {
         snapshots,
-        lingering: Semaphore::new(MAX_LINGERING),
         unknown_logged: Mutex::new(HashSet::new()),
         shutdown: shutdown.clone(),
     });
     let tasks = TaskTracker::new();
     let mut last_warning: Option<Instant> = None;
+    let connections = Connections::new("agent");
     loop {
         let socket = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -73,7 +77,9 @@ pub async fn serve(
                 }
             },
         };
-        tasks.spawn(answer(socket, Arc::clone(&shared)));
+        let cap = shared.snapshots.borrow().max_connections;
+        let slot = connections.admit(cap, "agent.max_connections").await;
+        tasks.spawn(answer(socket, Arc::clone(&shared), slot));
     }
     drop(listener);
     tasks.close();
@@ -102,7 +108,19 @@ async fn accept_failed(err: &io::Error, last_warning: &mut Option<Instant>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("no panics while holding this lock")
+}
+
+/// Serves one connection until it is done or closed to make room.
+async fn answer(socket: TcpStream, shared: Arc<Shared>, slot: Slot) {
+    tokio::select! {
+        _ = reply(socket, &shared) => {}
+        _ = slot.close.cancelled() => trace!("agent: connection closed to make room"),
+    }
+}
+
+async fn reply(mut socket: TcpStream, shared: &Shared) {
     let mut request = [0u8; MAX_REQUEST];
     // Pools are configured when the snapshot carries a request timeout.
     let request_timeout = shared.snapshots.borrow().request_timeout;
@@ -114,7 +132,7 @@ async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
     let snapshot = Arc::clone(&shared.snapshots.borrow());
     let lookup = snapshot.lookup(pool);
     if let Lookup::Unknown(_, name) = lookup {
-        log_unknown_once(&shared, name);
+        log_unknown_once(shared, name);
     }
     let line = snapshot.answer(Instant::now(), lookup);
     trace!("agent: pool {pool:?} -> {}", line.trim_end());
@@ -135,17 +153,17 @@ async fn answer(mut socket: TcpStream, shared: Arc<Shared>) {
     if socket.shutdown().await.is_err() {
         return;
     }
-    let Ok(_permit) = shared.lingering.try_acquire() else {
-        return;
-    };
-    let mut discard = request;
+    let mut discard = [0u8; DISCARD_CHUNK];
     let drain = async {
+        let mut discarded = 0;
         while let Ok(n) = socket.read(&mut discard).await {
-            if n == 0 {
+            discarded += n;
+            if n == 0 || discarded > MAX_DISCARD {
                 break;
             }
         }
     };
+    // At shutdown, replies in flight finish; lingering ends at once.
     tokio::select! {
         _ = timeout(LINGER, drain) => {}
         _ = shared.shutdown.cancelled() => {}
@@ -181,15 +199,18 @@ async fn read_request<'a>(
             Ok(Err(_)) | Err(_) => return None,
         }
     };
-    let name = std::str::from_utf8(&buffer[..end]).ok()?.trim();
-    (!name.is_empty()).then_some(name)
+    parse_pool(&buffer[..end])
+}
+
+/// The pool a request line names: trimmed UTF-8, not empty. Anything else
+/// (binary, control characters only, blank) names no pool.
+pub fn parse_pool(line: &[u8]) -> Option<&str> {
+    let name = std::str::from_utf8(line).ok()?.trim();
+    (!name.is_empty() && !name.contains(|c: char| c.is_control())).then_some(name)
 }
 
 fn log_unknown_once(shared: &Shared, name: &str) {
-    let mut logged = shared
-        .unknown_logged
-        .lock()
-        .expect("no panics while holding this lock");
+    let mut logged = lock(&shared.unknown_logged);
     if logged.len() < MAX_LOGGED_UNKNOWN && logged.insert(name.to_owned()) {
         let shown: String = name.chars().take(64).collect();
         warn!("agent: request for unknown pool {shown:?}; answering with the default policy");

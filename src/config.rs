@@ -234,6 +234,9 @@ pub struct AgentConfig {
     /// Without pools the agent never waits.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Connections open at once. Beyond this a connection is answered without
+    /// waiting for a request and closed at once (see the agent module).
+    pub max_connections: usize,
 }
 
 impl Default for AgentConfig {
@@ -241,6 +244,7 @@ impl Default for AgentConfig {
         AgentConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9258)),
             request_timeout: Duration::from_millis(100),
+            max_connections: 1000,
         }
     }
 }
@@ -588,6 +592,9 @@ impl Config {
         }
         if self.agent.request_timeout.is_zero() {
             return Err(invalid("agent.request_timeout", "must be greater than 0"));
+        }
+        if self.agent.max_connections == 0 {
+            return Err(invalid("agent.max_connections", "must be at least 1"));
         }
         self.lag.validate()?;
         self.galera.validate()?;

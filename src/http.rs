@@ -9,9 +9,10 @@
 //!   `DELETE /maintenance`: the operator's switch, from loopback only.
 //!
 //! Every connection is bounded: the request head must arrive within
-//! [`HEADER_DEADLINE`], the body is at most [`maintenance::MAX_TEXT`] bytes,
-//! keep-alive is off, and no connection lives longer than
-//! [`CONNECTION_DEADLINE`].
+//! [`HEADER_DEADLINE`] and fit in [`MAX_HEAD`] bytes (else 431), the body is
+//! at most [`maintenance::MAX_TEXT`] bytes, keep-alive is off, no connection
+//! lives longer than [`CONNECTION_DEADLINE`], and beyond [`MAX_CONNECTIONS`]
+//! open at once a new one closes the oldest (see [`crate::connections`]).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::Connections;
 use crate::health::{Health, HeartbeatState};
 use crate::maintenance::{self, Maintenance, Source};
 use crate::poller::{Lookup, PoolVerdict, Reported, Snapshot, error_kinds};
@@ -42,6 +44,10 @@ use crate::probe::ThreadState;
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Largest request head read (hyper's floor is 8 KiB).
+const MAX_HEAD: usize = 16 * 1024;
+/// HTTP connections open at once; scrapers and health checks need a handful.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The HTTP maintenance switch, shared with the poller.
 pub type Switch = Arc<watch::Sender<Option<Maintenance>>>;
@@ -54,6 +60,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Connections::new("http");
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -66,6 +73,9 @@ pub async fn serve(
                 }
             },
         };
+        let slot = connections
+            .admit(MAX_CONNECTIONS, "the HTTP connection cap")
+            .await;
         let snapshots = snapshots.clone();
         let switch = Arc::clone(&switch);
         let service = service_fn(move |request: Request<Incoming>| {
@@ -76,14 +86,18 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_DEADLINE)
+            .max_buf_size(MAX_HEAD)
             .keep_alive(false)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            match timeout(CONNECTION_DEADLINE, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => debug!("http: connection ended: {err}"),
-                Err(_) => debug!("http: connection cut after {CONNECTION_DEADLINE:?}"),
+            tokio::select! {
+                ended = timeout(CONNECTION_DEADLINE, connection) => match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => debug!("http: connection ended: {err}"),
+                    Err(_) => debug!("http: connection cut after {CONNECTION_DEADLINE:?}"),
+                },
+                _ = slot.close.cancelled() => debug!("http: connection from {peer} closed to make room"),
             }
         });
     }

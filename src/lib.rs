@@ -35,6 +35,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod connections;
 pub mod health;
 pub mod http;
 pub mod maintenance;
@@ -81,6 +82,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+/// Raises the soft limit on open files to the hard limit, as servers do (the
+/// usual soft default, 1024, is near `agent.max_connections`), and returns
+/// the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// File descriptors remora needs beside agent connections: listeners, HTTP
+/// connections, MySQL connections, the runtime's own.
+pub const SPARE_FDS: usize = 320;
 
 /// A validated configuration, with its secrets, to switch to (SIGHUP).
 pub type Reload = (Config, Secrets);

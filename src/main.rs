@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use log::{error, info};
+use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
 use remora::config::{Config, ConfigError, Secrets};
@@ -108,6 +108,15 @@ async fn once(config: Config, secrets: Secrets) -> ExitCode {
 }
 
 async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Result<()> {
+    match remora::raise_fd_limit() {
+        Ok(limit) if (limit as usize) < config.agent.max_connections + remora::SPARE_FDS => warn!(
+            "agent.max_connections ({}) is close to the open-files limit ({limit}): \
+             raise LimitNOFILE / ulimit -n, or lower agent.max_connections",
+            config.agent.max_connections
+        ),
+        Ok(_) => {}
+        Err(err) => warn!("cannot read the open-files limit: {err}"),
+    }
     let listeners = remora::Listeners {
         agent: remora::bind(config.agent.listen)
             .await

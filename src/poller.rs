@@ -122,6 +122,8 @@ pub struct Snapshot {
     pub stale_after: Duration,
     /// With pools configured: how long the agent waits for a pool name.
     pub request_timeout: Option<Duration>,
+    /// `agent.max_connections`.
+    pub max_connections: usize,
     /// An operator's switch; beats every measurement.
     pub maintenance: Option<Maintenance>,
     pub polls: PollCounters,
@@ -234,7 +236,12 @@ impl Snapshot {
 
 /// The default verdict, with `unknown pool <name>` added to its reason.
 fn unknown_pool_line(verdict: &Verdict, name: &str) -> String {
-    let name: String = name.chars().take(MAX_POOL_NAME).collect();
+    // Echo only what a pool name may hold: the client chose these bytes.
+    let name: String = name
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(MAX_POOL_NAME)
+        .collect();
     let reason = if verdict.reason.is_empty() {
         format!("unknown pool {name}")
     } else {
@@ -398,6 +405,7 @@ impl Poller {
             stale_after: self.config.poll.stale_after,
             request_timeout: (!self.config.pools.is_empty())
                 .then_some(self.config.agent.request_timeout),
+            max_connections: self.config.agent.max_connections,
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
         }
@@ -690,6 +698,7 @@ mod tests {
             }),
             stale_after: Duration::from_secs(5),
             request_timeout: None,
+            max_connections: 1000,
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),

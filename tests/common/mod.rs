@@ -26,3 +26,94 @@ pub fn mysql_section(port: u16) -> String {
          connect_timeout: 1s\n  query_timeout: 1s\n"
     )
 }
+
+/// Raises this process's open-files soft limit to its hard limit (tests that
+/// open thousands of sockets); returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    remora::raise_fd_limit().expect("getrlimit works")
+}
+
+/// How many file descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Latency percentiles of a set of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: std::time::Duration,
+    pub p99: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Latency {
+    pub fn of(mut samples: Vec<std::time::Duration>) -> Latency {
+        assert!(!samples.is_empty(), "no samples");
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Latency {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: *samples.last().expect("not empty"),
+        }
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// `count` agent checks, one after another `gap` apart; each must read
+/// `expected` to EOF. Returns their latencies.
+pub async fn timed_checks(
+    agent: std::net::SocketAddr,
+    request: &[u8],
+    expected: &str,
+    count: usize,
+    gap: std::time::Duration,
+) -> anyhow::Result<Latency> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let asked = std::time::Instant::now();
+        let reply = remora_lab::agent_request(agent, request).await?;
+        samples.push(asked.elapsed());
+        anyhow::ensure!(
+            reply == expected,
+            "check answered {reply:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(gap).await;
+    }
+    Ok(Latency::of(samples))
+}
+
+/// A legitimate check's latency has been kept through an attack: its p99 is
+/// within `factor` of the quiet p99 measured in the same run (floored at a
+/// millisecond, loopback noise). A stalled listener misses by orders of
+/// magnitude: it waits out a linger, a request timeout or a full backlog.
+pub fn latency_kept(quiet: Latency, during: Latency, factor: u32) -> bool {
+    let floor = quiet.p99.max(std::time::Duration::from_millis(1));
+    during.p99 <= floor * factor
+}

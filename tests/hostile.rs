@@ -1,0 +1,401 @@
+//! Hostile clients on the agent and HTTP ports of a real remora process. Each
+//! attack runs while legitimate checks are timed; every check must get the
+//! right line with its latency kept (p99 within a factor of the quiet p99 of
+//! the same run), remora's open file descriptors must stay under
+//! `agent.max_connections` plus its own few, and remora must survive.
+//!
+//! remora watches a port nothing listens on: the verdict is a steady
+//! `down #…`, and what is under test is how it is served.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{Latency, latency_kept, mysql_section, open_fds, raise_fd_limit, remora_bin, rss_kib};
+use remora_lab::{Remora, agent_request, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The cap the attacks are measured against.
+const CAP: usize = 400;
+/// remora's own descriptors beside agent connections: stdio, listeners, the
+/// runtime's epoll and wakers, a few HTTP and MySQL sockets.
+const OWN_FDS: usize = 48;
+/// Legitimate checks timed per attack, and their spacing.
+const CHECKS: usize = 150;
+const GAP: Duration = Duration::from_millis(5);
+/// How far an attack may stretch a legitimate check's p99 (see `latency_kept`).
+const LATENCY_FACTOR: u32 = 25;
+
+async fn remora(pools: bool) -> Result<Remora> {
+    let pools = if pools {
+        "pools:\n  main: {role: replica}\n"
+    } else {
+        ""
+    };
+    Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\nagent: {{max_connections: {CAP}}}\n{pools}",
+            mysql_section(free_port()?)
+        ),
+    )
+    .await
+}
+
+/// A running attack: its tasks stop when `stop` is cancelled.
+struct Attack {
+    /// The attackers' own runtime: their busy loops must not starve the
+    /// client timing the legitimate checks, only compete for the machine.
+    on: tokio::runtime::Handle,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    /// Connections it opened, and replies it saw that were not the verdict.
+    opened: Arc<AtomicUsize>,
+    wrong: Arc<AtomicUsize>,
+}
+
+impl Attack {
+    fn new(on: &tokio::runtime::Handle) -> Attack {
+        Attack {
+            on: on.clone(),
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            opened: Arc::default(),
+            wrong: Arc::default(),
+        }
+    }
+
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_on(task, &self.on);
+    }
+
+    async fn end(mut self) -> (usize, usize) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// `count` connections that never read, write or close, held until stopped.
+async fn idle(on: &tokio::runtime::Handle, agent: SocketAddr, count: usize) -> Result<Attack> {
+    let attack = Attack::new(on);
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(TcpStream::connect(agent).await?);
+    }
+    attack.opened.fetch_add(count, Ordering::Relaxed);
+    let stop = attack.stop.clone();
+    let mut attack = attack;
+    attack.spawn(async move {
+        stop.cancelled().await;
+        drop(held);
+    });
+    Ok(attack)
+}
+
+/// `clients` connections at a time, each sending `payload` over and over
+/// (never a newline unless the payload has one) without reading.
+fn garbage(
+    on: &tokio::runtime::Handle,
+    agent: SocketAddr,
+    clients: usize,
+    payload: Arc<Vec<u8>>,
+) -> Attack {
+    let mut attack = Attack::new(on);
+    for _ in 0..clients {
+        let (stop, payload, opened) = (
+            attack.stop.clone(),
+            Arc::clone(&payload),
+            Arc::clone(&attack.opened),
+        );
+        attack.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(mut stream) = TcpStream::connect(agent).await else {
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                // remora stops reading after a bounded amount and closes.
+                tokio::select! {
+                    _ = stream.write_all(&payload) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
+    }
+    attack
+}
+
+/// Clients sending one odd request each and reading the reply: it must be
+/// `expected` (or nothing: a clean close).
+fn odd_requests(
+    on: &tokio::runtime::Handle,
+    agent: SocketAddr,
+    clients: usize,
+    expected: &str,
+) -> Attack {
+    let requests: Arc<Vec<&'static [u8]>> = Arc::new(vec![
+        b"\xff\xfe\xfd\n",
+        b"\0\0\0\0\n",
+        b"main\0\n",
+        b"no newline at all",
+        b"\r\n",
+        b"\x1b[2J\x07\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]);
+    let mut attack = Attack::new(on);
+    for client in 0..clients {
+        let (stop, requests, opened, wrong) = (
+            attack.stop.clone(),
+            Arc::clone(&requests),
+            Arc::clone(&attack.opened),
+            Arc::clone(&attack.wrong),
+        );
+        let expected = expected.to_owned();
+        attack.spawn(async move {
+            let mut turn = client;
+            while !stop.is_cancelled() {
+                turn += 1;
+                let request = requests[turn % requests.len()];
+                opened.fetch_add(1, Ordering::Relaxed);
+                match agent_request(agent, request).await {
+                    Ok(reply) if answers(&reply, &expected) => {}
+                    _ => {
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    attack
+}
+
+/// Whether a hostile client got a clean answer: the verdict, the verdict
+/// noting an unknown pool (with pools, garbage names one), or a clean close.
+fn answers(reply: &str, expected: &str) -> bool {
+    reply == expected
+        || reply.is_empty()
+        || reply
+            .strip_prefix(expected.trim_end())
+            .is_some_and(|rest| rest.starts_with("; unknown pool") && rest.ends_with('\n'))
+}
+
+/// `clients` connections open at all times: each task connects, holds the
+/// connection for a moment without reading, drops it (every other task with
+/// a reset, SO_LINGER 0) and connects again. Twice the cap means remora must
+/// keep closing the oldest to make room.
+fn flood(on: &tokio::runtime::Handle, agent: SocketAddr, clients: usize) -> Attack {
+    let mut attack = Attack::new(on);
+    for client in 0..clients {
+        let (stop, opened) = (attack.stop.clone(), Arc::clone(&attack.opened));
+        attack.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(stream) = TcpStream::connect(agent).await else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if client % 2 == 0 {
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                }
+                drop(stream);
+            }
+        });
+    }
+    attack
+}
+
+/// Clients that half-close at once; half of them never read the reply.
+fn half_closed(
+    on: &tokio::runtime::Handle,
+    agent: SocketAddr,
+    clients: usize,
+    expected: &str,
+) -> Attack {
+    let mut attack = Attack::new(on);
+    for client in 0..clients {
+        let (stop, opened, wrong) = (
+            attack.stop.clone(),
+            Arc::clone(&attack.opened),
+            Arc::clone(&attack.wrong),
+        );
+        let expected = expected.to_owned();
+        attack.spawn(async move {
+            let mut held = Vec::new();
+            while !stop.is_cancelled() {
+                let Ok(mut stream) = TcpStream::connect(agent).await else {
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                if stream.shutdown().await.is_err() {
+                    continue;
+                }
+                if client % 2 == 0 {
+                    let mut reply = String::new();
+                    let read = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        stream.read_to_string(&mut reply),
+                    )
+                    .await;
+                    if !matches!(read, Ok(Ok(_))) || !answers(&reply, &expected) {
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    held.push(stream);
+                    if held.len() > 20 {
+                        held.remove(0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+    }
+    attack
+}
+
+/// Highest descriptor count and RSS of `pid` until `stop`.
+fn watch_usage(pid: u32, stop: CancellationToken) -> tokio::task::JoinHandle<(usize, u64)> {
+    tokio::spawn(async move {
+        let (mut fds, mut rss) = (0, 0);
+        while !stop.is_cancelled() {
+            fds = fds.max(open_fds(pid));
+            rss = rss.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (fds, rss)
+    })
+}
+
+async fn timed(agent: SocketAddr, request: &[u8], expected: &str) -> Result<Latency> {
+    common::timed_checks(agent, request, expected, CHECKS, GAP).await
+}
+
+/// The attackers' runtime, shut down without blocking however the test ends.
+struct Attackers(Option<tokio::runtime::Runtime>);
+
+impl Drop for Attackers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs every attack against one remora and checks what each leaves.
+async fn survive_every_attack(pools: bool) -> Result<()> {
+    let limit = raise_fd_limit();
+    ensure!(
+        limit >= 8000,
+        "the tests need 8000 open files, the limit is {limit}"
+    );
+    let attackers = Attackers(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
+    ));
+    let on = attackers.0.as_ref().expect("running").handle();
+    let mut remora = remora(pools).await?;
+    let agent = remora.agent;
+    let pid = remora.pid();
+    let request: &[u8] = if pools { b"main\n" } else { b"" };
+    let expected = agent_request(agent, request).await?;
+    ensure!(expected.starts_with("down #"), "{expected}");
+
+    let quiet = timed(agent, request, &expected).await?;
+    let (quiet_fds, quiet_rss) = (open_fds(pid), rss_kib(pid));
+    println!(
+        "remora {} pools, max_connections {CAP}: quiet checks {quiet}; {quiet_fds} fds, {quiet_rss} KiB",
+        if pools { "with" } else { "without" }
+    );
+
+    let megabyte: Arc<Vec<u8>> = Arc::new(
+        (0..1_048_576u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .map(|b| if b == b'\n' || b == b'\r' { b'x' } else { b })
+            .collect(),
+    );
+    for name in [
+        "5000 idle connections",
+        "1 MiB garbage, 8 clients",
+        "invalid UTF-8, NUL, no newline",
+        "connection flood, 2x the cap",
+        "half-closed sockets",
+    ] {
+        let attack = match name {
+            "5000 idle connections" => idle(on, agent, 5000).await?,
+            "1 MiB garbage, 8 clients" => garbage(on, agent, 8, Arc::clone(&megabyte)),
+            "invalid UTF-8, NUL, no newline" => odd_requests(on, agent, 16, &expected),
+            "connection flood, 2x the cap" => flood(on, agent, 2 * CAP),
+            _ => half_closed(on, agent, 64, &expected),
+        };
+        let watching = CancellationToken::new();
+        let usage = watch_usage(pid, watching.clone());
+        // Let the attack reach its stride before timing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let during = timed(agent, request, &expected).await;
+        watching.cancel();
+        let (fds, rss) = usage.await?;
+        let (opened, wrong) = attack.end().await;
+        let during = during.with_context(|| format!("during {name}"))?;
+        println!(
+            "  {name:<32} checks {during}; {opened} hostile connections, \
+             peak {fds} fds, peak {rss} KiB"
+        );
+        ensure!(
+            remora.is_running(),
+            "remora died during {name}:\n{}",
+            remora.log()
+        );
+        ensure!(
+            wrong == 0,
+            "{name}: {wrong} hostile clients got a wrong reply"
+        );
+        ensure!(
+            latency_kept(quiet, during, LATENCY_FACTOR),
+            "{name}: checks slowed from {quiet} to {during}"
+        );
+        ensure!(
+            fds <= CAP + OWN_FDS,
+            "{name}: remora had {fds} descriptors open (cap {CAP} + {OWN_FDS})"
+        );
+        ensure!(
+            rss <= quiet_rss + 64 * 1024,
+            "{name}: remora grew from {quiet_rss} KiB to {rss} KiB"
+        );
+    }
+    // Everything hostile is gone: descriptors are back where they were.
+    let settled = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > quiet_fds + 4 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        open_fds(pid) <= quiet_fds + 4,
+        "descriptors not released: {} now, {quiet_fds} before",
+        open_fds(pid)
+    );
+    let after = timed(agent, request, &expected).await?;
+    println!(
+        "  after every attack: checks {after}; {} fds",
+        open_fds(pid)
+    );
+    Ok(())
+}
+
+/// One test, both ways in turn: two attacks at once would measure each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_survives_hostile_clients_with_and_without_pools() -> Result<()> {
+    survive_every_attack(false).await?;
+    survive_every_attack(true).await
+}
