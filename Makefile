@@ -54,8 +54,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Everything remora prints during the tests is kept, then searched for every
+# password the tests gave it.
+OUTPUT_DIR := $(CURDIR)/target/remora-output
+
 test: deps lint
-	$(CARGO) test --workspace
+	rm -rf $(OUTPUT_DIR)
+	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace
+	$(LAB) check-output $(OUTPUT_DIR)
 
 # Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md.
 bench: deps

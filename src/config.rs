@@ -189,6 +189,41 @@ pub struct MysqlConfig {
     /// Deadline for each status query.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    pub tls: TlsConfig,
+}
+
+/// TLS to the server, with the modes of the MySQL client's `--ssl-mode`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM file of the CA that signed the server's certificate, for
+    /// `verify_ca` and `verify_identity` (else the public web roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain TCP (a sidecar usually reaches mysqld over loopback).
+    #[default]
+    Disabled,
+    /// TLS when the server offers it, plain TCP when it does not; the
+    /// certificate is not checked.
+    Preferred,
+    /// TLS or no connection; the certificate is not checked.
+    Required,
+    /// TLS, with a certificate signed by `ca_file`; any host name.
+    VerifyCa,
+    /// TLS, with a certificate signed by `ca_file` and naming `host`.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    pub fn verifies(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyIdentity)
+    }
 }
 
 impl Default for MysqlConfig {
@@ -201,6 +236,7 @@ impl Default for MysqlConfig {
             password_file: None,
             connect_timeout: Duration::from_secs(1),
             query_timeout: Duration::from_secs(1),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -548,31 +584,8 @@ impl Config {
     /// Checks what the types alone cannot: ordering of thresholds, non-zero
     /// intervals, one password source at most.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mysql = &self.mysql;
-        if mysql.host.trim().is_empty() {
-            return Err(invalid("mysql.host", "must not be empty"));
-        }
-        if mysql.port == 0 {
-            return Err(invalid("mysql.port", "must be between 1 and 65535"));
-        }
-        if mysql.user.is_empty() {
-            return Err(invalid("mysql.user", "must not be empty"));
-        }
-        if mysql.password_env.is_some() && mysql.password_file.is_some() {
-            return Err(invalid(
-                "mysql.password_env",
-                "set either mysql.password_env or mysql.password_file, not both",
-            ));
-        }
-        if mysql.password_env.as_deref() == Some("") {
-            return Err(invalid(
-                "mysql.password_env",
-                "must name an environment variable",
-            ));
-        }
+        self.mysql.validate("mysql")?;
         for (key, value) in [
-            ("mysql.connect_timeout", mysql.connect_timeout),
-            ("mysql.query_timeout", mysql.query_timeout),
             ("poll.interval", self.poll.interval),
             ("poll.stale_after", self.poll.stale_after),
         ] {
@@ -730,6 +743,17 @@ impl MysqlConfig {
                     "must be greater than 0",
                 ));
             }
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            let key = format!("{section}.tls.ca_file");
+            if !self.tls.mode.verifies() {
+                return Err(invalid(
+                    &key,
+                    "is used only by mode verify_ca or verify_identity",
+                ));
+            }
+            std::fs::File::open(ca)
+                .map_err(|err| invalid(&key, format!("cannot read {}: {err}", ca.display())))?;
         }
         Ok(())
     }
@@ -1052,6 +1076,18 @@ maintenance: {file: /etc/remora/maintenance}
                 &["mysql.connect_timeout", "line 2"],
             ),
             ("mysql:\n  query_timeout: 0s\n", &["mysql.query_timeout"]),
+            (
+                "mysql:\n  tls: {mode: sometimes}\n",
+                &["mysql.tls.mode", "line 2", "verify_identity"],
+            ),
+            (
+                "mysql:\n  tls: {mode: required, ca_file: /etc/hostname}\n",
+                &["mysql.tls.ca_file", "verify_ca"],
+            ),
+            (
+                "mysql:\n  tls: {mode: verify_ca, ca_file: /nonexistent/ca.pem}\n",
+                &["mysql.tls.ca_file", "/nonexistent/ca.pem"],
+            ),
             ("poll:\n  interval: 0s\n", &["poll.interval"]),
             (
                 "poll:\n  interval: 2s\n  stale_after: 1s\n",

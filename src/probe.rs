@@ -18,11 +18,12 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
 
+use log::info;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
 use tokio::time::{Instant, timeout};
 
-use crate::config::{HeartbeatTimezone, LagConfig, MysqlConfig, Secret};
+use crate::config::{HeartbeatTimezone, LagConfig, MysqlConfig, Secret, TlsConfig, TlsMode};
 
 /// What one poll saw.
 #[derive(Debug, Clone)]
@@ -260,6 +261,9 @@ pub enum PollError {
         /// A short name for the statement (`SHOW ALL SLAVES STATUS`).
         statement: &'static str,
     },
+    /// TLS was configured and could not be set up: the server offers none,
+    /// or its certificate was rejected.
+    Tls(String),
     /// Anything else the driver reported.
     Driver(String),
 }
@@ -279,6 +283,7 @@ impl PollError {
             PollError::Server {
                 code, statement, ..
             } => format!("mysql error {code} on {statement}"),
+            PollError::Tls(_) => "mysql tls failed".to_owned(),
             PollError::Driver(_) => "mysql driver error".to_owned(),
         }
     }
@@ -291,13 +296,28 @@ impl PollError {
             PollError::Unreachable(_) => "unreachable",
             PollError::AuthFailed(_) => "auth_failed",
             PollError::Server { .. } => "server_error",
+            PollError::Tls(_) => "tls_failed",
             PollError::Driver(_) => "driver_error",
         }
     }
 
-    fn from_driver(err: mysql_async::Error, statement: Option<&'static str>) -> PollError {
+    fn from_driver(
+        err: mysql_async::Error,
+        statement: Option<&'static str>,
+        tls: TlsMode,
+    ) -> PollError {
+        // (`tls`: whether an invalid-data error can be a TLS handshake's.)
         use mysql_async::{DriverError, Error, IoError};
+        let tls = tls != TlsMode::Disabled;
         match err {
+            Error::Driver(DriverError::NoClientSslFlagFromServer) => {
+                PollError::Tls(NO_SERVER_TLS.to_owned())
+            }
+            Error::Io(IoError::Tls(err)) => PollError::Tls(err.to_string()),
+            // rustls reports a rejected handshake as invalid data.
+            Error::Io(IoError::Io(io)) if tls && io.kind() == io::ErrorKind::InvalidData => {
+                PollError::Tls(io.to_string())
+            }
             Error::Server(server) if matches!(server.code, 1045 | 1130 | 1698) => {
                 PollError::AuthFailed(server.code)
             }
@@ -319,7 +339,9 @@ impl fmt::Display for PollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PollError::Server { message, .. } => write!(f, "{}: {message}", self.phrase()),
-            PollError::Driver(message) => write!(f, "{}: {message}", self.phrase()),
+            PollError::Driver(message) | PollError::Tls(message) => {
+                write!(f, "{}: {message}", self.phrase())
+            }
             _ => f.write_str(&self.phrase()),
         }
     }
@@ -335,6 +357,8 @@ fn io_phrase(err: &io::Error) -> String {
         kind => kind.to_string(),
     }
 }
+
+const NO_SERVER_TLS: &str = "the server offers no TLS";
 
 /// What the first statement of a poll reads, by what is known of the server.
 const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections";
@@ -359,9 +383,57 @@ struct Known {
     sync_wait_off_on: Option<u32>,
 }
 
+/// The driver's TLS options for `tls`, like the MySQL client's `--ssl-mode`:
+/// `preferred` and `required` encrypt without checking the certificate,
+/// `verify_ca` checks it was signed by `ca_file`, `verify_identity` also
+/// that it names the host. `server_name`: the name to check instead of the
+/// host (see [`Probe::connect`]).
+fn ssl_opts(tls: &TlsConfig, server_name: Option<&str>) -> Option<SslOpts> {
+    let mut checked = SslOpts::default()
+        .with_root_certs(tls.ca_file.iter().map(|path| path.clone().into()).collect())
+        .with_disable_built_in_roots(tls.ca_file.is_some());
+    if let Some(name) = server_name {
+        checked = checked.with_danger_tls_hostname_override(Some(name.to_owned()));
+    }
+    match tls.mode {
+        TlsMode::Disabled => None,
+        TlsMode::Preferred | TlsMode::Required => Some(
+            SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ),
+        TlsMode::VerifyCa => Some(checked.with_danger_skip_domain_validation(true)),
+        TlsMode::VerifyIdentity => Some(checked),
+    }
+}
+
+/// The first name a certificate presented, from rustls's message for a
+/// certificate that does not name the host we connected to: `certificate not
+/// valid for name "127.0.0.1"; certificate is only valid for
+/// DnsName("db1") or ...`.
+fn presented_name(message: &str) -> Option<&str> {
+    let (_, names) = message.split_once("certificate is only valid for ")?;
+    if let Some(rest) = names.strip_prefix("DnsName(\"") {
+        return rest.split('"').next().filter(|name| !name.is_empty());
+    }
+    let rest = names.strip_prefix("IpAddress(")?;
+    rest.split(')')
+        .next()
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+}
+
 /// Talks to one server through one pool for the life of the process.
 pub struct Probe {
     pool: Pool,
+    /// Connection options without TLS, which `tls` is added to.
+    opts: OptsBuilder,
+    tls: TlsConfig,
+    /// Whether the pool connects in plaintext after `tls.mode: preferred`
+    /// found a server that offers no TLS.
+    plaintext: bool,
+    /// With `verify_ca`, the certificate's own name, checked in place of
+    /// the host's (see [`Probe::connect`]).
+    server_name: Option<String>,
     target: String,
     connect_timeout: Duration,
     query_timeout: Duration,
@@ -375,6 +447,7 @@ impl fmt::Debug for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Probe")
             .field("target", &self.target)
+            .field("tls", &self.tls.mode)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("heartbeat", &self.heartbeat)
@@ -406,7 +479,11 @@ impl Probe {
             .tcp_nodelay(true)
             .pool_opts(pool_opts);
         Probe {
-            pool: Pool::new(opts),
+            pool: Pool::new(opts.clone().ssl_opts(ssl_opts(&config.tls, None))),
+            opts,
+            tls: config.tls.clone(),
+            plaintext: false,
+            server_name: None,
             target: format!("{}@{}:{}", config.user, config.host, config.port),
             connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
@@ -445,11 +522,59 @@ impl Probe {
         }
     }
 
-    async fn read_status(&mut self) -> Result<ServerStatus, PollError> {
-        let mut conn = timeout(self.connect_timeout, self.pool.get_conn())
+    /// A connection within `connect_timeout`.
+    ///
+    /// With `tls.mode: preferred`, a server that offers no TLS is used in
+    /// plaintext from then on. With `verify_ca`, a certificate that does not
+    /// name the host is tried again, once, checking the name it presents:
+    /// the chain is still verified against `ca_file`, only the host name is
+    /// not (the driver's own switch for that does not work with this rustls:
+    /// blackbeam/mysql_async#404). A message in another shape fails closed.
+    async fn connect(&mut self) -> Result<Conn, PollError> {
+        let err = match self.get_conn().await? {
+            Ok(conn) => return Ok(conn),
+            Err(err) => err,
+        };
+        let mode = self.tls.mode;
+        let error = PollError::from_driver(err, None, mode);
+        let retry = match &error {
+            PollError::Tls(_) if mode == TlsMode::Preferred && !self.plaintext => {
+                if !matches!(&error, PollError::Tls(message) if message == NO_SERVER_TLS) {
+                    return Err(error);
+                }
+                info!(
+                    "{} offers no TLS; connecting in plaintext (mysql.tls.mode: preferred)",
+                    self.target
+                );
+                self.plaintext = true;
+                self.opts.clone()
+            }
+            PollError::Tls(message) if mode == TlsMode::VerifyCa && self.server_name.is_none() => {
+                let Some(name) = presented_name(message) else {
+                    return Err(error);
+                };
+                self.server_name = Some(name.to_owned());
+                self.opts
+                    .clone()
+                    .ssl_opts(ssl_opts(&self.tls, self.server_name.as_deref()))
+            }
+            _ => return Err(error),
+        };
+        let old = std::mem::replace(&mut self.pool, Pool::new(retry));
+        tokio::spawn(old.disconnect());
+        self.get_conn()
+            .await?
+            .map_err(|err| PollError::from_driver(err, None, mode))
+    }
+
+    async fn get_conn(&self) -> Result<Result<Conn, mysql_async::Error>, PollError> {
+        timeout(self.connect_timeout, self.pool.get_conn())
             .await
-            .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))?
-            .map_err(|err| PollError::from_driver(err, None))?;
+            .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))
+    }
+
+    async fn read_status(&mut self) -> Result<ServerStatus, PollError> {
+        let mut conn = self.connect().await?;
 
         let mut status = self.read_basics(&mut conn).await?;
         let rows = self
@@ -579,14 +704,13 @@ impl Probe {
     /// Reads only the newest heartbeat row (for `lag.primary`: the writer's
     /// own row on the primary). Needs [`Probe::with_heartbeat`].
     pub async fn poll_heartbeat(&mut self) -> Result<HeartbeatRead, PollError> {
-        let query = self
-            .heartbeat
-            .as_ref()
-            .ok_or_else(|| PollError::Driver("no heartbeat query configured".to_owned()))?;
-        let mut conn = timeout(self.connect_timeout, self.pool.get_conn())
-            .await
-            .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))?
-            .map_err(|err| PollError::from_driver(err, None))?;
+        if self.heartbeat.is_none() {
+            return Err(PollError::Driver(
+                "no heartbeat query configured".to_owned(),
+            ));
+        }
+        let mut conn = self.connect().await?;
+        let query = self.heartbeat.as_ref().expect("checked above");
         read_heartbeat(&mut conn, query, self.query_timeout).await
     }
 
@@ -609,7 +733,8 @@ async fn query_within(
     timeout(limit, conn.query::<Row, _>(statement))
         .await
         .map_err(|_| PollError::QueryTimeout(limit))?
-        .map_err(|err| PollError::from_driver(err, Some(label)))
+        // Past the handshake, TLS has nothing left to fail.
+        .map_err(|err| PollError::from_driver(err, Some(label), TlsMode::Disabled))
 }
 
 /// A missing or unreadable heartbeat table is an answer, not a failed poll;
@@ -857,5 +982,22 @@ mod tests {
             PollError::ConnectTimeout(Duration::from_millis(1500)).phrase(),
             "mysql connect timeout (1s 500ms)"
         );
+    }
+
+    #[test]
+    fn the_presented_name_is_read_from_rustls_messages() {
+        let one = "invalid peer certificate: certificate not valid for name \"127.0.0.1\"; \
+                   certificate is only valid for DnsName(\"localhost\")";
+        assert_eq!(presented_name(one), Some("localhost"));
+        let many = "certificate not valid for name \"10.0.0.9\"; certificate is only valid \
+                    for IpAddress(10.0.0.1) or DnsName(\"db\")";
+        assert_eq!(presented_name(many), Some("10.0.0.1"));
+        for other in [
+            "invalid peer certificate: UnknownIssuer",
+            "certificate not valid for name \"x\"; certificate is not valid for any names",
+            "certificate is only valid for DnsName(\"\")",
+        ] {
+            assert_eq!(presented_name(other), None, "{other}");
+        }
     }
 }

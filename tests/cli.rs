@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
 use remora_lab::Pair;
-use remora_lab::mariadb::REMORA_PASSWORD;
+use remora_lab::mariadb::{CHECK_PASSWORD, REMORA_PASSWORD};
 
 fn config_file(yaml: &str) -> Result<tempfile::NamedTempFile> {
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
@@ -25,7 +25,12 @@ fn remora(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Result<Output> 
     for (key, value) in env {
         command.env(key, value);
     }
-    Ok(command.output()?)
+    let output = command.output()?;
+    common::record_output(
+        "cli",
+        &format!("{}{}", text(&output.stdout), text(&output.stderr)),
+    );
+    Ok(output)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -40,7 +45,7 @@ fn check_config_prints_the_effective_config_and_never_the_password() -> Result<(
     let out = remora(
         &["--check-config"],
         file.path(),
-        &[("PW_FOR_CHECK", "s3cr3t-Value")],
+        &[("PW_FOR_CHECK", CHECK_PASSWORD)],
     )?;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -58,7 +63,7 @@ fn check_config_prints_the_effective_config_and_never_the_password() -> Result<(
             "{expected:?} missing from:\n{stdout}"
         );
     }
-    assert!(!stdout.contains("s3cr3t-Value") && !text(&out.stderr).contains("s3cr3t-Value"));
+    assert!(!stdout.contains(CHECK_PASSWORD) && !text(&out.stderr).contains(CHECK_PASSWORD));
     // What it prints is itself a valid configuration.
     let again = config_file(&stdout)?;
     let out = remora(&["--check-config"], again.path(), &[("PW_FOR_CHECK", "x")])?;

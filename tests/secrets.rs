@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::remora_bin;
-use remora_lab::mariadb::REMORA_PASSWORD;
+use remora_lab::mariadb::{REMORA_PASSWORD, WRONG_PASSWORD};
 use remora_lab::{Pair, Remora};
 
 async fn everything_it_shows(remora: &Remora) -> Result<String> {
@@ -59,7 +59,7 @@ async fn a_wrong_password_is_an_auth_failure_that_does_not_echo_it() -> Result<(
     let pair = Pair::start().await?;
     let dir = tempfile::tempdir()?;
     let secret_file = dir.path().join("password");
-    let wrong = "wrong-Pw-9d1f0c";
+    let wrong = WRONG_PASSWORD;
     std::fs::write(&secret_file, format!("{wrong}\n"))?;
     let remora = Remora::start_with_env(
         remora_bin(),

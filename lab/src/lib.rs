@@ -65,3 +65,49 @@ pub fn free_port() -> Result<u16> {
     }
     anyhow::bail!("no free port found in 100 attempts")
 }
+
+/// Where everything remora printed during a test run is collected, when the
+/// run sets `REMORA_OUTPUT_DIR` (`make test` does, then scans it for every
+/// password in [`mariadb::TEST_PASSWORDS`]).
+pub const OUTPUT_DIR_ENV: &str = "REMORA_OUTPUT_DIR";
+
+/// Keeps `text` (something remora printed) for the end-of-run scan, if this
+/// run collects output.
+pub fn record_output(label: &str, text: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let Some(dir) = std::env::var_os(OUTPUT_DIR_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let name = format!(
+        "{label}-{}-{}.log",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    if let Err(err) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(&name), text))
+    {
+        eprintln!("cannot keep remora's output in {}: {err}", dir.display());
+    }
+}
+
+/// Files under `dir` holding any of the test passwords, with the password.
+pub fn find_passwords(
+    dir: &std::path::Path,
+) -> Result<(usize, Vec<(std::path::PathBuf, &'static str)>)> {
+    let mut scanned = 0;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        scanned += 1;
+        for password in mariadb::TEST_PASSWORDS {
+            if text.contains(password) {
+                found.push((path.clone(), *password));
+            }
+        }
+    }
+    Ok((scanned, found))
+}

@@ -69,6 +69,9 @@ enum Command {
     Stuff,
     /// Run the scripted story on a fresh, temporary lab, then clean up.
     Demo,
+    /// Fail if any test password appears in the output a test run collected
+    /// (`REMORA_OUTPUT_DIR`).
+    CheckOutput { dir: std::path::PathBuf },
 }
 
 /// What `up` started, so that later commands can find it.
@@ -245,6 +248,19 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
             Ok(())
         }
         Command::Status => status(&read_state(&state_file)?).await,
+        Command::CheckOutput { dir } => {
+            let (scanned, found) = remora_lab::find_passwords(&dir)?;
+            for (path, password) in &found {
+                eprintln!(
+                    "{}: contains the test password {password:?}",
+                    path.display()
+                );
+            }
+            anyhow::ensure!(found.is_empty(), "remora printed a password");
+            anyhow::ensure!(scanned > 0, "no output collected in {}", dir.display());
+            println!("no password in anything remora printed ({scanned} outputs scanned)");
+            Ok(())
+        }
         Command::StartLag { seconds } => {
             attach(dir, &state_file)?.start_lag(seconds).await?;
             println!(

@@ -27,6 +27,20 @@ pub const REPL_PASSWORD: &str = "repl-secret";
 pub const REMORA_USER: &str = "remora";
 /// Distinctive on purpose: tests grep logs and output for it.
 pub const REMORA_PASSWORD: &str = "remora-lab-Pw-5ec2e7";
+/// What a test changes the remora user's password to while remora runs.
+pub const CHANGED_PASSWORD: &str = "remora-changed-Pw-81c4a0";
+/// A password that is wrong everywhere.
+pub const WRONG_PASSWORD: &str = "wrong-Pw-9d1f0c";
+/// A password given only to `--check-config`.
+pub const CHECK_PASSWORD: &str = "s3cr3t-Value";
+/// Every password the tests hand remora: none may appear in anything remora
+/// prints (see [`crate::record_output`] and `remora-lab check-output`).
+pub const TEST_PASSWORDS: &[&str] = &[
+    REMORA_PASSWORD,
+    CHANGED_PASSWORD,
+    WRONG_PASSWORD,
+    CHECK_PASSWORD,
+];
 
 /// The privilege remora needs on MariaDB 10.5+ (and nothing more)...
 pub const REMORA_GRANT: &str = "SLAVE MONITOR";

@@ -51,6 +51,13 @@ pub struct Remora {
     _scratch: Option<tempfile::TempDir>,
 }
 
+impl Drop for Remora {
+    /// Keeps what this remora printed for the end-of-run password scan.
+    fn drop(&mut self) {
+        crate::record_output("remora", &self.log());
+    }
+}
+
 impl Remora {
     /// Starts `binary` with `yaml` plus `agent:` and `http:` sections on free
     /// ports, the lab's remora password in `$REMORA_MYSQL_PASSWORD`, and waits

@@ -8,6 +8,11 @@ pub fn remora_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_remora"))
 }
 
+/// Keeps something remora printed for the end-of-run password scan.
+pub fn record_output(label: &str, text: &str) {
+    remora_lab::record_output(label, text);
+}
+
 /// The weight in an `up ready N%` reply.
 pub fn weight(reply: &str) -> Option<u32> {
     reply
