@@ -781,6 +781,7 @@ impl MysqlConfig {
             };
         }
         if let Some(path) = &self.password_file {
+            warn_if_world_readable(&file_key, path);
             let text = std::fs::read_to_string(path).map_err(|err| {
                 invalid(&file_key, format!("cannot read {}: {err}", path.display()))
             })?;
@@ -794,6 +795,20 @@ impl MysqlConfig {
             return Ok(Some(Secret(value.to_owned())));
         }
         Ok(None)
+    }
+}
+
+/// Warns when anyone on the machine may read the password file.
+fn warn_if_world_readable(key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o004 != 0
+    {
+        log::warn!(
+            "{key}: {} is readable by every user (mode {:o}); chmod o-r it",
+            path.display(),
+            metadata.permissions().mode() & 0o777
+        );
     }
 }
 

@@ -200,3 +200,25 @@ async fn once_against_a_real_replica_prints_up_and_exits_0() -> Result<()> {
     assert!(!stdout.contains(REMORA_PASSWORD));
     Ok(())
 }
+
+#[test]
+fn a_password_file_readable_by_every_user_is_warned_about() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, format!("{CHECK_PASSWORD}\n"))?;
+    let file = config_file(&format!("mysql:\n  password_file: {}\n", secret.display()))?;
+    for (mode, warned) in [(0o644, true), (0o640, false), (0o600, false)] {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode))?;
+        let out = remora(&["--check-config"], file.path(), &[])?;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            stderr.contains("mysql.password_file") && stderr.contains("readable by every user"),
+            warned,
+            "mode {mode:o}: {stderr}"
+        );
+        assert!(!stderr.contains(CHECK_PASSWORD) && !text(&out.stdout).contains(CHECK_PASSWORD));
+    }
+    Ok(())
+}
