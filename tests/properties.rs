@@ -236,16 +236,16 @@ proptest! {
         for poll in 1..published.len() {
             if published[poll] < published[poll - 1] {
                 last_worsening = Some(poll);
-            } else if published[poll] > published[poll - 1] {
-                if let Some(worse_at) = last_worsening {
-                    prop_assert!(poll - worse_at >= window, "better at {poll}, worse at {worse_at}");
-                    // A recovery after a worsening: the next one is a window away.
-                    if let Some(before) = last_recovery {
-                        prop_assert!(poll - before >= window, "recovered at {before} and {poll}");
-                    }
-                    last_recovery = Some(poll);
-                    last_worsening = None;
+            } else if published[poll] > published[poll - 1]
+                && let Some(worse_at) = last_worsening
+            {
+                prop_assert!(poll - worse_at >= window, "better at {poll}, worse at {worse_at}");
+                // A recovery after a worsening: the next one is a window away.
+                if let Some(before) = last_recovery {
+                    prop_assert!(poll - before >= window, "recovered at {before} and {poll}");
                 }
+                last_recovery = Some(poll);
+                last_worsening = None;
             }
         }
     }
