@@ -360,6 +360,10 @@ fn io_phrase(err: &io::Error) -> String {
 
 const NO_SERVER_TLS: &str = "the server offers no TLS";
 
+/// Server errors for a missing privilege: access denied to a database (1044),
+/// a privilege (1227), a table or column (1142, 1143), a routine (1370).
+const PRIVILEGE_ERRORS: [u16; 5] = [1044, 1142, 1143, 1227, 1370];
+
 /// What the first statement of a poll reads, by what is known of the server.
 const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections";
 const BASICS_WSREP: &str = "SELECT @@version, @@read_only, @@max_connections, \
@@ -575,11 +579,27 @@ impl Probe {
 
     async fn read_status(&mut self) -> Result<ServerStatus, PollError> {
         let mut conn = self.connect().await?;
+        let status = self.read_on(&mut conn).await;
+        if let Err(PollError::Server { code, .. }) = &status
+            && PRIVILEGE_ERRORS.contains(code)
+        {
+            // MariaDB and MySQL fix a session's global privileges when it
+            // logs in: a grant restored later is seen only by a new session.
+            if timeout(self.connect_timeout, conn.disconnect())
+                .await
+                .is_err()
+            {
+                log::debug!("closing a connection after error {code} timed out");
+            }
+        }
+        status
+    }
 
-        let mut status = self.read_basics(&mut conn).await?;
+    async fn read_on(&mut self, conn: &mut Conn) -> Result<ServerStatus, PollError> {
+        let mut status = self.read_basics(conn).await?;
         let rows = self
             .query(
-                &mut conn,
+                conn,
                 status.dialect.replica_status_statement(),
                 status.dialect.replica_status_statement(),
             )
@@ -591,7 +611,7 @@ impl Probe {
             if galera && self.known.sync_wait_off_on != Some(conn.id()) {
                 // Status reads must never wait for cluster-wide causality.
                 self.query(
-                    &mut conn,
+                    conn,
                     "SET SESSION wsrep_sync_wait = 0",
                     "SET wsrep_sync_wait",
                 )
@@ -599,7 +619,7 @@ impl Probe {
                 self.known.sync_wait_off_on = Some(conn.id());
             }
             let rows = self
-                .query(&mut conn, GLOBAL_STATUS, "SHOW GLOBAL STATUS")
+                .query(conn, GLOBAL_STATUS, "SHOW GLOBAL STATUS")
                 .await?;
             let counters = status_map(&rows);
             if let Some(galera) = status.galera.as_mut() {
@@ -624,8 +644,7 @@ impl Probe {
         }
 
         if let Some(heartbeat) = &self.heartbeat {
-            status.heartbeat =
-                Some(read_heartbeat(&mut conn, heartbeat, self.query_timeout).await?);
+            status.heartbeat = Some(read_heartbeat(conn, heartbeat, self.query_timeout).await?);
         }
         Ok(status)
     }

@@ -1,0 +1,436 @@
+//! Faults on a real MariaDB primary/replica pair, one after another, under a
+//! remora that reads lag from pt-heartbeat. For each: the verdict changes
+//! within a bound derived from the configuration, legitimate agent checks
+//! (one every 10 ms throughout) keep their latency, and once the fault is
+//! undone the same remora process returns to `up ready 100%`. The primary
+//! takes a write every 100 ms throughout, as a live one would. The measured
+//! detection and recovery times are printed as a table.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::{Latency, latency_kept, mysql_section, remora_bin, weight};
+use mysql_async::prelude::Queryable;
+use remora_lab::heartbeat::PtHeartbeat;
+use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_GRANT, REMORA_PASSWORD, REMORA_USER};
+use remora_lab::{Pair, Remora, Server, agent_reply};
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_millis(250);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+const FULL_WEIGHT_BELOW: Duration = Duration::from_secs(2);
+const WRITER_TIMEOUT: Duration = Duration::from_secs(2);
+/// pt-heartbeat writes once a second: the newest row is up to this old.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// How far a fault may stretch a legitimate check's p99 (see `latency_kept`).
+const LATENCY_FACTOR: u32 = 25;
+/// Longest wait for a recovery to show.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+
+fn config(replica: u16) -> String {
+    format!(
+        "{}poll: {{interval: {}ms, stale_after: 3s}}
+lag: {{source: auto, heartbeat_timezone: utc, heartbeat_writer_timeout: {}s}}
+policy:
+  full_weight_below: {}s
+  min_weight_at: 10s
+  drain_at: 30s
+  down_at: 60s
+  recover_after: 2
+",
+        mysql_section(replica),
+        INTERVAL.as_millis(),
+        WRITER_TIMEOUT.as_secs(),
+        FULL_WEIGHT_BELOW.as_secs()
+    )
+}
+
+struct Sample {
+    at: Instant,
+    latency: Duration,
+    reply: String,
+}
+
+/// Agent checks every 10 ms for the whole test, recorded.
+struct Checker {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: CancellationToken,
+}
+
+impl Checker {
+    fn start(agent: SocketAddr) -> Checker {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (record, stopped) = (Arc::clone(&samples), stop.clone());
+        tokio::spawn(async move {
+            while !stopped.is_cancelled() {
+                let asked = Instant::now();
+                let reply = match agent_reply(agent).await {
+                    Ok(reply) => reply.trim_end().to_owned(),
+                    Err(err) => format!("no reply: {err}"),
+                };
+                let sample = Sample {
+                    at: asked,
+                    latency: asked.elapsed(),
+                    reply,
+                };
+                record.lock().expect("not poisoned").push(sample);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Checker { samples, stop }
+    }
+
+    /// The first reply after `since` that `wanted` accepts, and how long
+    /// after `since` it was asked.
+    async fn wait_for(
+        &self,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(String, Duration)> {
+        loop {
+            {
+                let samples = self.samples.lock().expect("not poisoned");
+                if let Some(found) = samples.iter().find(|s| s.at >= since && wanted(&s.reply)) {
+                    return Ok((found.reply.clone(), found.at - since));
+                }
+                if since.elapsed() > limit {
+                    let last = samples.last().map(|s| s.reply.as_str()).unwrap_or("none");
+                    anyhow::bail!("no {what} within {limit:?}; last reply: {last}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn latency(&self, from: Instant, to: Instant) -> Latency {
+        let samples = self.samples.lock().expect("not poisoned");
+        Latency::of(
+            samples
+                .iter()
+                .filter(|s| s.at >= from && s.at <= to)
+                .map(|s| s.latency)
+                .collect(),
+        )
+    }
+
+    /// Replies that were not answers at all.
+    fn failures(&self) -> Vec<String> {
+        let samples = self.samples.lock().expect("not poisoned");
+        samples
+            .iter()
+            .filter(|s| s.reply.starts_with("no reply"))
+            .map(|s| s.reply.clone())
+            .collect()
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One fault's measurements.
+struct Measured {
+    name: &'static str,
+    detected: Duration,
+    bound: Duration,
+    reply: String,
+    latency: Latency,
+}
+
+struct Faults {
+    checker: Checker,
+    quiet: Latency,
+    rows: Vec<Measured>,
+}
+
+/// A fault detected, not yet recovered from.
+struct Detection {
+    name: &'static str,
+    started: Instant,
+    detected: Duration,
+    bound: Duration,
+    reply: String,
+}
+
+impl Faults {
+    /// Waits for the verdict `wanted` accepts after a fault injected at
+    /// `started`; it must come within `bound` (checked in `verify`).
+    async fn detect(
+        &self,
+        name: &'static str,
+        started: Instant,
+        bound: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Detection> {
+        let (reply, detected) = self
+            .checker
+            .wait_for(started, bound * 4, name, wanted)
+            .await?;
+        Ok(Detection {
+            name,
+            started,
+            detected,
+            bound,
+            reply,
+        })
+    }
+
+    /// Waits for full weight after the fault was undone at `undone`.
+    async fn recover(&mut self, fault: Detection, undone: Instant) -> Result<()> {
+        let (_, recovered) = self
+            .checker
+            .wait_for(undone, RECOVERY_LIMIT, "full weight", |r| {
+                r == "up ready 100%"
+            })
+            .await
+            .with_context(|| format!("recovering from {}", fault.name))?;
+        let latency = self.checker.latency(fault.started, Instant::now());
+        println!(
+            "{:<38} detected in {:>5.2}s (bound {:.2}s), recovered in {:>5.2}s; checks {latency}\n    {}",
+            fault.name,
+            fault.detected.as_secs_f64(),
+            fault.bound.as_secs_f64(),
+            recovered.as_secs_f64(),
+            fault.reply
+        );
+        self.rows.push(Measured {
+            name: fault.name,
+            detected: fault.detected,
+            bound: fault.bound,
+            reply: fault.reply,
+            latency,
+        });
+        Ok(())
+    }
+
+    fn verify(&self) -> Result<()> {
+        println!("quiet checks: {}", self.quiet);
+        for row in &self.rows {
+            ensure!(
+                row.detected <= row.bound,
+                "{}: detected after {:?}, bound {:?} ({})",
+                row.name,
+                row.detected,
+                row.bound,
+                row.reply
+            );
+            ensure!(
+                latency_kept(self.quiet, row.latency, LATENCY_FACTOR),
+                "{}: checks slowed from {} to {}",
+                row.name,
+                self.quiet,
+                row.latency
+            );
+        }
+        let failures = self.checker.failures();
+        ensure!(
+            failures.is_empty(),
+            "checks that got no answer: {failures:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Kills every session of the remora user on `server`, so remora reconnects.
+async fn kill_remora_sessions(server: &Server) -> Result<()> {
+    let mut conn = server.conn().await?;
+    let ids: Vec<u64> = conn
+        .query(format!(
+            "SELECT id FROM information_schema.processlist WHERE user = '{REMORA_USER}'"
+        ))
+        .await?;
+    for id in ids {
+        // A session may end on its own meanwhile.
+        let _ = conn.query_drop(format!("KILL {id}")).await;
+    }
+    conn.disconnect().await?;
+    Ok(())
+}
+
+fn not_full(reply: &str) -> bool {
+    weight(reply).is_none_or(|w| w < 100)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_is_detected_in_bound_served_fast_and_recovered_without_a_restart() -> Result<()>
+{
+    let mut pair = Pair::start().await?;
+    let mut writer = Some(PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?);
+    // Traffic on the primary, as in production: replication positions move.
+    let _traffic = pair.keep_writing(Duration::from_millis(100));
+    let mut remora = Remora::start(remora_bin(), &config(pair.replica.port)).await?;
+    let pid = remora.pid();
+    let checker = Checker::start(remora.agent);
+    checker
+        .wait_for(Instant::now(), RECOVERY_LIMIT, "full weight", |r| {
+            r == "up ready 100%"
+        })
+        .await?;
+    let quiet_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = checker.latency(quiet_from, Instant::now());
+    let mut faults = Faults {
+        checker,
+        quiet,
+        rows: Vec::new(),
+    };
+    let one_poll = INTERVAL + QUERY_TIMEOUT;
+    let lag_shows = HEARTBEAT_PERIOD + FULL_WEIGHT_BELOW + INTERVAL + QUERY_TIMEOUT;
+    let unreachable = INTERVAL + CONNECT_TIMEOUT + QUERY_TIMEOUT;
+
+    let started = Instant::now();
+    pair.replica.kill();
+    let fault = faults
+        .detect(
+            "replica killed (SIGKILL), restarted",
+            started,
+            unreachable,
+            |r| r.starts_with("down #mysql unreachable"),
+        )
+        .await?;
+    let undone = Instant::now();
+    pair.replica.restart().await?;
+    faults.recover(fault, undone).await?;
+
+    let started = Instant::now();
+    pair.replica.freeze()?;
+    let fault = faults
+        .detect(
+            "replica frozen (SIGSTOP), thawed",
+            started,
+            unreachable,
+            |r| r.starts_with("down #mysql") && r.contains("timeout"),
+        )
+        .await?;
+    let undone = Instant::now();
+    pair.replica.thaw()?;
+    faults.recover(fault, undone).await?;
+
+    // break_replication returns once the SQL thread has stopped.
+    pair.break_replication(7).await?;
+    let started = Instant::now();
+    let fault = faults
+        .detect(
+            "SQL thread error (conflicting row)",
+            started,
+            one_poll,
+            |r| r.starts_with("down #") && r.contains("1062"),
+        )
+        .await?;
+    let undone = Instant::now();
+    pair.fix_replication(7).await?;
+    faults.recover(fault, undone).await?;
+
+    let started = Instant::now();
+    pair.replica.exec(&["STOP SLAVE IO_THREAD"]).await?;
+    let fault = faults
+        .detect("IO thread stopped", started, lag_shows, not_full)
+        .await?;
+    let undone = Instant::now();
+    pair.replica.exec(&["START SLAVE IO_THREAD"]).await?;
+    faults.recover(fault, undone).await?;
+
+    // The primary dies: the replica's IO thread keeps `Connecting`.
+    let started = Instant::now();
+    pair.primary.kill();
+    writer.take();
+    let fault = faults
+        .detect(
+            "primary killed (IO thread Connecting)",
+            started,
+            lag_shows,
+            not_full,
+        )
+        .await?;
+    let io = pair.slave_status().await?.io_running;
+    ensure!(io == "Connecting", "IO thread {io}");
+    let undone = Instant::now();
+    pair.primary.restart().await?;
+    writer = Some(PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?);
+    faults.recover(fault, undone).await?;
+
+    // Privileges are fixed at login: the sessions are killed to make remora
+    // log in again, as any reconnect would.
+    let alter = |password: &str| format!("ALTER USER {REMORA_USER}@'%' IDENTIFIED BY '{password}'");
+    let started = Instant::now();
+    pair.replica.exec(&[&alter(CHANGED_PASSWORD)]).await?;
+    kill_remora_sessions(&pair.replica).await?;
+    let fault = faults
+        .detect(
+            "password changed",
+            started,
+            one_poll + CONNECT_TIMEOUT,
+            |r| r == "down #mysql auth failed (error 1045)",
+        )
+        .await?;
+    let undone = Instant::now();
+    pair.replica.exec(&[&alter(REMORA_PASSWORD)]).await?;
+    faults.recover(fault, undone).await?;
+
+    let started = Instant::now();
+    pair.replica
+        .exec(&[&format!(
+            "REVOKE {REMORA_GRANT} ON *.* FROM {REMORA_USER}@'%'"
+        )])
+        .await?;
+    kill_remora_sessions(&pair.replica).await?;
+    let fault = faults
+        .detect("grant revoked", started, one_poll + CONNECT_TIMEOUT, |r| {
+            r.starts_with("down #mysql error 1227")
+        })
+        .await?;
+    let undone = Instant::now();
+    pair.replica
+        .exec(&[&format!("GRANT {REMORA_GRANT} ON *.* TO {REMORA_USER}@'%'")])
+        .await?;
+    faults.recover(fault, undone).await?;
+
+    // A poll that hangs after connecting: another session write-locks the
+    // heartbeat table the poll reads.
+    let mut locker = pair.replica.conn().await?;
+    let started = Instant::now();
+    locker
+        .query_drop("LOCK TABLES heartbeat.heartbeat WRITE")
+        .await?;
+    let fault = faults
+        .detect(
+            "poll hangs (heartbeat table locked)",
+            started,
+            unreachable,
+            |r| r.starts_with("down #mysql") && r.contains("timeout"),
+        )
+        .await?;
+    let undone = Instant::now();
+    locker.query_drop("UNLOCK TABLES").await?;
+    locker.disconnect().await?;
+    faults.recover(fault, undone).await?;
+
+    let started = Instant::now();
+    writer.take();
+    let fault = faults
+        .detect(
+            "heartbeat writer dead",
+            started,
+            HEARTBEAT_PERIOD + WRITER_TIMEOUT + one_poll,
+            |r| r.contains("heartbeat writer stale"),
+        )
+        .await?;
+    let undone = Instant::now();
+    writer = Some(PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?);
+    faults.recover(fault, undone).await?;
+    drop(writer);
+
+    ensure!(remora.is_running(), "remora exited:\n{}", remora.log());
+    ensure!(remora.pid() == pid, "the same remora process throughout");
+    faults.verify()
+}
