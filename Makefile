@@ -22,12 +22,13 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 COMPOSE := docker compose
 LAB_SQL := mariadb -uroot -psecret
 
-.PHONY: help deps build demo test lint bench up down status start-lag stop-lag slave-lag stuff
+.PHONY: help deps build demo test lint bench soak up down status start-lag stop-lag slave-lag stuff
 
 help:
 	@sed -n 's/^#   //p' Makefile
 	@echo "lab: make up | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
 	@echo "make bench   the benchmark (a few minutes); writes benches/BENCHMARKS.md"
+	@echo "make soak    ten minutes of lag cycles and faults under 200 checks/s"
 
 deps:
 	@missing=""; \
@@ -62,6 +63,11 @@ test: deps lint
 	rm -rf $(OUTPUT_DIR)
 	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace
 	$(LAB) check-output $(OUTPUT_DIR)
+
+# Not part of `make test` (which runs two cycles of it): ten minutes of lag
+# cycles and faults under 200 checks/s; SOAK_SECONDS=N to change the length.
+soak: deps
+	$(CARGO) test --test soak -- --ignored --nocapture soak_for_ten_minutes
 
 # Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md.
 bench: deps

@@ -122,3 +122,115 @@ pub fn latency_kept(quiet: Latency, during: Latency, factor: u32) -> bool {
     let floor = quiet.p99.max(std::time::Duration::from_millis(1));
     during.p99 <= floor * factor
 }
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+
+pub struct Sample {
+    at: Instant,
+    latency: Duration,
+    reply: String,
+}
+
+/// Agent checks at a steady rate for as long as it lives, each recorded.
+pub struct Checker {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: CancellationToken,
+}
+
+impl Checker {
+    /// Starts `per_second` checks a second, each in its own task, so a slow
+    /// one never lowers the rate.
+    pub fn start(agent: SocketAddr, per_second: u32) -> Checker {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (record, stopped) = (Arc::clone(&samples), stop.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stopped.is_cancelled() {
+                ticks.tick().await;
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let asked = Instant::now();
+                    let reply = match remora_lab::agent_reply(agent).await {
+                        Ok(reply) => reply.trim_end().to_owned(),
+                        Err(err) => format!("no reply: {err}"),
+                    };
+                    let sample = Sample {
+                        at: asked,
+                        latency: asked.elapsed(),
+                        reply,
+                    };
+                    record.lock().expect("not poisoned").push(sample);
+                });
+            }
+        });
+        Checker { samples, stop }
+    }
+
+    /// Checks recorded so far.
+    pub fn count(&self) -> usize {
+        self.samples.lock().expect("not poisoned").len()
+    }
+
+    /// The first reply after `since` that `wanted` accepts, and how long
+    /// after `since` it was asked.
+    pub async fn wait_for(
+        &self,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(String, Duration)> {
+        loop {
+            {
+                let samples = self.samples.lock().expect("not poisoned");
+                // Checks finish out of order: the earliest asked wins.
+                if let Some(found) = samples
+                    .iter()
+                    .filter(|s| s.at >= since && wanted(&s.reply))
+                    .min_by_key(|s| s.at)
+                {
+                    return Ok((found.reply.clone(), found.at - since));
+                }
+                if since.elapsed() > limit {
+                    let last = samples.last().map(|s| s.reply.as_str()).unwrap_or("none");
+                    anyhow::bail!("no {what} within {limit:?}; last reply: {last}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn latency(&self, from: Instant, to: Instant) -> Latency {
+        let samples = self.samples.lock().expect("not poisoned");
+        Latency::of(
+            samples
+                .iter()
+                .filter(|s| s.at >= from && s.at <= to)
+                .map(|s| s.latency)
+                .collect(),
+        )
+    }
+
+    /// Replies that were not answers at all.
+    pub fn failures(&self) -> Vec<String> {
+        let samples = self.samples.lock().expect("not poisoned");
+        samples
+            .iter()
+            .filter(|s| s.reply.starts_with("no reply"))
+            .map(|s| s.reply.clone())
+            .collect()
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
