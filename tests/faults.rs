@@ -141,6 +141,12 @@ impl Faults {
                 row.latency
             );
         }
+        // Error numbers only: the server's error text can hold row data
+        // (`Duplicate entry '7' for key 'PRIMARY'`).
+        let leaked = self
+            .checker
+            .any_reply(|r| r.contains("Duplicate") || r.contains("entry") || r.contains('\''));
+        ensure!(leaked.is_none(), "server error text in a reply: {leaked:?}");
         let failures = self.checker.failures();
         ensure!(
             failures.is_empty(),

@@ -218,6 +218,15 @@ impl Checker {
         )
     }
 
+    /// The first reply `matches` accepts, if any.
+    pub fn any_reply(&self, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let samples = self.samples.lock().expect("not poisoned");
+        samples
+            .iter()
+            .find(|s| matches(&s.reply))
+            .map(|s| s.reply.clone())
+    }
+
     /// Replies that were not answers at all.
     pub fn failures(&self) -> Vec<String> {
         let samples = self.samples.lock().expect("not poisoned");
