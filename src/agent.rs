@@ -36,8 +36,6 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Most input discarded after a reply; a client still sending after this
 /// much is cut off.
 const MAX_DISCARD: usize = 16 * 1024;
-/// Read size while discarding.
-const DISCARD_CHUNK: usize = 2048;
 /// How long in-flight replies get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Longest request line read; the rest of a longer one is ignored.
@@ -116,7 +114,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn answer(socket: TcpStream, shared: Arc<Shared>, slot: Slot) {
     tokio::select! {
         _ = reply(socket, &shared) => {}
-        _ = slot.close.cancelled() => trace!("agent: connection closed to make room"),
+        _ = slot.closed() => trace!("agent: connection closed to make room"),
     }
 }
 
@@ -153,7 +151,8 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     if socket.shutdown().await.is_err() {
         return;
     }
-    let mut discard = [0u8; DISCARD_CHUNK];
+    // The request buffer again: a bigger one would grow every task.
+    let mut discard = request;
     let drain = async {
         let mut discarded = 0;
         while let Ok(n) = socket.read(&mut discard).await {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use log::warn;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
-use tokio_util::sync::CancellationToken;
 
 /// Evicted connections allowed to be still closing when the next is accepted.
 const MAX_CLOSING: usize = 16;
@@ -26,7 +25,7 @@ pub struct Connections {
     /// For logs: `agent`, `http`.
     name: &'static str,
     /// Open connections by arrival number, each with its way to be closed.
-    open: Mutex<BTreeMap<u64, CancellationToken>>,
+    open: Mutex<BTreeMap<u64, Arc<Notify>>>,
     arrivals: AtomicU64,
     /// Connections closed to make room since the last warning.
     evicted: AtomicU64,
@@ -41,8 +40,8 @@ pub struct Connections {
 pub struct Slot {
     connections: Arc<Connections>,
     id: u64,
-    /// Cancelled when the connection must close to make room for a newer one.
-    pub close: CancellationToken,
+    /// Notified when the connection must close to make room for a newer one.
+    close: Arc<Notify>,
 }
 
 impl Connections {
@@ -64,7 +63,7 @@ impl Connections {
     /// few; call it from the accept loop.
     pub async fn admit(self: &Arc<Self>, cap: usize, setting: &str) -> Slot {
         let id = self.arrivals.fetch_add(1, Ordering::Relaxed);
-        let close = CancellationToken::new();
+        let close = Arc::new(Notify::new());
         let oldest = {
             let mut open = lock(&self.open);
             let oldest = if open.len() >= cap {
@@ -72,12 +71,13 @@ impl Connections {
             } else {
                 None
             };
-            open.insert(id, close.clone());
+            open.insert(id, Arc::clone(&close));
             oldest
         };
         if let Some((_, oldest)) = oldest {
             self.closing.fetch_add(1, Ordering::AcqRel);
-            oldest.cancel();
+            // A stored permit: the connection closes even if not yet waiting.
+            oldest.notify_one();
             self.evicted.fetch_add(1, Ordering::Relaxed);
             self.warn(cap, setting);
         }
@@ -119,13 +119,19 @@ impl Connections {
     }
 }
 
+impl Slot {
+    /// Resolves when this connection must close to make room.
+    pub async fn closed(&self) {
+        self.close.notified().await;
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.close.is_cancelled() {
+        let evicted = lock(&self.connections.open).remove(&self.id).is_none();
+        if evicted {
             self.connections.closing.fetch_sub(1, Ordering::AcqRel);
             self.connections.closed.notify_one();
-        } else {
-            lock(&self.connections.open).remove(&self.id);
         }
     }
 }
@@ -145,9 +151,15 @@ mod tests {
         let second = connections.admit(2, "cap").await;
         assert_eq!(connections.len(), 2);
         let third = connections.admit(2, "cap").await;
-        assert!(first.close.is_cancelled());
-        assert!(!second.close.is_cancelled() && !third.close.is_cancelled());
+        async fn closes(slot: &Slot) -> bool {
+            tokio::time::timeout(Duration::from_millis(1), slot.closed())
+                .await
+                .is_ok()
+        }
+        assert!(closes(&first).await, "the oldest is told to close");
+        assert!(!closes(&second).await && !closes(&third).await);
         assert_eq!(connections.len(), 2);
+        assert_eq!(connections.closing.load(Ordering::Acquire), 1);
         drop(first);
         assert_eq!(connections.closing.load(Ordering::Acquire), 0);
         drop(second);

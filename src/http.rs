@@ -97,7 +97,7 @@ pub async fn serve(
                     Ok(Err(err)) => debug!("http: connection ended: {err}"),
                     Err(_) => debug!("http: connection cut after {CONNECTION_DEADLINE:?}"),
                 },
-                _ = slot.close.cancelled() => debug!("http: connection from {peer} closed to make room"),
+                _ = slot.closed() => debug!("http: connection from {peer} closed to make room"),
             }
         });
     }
