@@ -56,6 +56,9 @@ fn check_config_prints_the_effective_config_and_never_the_password() -> Result<(
         "down_at: 5m",
         "min_weight: 10%",
         "listen: 127.0.0.1:9258",
+        "listen: 127.0.0.1:9259",
+        "max_connections: 1000",
+        "mode: disabled",
         "stale_after: 5s",
     ] {
         assert!(
