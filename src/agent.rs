@@ -26,7 +26,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connections::{Connections, Slot};
+use crate::connections::{Connections, Slot, lock};
 use crate::poller::{Lookup, Snapshot};
 
 /// Longest time a reply may take to write: it is one short line.
@@ -36,6 +36,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Most input discarded after a reply; a client still sending after this
 /// much is cut off.
 const MAX_DISCARD: usize = 16 * 1024;
+/// Read size once a client has shown it sends more than a request line.
+const DISCARD_CHUNK: usize = 4096;
 /// How long in-flight replies get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Longest request line read; the rest of a longer one is ignored.
@@ -106,10 +108,6 @@ async fn accept_failed(err: &io::Error, last_warning: &mut Option<Instant>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().expect("no panics while holding this lock")
-}
-
 /// Serves one connection until it is done or closed to make room.
 async fn answer(socket: TcpStream, shared: Arc<Shared>, slot: Slot) {
     tokio::select! {
@@ -151,14 +149,31 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     if socket.shutdown().await.is_err() {
         return;
     }
-    // The request buffer again: a bigger one would grow every task.
-    let mut discard = request;
+    // A real client sends at most one short line, which the request buffer
+    // holds; a bigger one in every task would cost every check. A client
+    // that fills it is sending garbage: read that in bigger bites, with a
+    // buffer allocated only then.
+    let mut small = request;
+    let mut big: Option<Box<[u8]>> = None;
     let drain = async {
         let mut discarded = 0;
-        while let Ok(n) = socket.read(&mut discard).await {
-            discarded += n;
-            if n == 0 || discarded > MAX_DISCARD {
-                break;
+        loop {
+            let buffer = match big.as_deref_mut() {
+                Some(big) => big,
+                None => &mut small[..],
+            };
+            let filled = buffer.len();
+            match socket.read(buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    discarded += n;
+                    if discarded > MAX_DISCARD {
+                        break;
+                    }
+                    if n == filled && big.is_none() {
+                        big = Some(vec![0; DISCARD_CHUNK].into_boxed_slice());
+                    }
+                }
             }
         }
     };

@@ -270,8 +270,8 @@ pub struct AgentConfig {
     /// Without pools the agent never waits.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Connections open at once. Beyond this a connection is answered without
-    /// waiting for a request and closed at once (see the agent module).
+    /// Connections open at once. Beyond this a new connection closes the
+    /// oldest open one (see the connections module).
     pub max_connections: usize,
 }
 

@@ -95,15 +95,6 @@ impl Connections {
         }
     }
 
-    /// Connections open now.
-    pub fn len(&self) -> usize {
-        lock(&self.open).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn warn(&self, cap: usize, setting: &str) {
         let now = Instant::now();
         let mut last = lock(&self.last_warning);
@@ -136,7 +127,7 @@ impl Drop for Slot {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().expect("no panics while holding this lock")
 }
 
@@ -149,7 +140,7 @@ mod tests {
         let connections = Connections::new("test");
         let first = connections.admit(2, "cap").await;
         let second = connections.admit(2, "cap").await;
-        assert_eq!(connections.len(), 2);
+        assert_eq!(lock(&connections.open).len(), 2);
         let third = connections.admit(2, "cap").await;
         async fn closes(slot: &Slot) -> bool {
             tokio::time::timeout(Duration::from_millis(1), slot.closed())
@@ -158,13 +149,13 @@ mod tests {
         }
         assert!(closes(&first).await, "the oldest is told to close");
         assert!(!closes(&second).await && !closes(&third).await);
-        assert_eq!(connections.len(), 2);
+        assert_eq!(lock(&connections.open).len(), 2);
         assert_eq!(connections.closing.load(Ordering::Acquire), 1);
         drop(first);
         assert_eq!(connections.closing.load(Ordering::Acquire), 0);
         drop(second);
-        assert_eq!(connections.len(), 1);
+        assert_eq!(lock(&connections.open).len(), 1);
         drop(third);
-        assert!(connections.is_empty());
+        assert!(lock(&connections.open).is_empty());
     }
 }

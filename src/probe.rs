@@ -301,21 +301,21 @@ impl PollError {
         }
     }
 
+    /// `handshake`: whether the error can come from a TLS handshake (a
+    /// connection attempt with TLS configured), where rustls reports a
+    /// rejected certificate as invalid data.
     fn from_driver(
         err: mysql_async::Error,
         statement: Option<&'static str>,
-        tls: TlsMode,
+        handshake: bool,
     ) -> PollError {
-        // (`tls`: whether an invalid-data error can be a TLS handshake's.)
         use mysql_async::{DriverError, Error, IoError};
-        let tls = tls != TlsMode::Disabled;
         match err {
             Error::Driver(DriverError::NoClientSslFlagFromServer) => {
-                PollError::Tls(NO_SERVER_TLS.to_owned())
+                PollError::Tls("the server offers no TLS".to_owned())
             }
             Error::Io(IoError::Tls(err)) => PollError::Tls(err.to_string()),
-            // rustls reports a rejected handshake as invalid data.
-            Error::Io(IoError::Io(io)) if tls && io.kind() == io::ErrorKind::InvalidData => {
+            Error::Io(IoError::Io(io)) if handshake && io.kind() == io::ErrorKind::InvalidData => {
                 PollError::Tls(io.to_string())
             }
             Error::Server(server) if matches!(server.code, 1045 | 1130 | 1698) => {
@@ -357,8 +357,6 @@ fn io_phrase(err: &io::Error) -> String {
         kind => kind.to_string(),
     }
 }
-
-const NO_SERVER_TLS: &str = "the server offers no TLS";
 
 /// Server errors for a missing privilege: access denied to a database (1044),
 /// a privilege (1227), a table or column (1142, 1143), a routine (1370).
@@ -432,12 +430,6 @@ pub struct Probe {
     /// Connection options without TLS, which `tls` is added to.
     opts: OptsBuilder,
     tls: TlsConfig,
-    /// Whether the pool connects in plaintext after `tls.mode: preferred`
-    /// found a server that offers no TLS.
-    plaintext: bool,
-    /// With `verify_ca`, the certificate's own name, checked in place of
-    /// the host's (see [`Probe::connect`]).
-    server_name: Option<String>,
     target: String,
     connect_timeout: Duration,
     query_timeout: Duration,
@@ -486,8 +478,6 @@ impl Probe {
             pool: Pool::new(opts.clone().ssl_opts(ssl_opts(&config.tls, None))),
             opts,
             tls: config.tls.clone(),
-            plaintext: false,
-            server_name: None,
             target: format!("{}@{}:{}", config.user, config.host, config.port),
             connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
@@ -535,40 +525,34 @@ impl Probe {
     /// not (the driver's own switch for that does not work with this rustls:
     /// blackbeam/mysql_async#404). A message in another shape fails closed.
     async fn connect(&mut self) -> Result<Conn, PollError> {
-        let err = match self.get_conn().await? {
+        use mysql_async::{DriverError, Error};
+        let handshake = self.tls.mode != TlsMode::Disabled;
+        let retry = match self.get_conn().await? {
             Ok(conn) => return Ok(conn),
-            Err(err) => err,
-        };
-        let mode = self.tls.mode;
-        let error = PollError::from_driver(err, None, mode);
-        let retry = match &error {
-            PollError::Tls(_) if mode == TlsMode::Preferred && !self.plaintext => {
-                if !matches!(&error, PollError::Tls(message) if message == NO_SERVER_TLS) {
-                    return Err(error);
-                }
+            Err(Error::Driver(DriverError::NoClientSslFlagFromServer))
+                if self.tls.mode == TlsMode::Preferred =>
+            {
                 info!(
                     "{} offers no TLS; connecting in plaintext (mysql.tls.mode: preferred)",
                     self.target
                 );
-                self.plaintext = true;
                 self.opts.clone()
             }
-            PollError::Tls(message) if mode == TlsMode::VerifyCa && self.server_name.is_none() => {
-                let Some(name) = presented_name(message) else {
-                    return Err(error);
-                };
-                self.server_name = Some(name.to_owned());
-                self.opts
-                    .clone()
-                    .ssl_opts(ssl_opts(&self.tls, self.server_name.as_deref()))
-            }
-            _ => return Err(error),
+            Err(err) => match PollError::from_driver(err, None, handshake) {
+                PollError::Tls(message) if self.tls.mode == TlsMode::VerifyCa => {
+                    let Some(name) = presented_name(&message) else {
+                        return Err(PollError::Tls(message));
+                    };
+                    self.opts.clone().ssl_opts(ssl_opts(&self.tls, Some(name)))
+                }
+                error => return Err(error),
+            },
         };
         let old = std::mem::replace(&mut self.pool, Pool::new(retry));
         tokio::spawn(old.disconnect());
         self.get_conn()
             .await?
-            .map_err(|err| PollError::from_driver(err, None, mode))
+            .map_err(|err| PollError::from_driver(err, None, handshake))
     }
 
     async fn get_conn(&self) -> Result<Result<Conn, mysql_async::Error>, PollError> {
@@ -752,8 +736,7 @@ async fn query_within(
     timeout(limit, conn.query::<Row, _>(statement))
         .await
         .map_err(|_| PollError::QueryTimeout(limit))?
-        // Past the handshake, TLS has nothing left to fail.
-        .map_err(|err| PollError::from_driver(err, Some(label), TlsMode::Disabled))
+        .map_err(|err| PollError::from_driver(err, Some(label), false))
 }
 
 /// A missing or unreadable heartbeat table is an answer, not a failed poll;

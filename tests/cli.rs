@@ -26,7 +26,7 @@ fn remora(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Result<Output> 
         command.env(key, value);
     }
     let output = command.output()?;
-    common::record_output(
+    remora_lab::record_output(
         "cli",
         &format!("{}{}", text(&output.stdout), text(&output.stderr)),
     );

@@ -15,7 +15,7 @@ use common::{Checker, Latency, latency_kept, mysql_section, remora_bin, weight};
 use mysql_async::prelude::Queryable;
 use remora_lab::heartbeat::PtHeartbeat;
 use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_GRANT, REMORA_PASSWORD, REMORA_USER};
-use remora_lab::{Pair, Remora, Server};
+use remora_lab::{Pair, Remora};
 
 const INTERVAL: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -156,22 +156,6 @@ impl Faults {
     }
 }
 
-/// Kills every session of the remora user on `server`, so remora reconnects.
-async fn kill_remora_sessions(server: &Server) -> Result<()> {
-    let mut conn = server.conn().await?;
-    let ids: Vec<u64> = conn
-        .query(format!(
-            "SELECT id FROM information_schema.processlist WHERE user = '{REMORA_USER}'"
-        ))
-        .await?;
-    for id in ids {
-        // A session may end on its own meanwhile.
-        let _ = conn.query_drop(format!("KILL {id}")).await;
-    }
-    conn.disconnect().await?;
-    Ok(())
-}
-
 fn not_full(reply: &str) -> bool {
     weight(reply).is_none_or(|w| w < 100)
 }
@@ -279,7 +263,7 @@ async fn every_fault_is_detected_in_bound_served_fast_and_recovered_without_a_re
     let alter = |password: &str| format!("ALTER USER {REMORA_USER}@'%' IDENTIFIED BY '{password}'");
     let started = Instant::now();
     pair.replica.exec(&[&alter(CHANGED_PASSWORD)]).await?;
-    kill_remora_sessions(&pair.replica).await?;
+    pair.replica.kill_sessions(REMORA_USER).await?;
     let fault = faults
         .detect(
             "password changed",
@@ -298,7 +282,7 @@ async fn every_fault_is_detected_in_bound_served_fast_and_recovered_without_a_re
             "REVOKE {REMORA_GRANT} ON *.* FROM {REMORA_USER}@'%'"
         )])
         .await?;
-    kill_remora_sessions(&pair.replica).await?;
+    pair.replica.kill_sessions(REMORA_USER).await?;
     let fault = faults
         .detect("grant revoked", started, one_poll + CONNECT_TIMEOUT, |r| {
             r.starts_with("down #mysql error 1227")

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Latency, latency_kept, mysql_section, open_fds, raise_fd_limit, remora_bin, rss_kib};
+use common::{Latency, latency_kept, mysql_section, open_fds, remora_bin, rss_kib};
 use remora_lab::{Remora, agent_request, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,6 +74,20 @@ impl Attack {
 
     fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn_on(task, &self.on);
+    }
+
+    /// Waits until the attack has opened a few dozen connections, so the
+    /// checks timed next run while it is in stride.
+    async fn under_way(&self, name: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.opened.load(Ordering::Relaxed) < 50 {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: the attack never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     async fn end(mut self) -> (usize, usize) {
@@ -294,7 +308,7 @@ impl Drop for Attackers {
 
 /// Runs every attack against one remora and checks what each leaves.
 async fn survive_every_attack(pools: bool) -> Result<()> {
-    let limit = raise_fd_limit();
+    let limit = remora::raise_fd_limit()?;
     ensure!(
         limit >= 8000,
         "the tests need 8000 open files, the limit is {limit}"
@@ -342,8 +356,7 @@ async fn survive_every_attack(pools: bool) -> Result<()> {
         };
         let watching = CancellationToken::new();
         let usage = watch_usage(pid, watching.clone());
-        // Let the attack reach its stride before timing.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        attack.under_way(name).await?;
         let during = timed(agent, request, &expected).await;
         watching.cancel();
         let (fds, rss) = usage.await?;

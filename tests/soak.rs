@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::{Checker, mysql_section, open_fds, remora_bin, rss_kib, weight};
 use remora_lab::heartbeat::PtHeartbeat;
+use remora_lab::mariadb::REMORA_USER;
 use remora_lab::{Pair, Remora};
 
 /// Cycle: the SQL thread stops for `LAG_FOR` (lag grows past the point the
@@ -46,16 +47,7 @@ async fn inject(pair: &Pair, fault: Fault, cycle: u32) -> Result<()> {
             tokio::time::sleep(FAULT_FOR).await;
             pair.replica.thaw()?;
         }
-        Fault::KillSessions => {
-            for id in pair
-                .replica
-                .rows("SELECT id FROM information_schema.processlist WHERE user = 'remora'")
-                .await?
-            {
-                let id: u64 = mysql_async::from_row(id);
-                let _ = pair.replica.exec(&[&format!("KILL {id}")]).await;
-            }
-        }
+        Fault::KillSessions => pair.replica.kill_sessions(REMORA_USER).await?,
         Fault::LockHeartbeat => {
             use mysql_async::prelude::Queryable;
             let mut locker = pair.replica.conn().await?;

@@ -120,7 +120,7 @@ async fn once(user: &str, host: &str, port: u16, tls: &str) -> Result<String> {
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    common::record_output("tls", &format!("{stdout}{stderr}"));
+    remora_lab::record_output("tls", &format!("{stdout}{stderr}"));
     ensure!(
         !stdout.contains(REMORA_PASSWORD) && !stderr.contains(REMORA_PASSWORD),
         "password shown"

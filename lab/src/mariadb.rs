@@ -284,6 +284,25 @@ impl Server {
         Ok(rows)
     }
 
+    /// Kills every session of `user`, as an operator's `KILL` would; a
+    /// session that ends on its own meanwhile is no error.
+    pub async fn kill_sessions(&self, user: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<u64> = timeout(
+            SQL_LIMIT,
+            conn.query(format!(
+                "SELECT id FROM information_schema.processlist WHERE user = '{user}'"
+            )),
+        )
+        .await
+        .map_err(|_| anyhow!("{}: listing sessions timed out", self.name))??;
+        for id in ids {
+            let _ = timeout(SQL_LIMIT, conn.query_drop(format!("KILL {id}"))).await;
+        }
+        conn.disconnect().await?;
+        Ok(())
+    }
+
     /// The first column of the first row, as text.
     pub async fn value(&self, statement: &str) -> Result<Option<String>> {
         let rows = self.rows(statement).await?;

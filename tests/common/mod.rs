@@ -8,11 +8,6 @@ pub fn remora_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_remora"))
 }
 
-/// Keeps something remora printed for the end-of-run password scan.
-pub fn record_output(label: &str, text: &str) {
-    remora_lab::record_output(label, text);
-}
-
 /// The weight in an `up ready N%` reply.
 pub fn weight(reply: &str) -> Option<u32> {
     reply
@@ -30,12 +25,6 @@ pub fn mysql_section(port: u16) -> String {
         "mysql:\n  port: {port}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n  \
          connect_timeout: 1s\n  query_timeout: 1s\n"
     )
-}
-
-/// Raises this process's open-files soft limit to its hard limit (tests that
-/// open thousands of sockets); returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
-    remora::raise_fd_limit().expect("getrlimit works")
 }
 
 /// How many file descriptors process `pid` has open.
