@@ -59,15 +59,17 @@ lint:
 # password the tests gave it.
 OUTPUT_DIR := $(CURDIR)/target/remora-output
 
+# The tests build the `checked` profile (Cargo.toml): optimized, with debug
+# assertions and overflow checks.
 test: deps lint
 	rm -rf $(OUTPUT_DIR)
-	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace
-	$(CARGO) run -q -p remora-lab -- check-output $(OUTPUT_DIR)
+	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace --profile checked
+	$(CARGO) run -q --profile checked -p remora-lab -- check-output $(OUTPUT_DIR)
 
 # Not part of `make test` (which runs two cycles of it): ten minutes of lag
 # cycles and faults under 200 checks/s; SOAK_SECONDS=N to change the length.
 soak: deps
-	$(CARGO) test --test soak -- --ignored --nocapture soak_for_ten_minutes
+	$(CARGO) test --profile checked --test soak -- --ignored --nocapture soak_for_ten_minutes
 
 # Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md.
 bench: deps

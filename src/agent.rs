@@ -78,7 +78,10 @@ pub async fn serve(
             },
         };
         let cap = shared.snapshots.borrow().max_connections;
-        let slot = connections.admit(cap, "agent.max_connections").await;
+        let slot = connections
+            .admit(cap, "agent.max_connections")
+            .make_room()
+            .await;
         tasks.spawn(answer(socket, Arc::clone(&shared), slot));
     }
     drop(listener);

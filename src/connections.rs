@@ -4,18 +4,22 @@
 //! sat idle, lingered, or never finished its request. A flood of idle or
 //! hostile clients so costs neither file descriptors nor memory, and a check
 //! arriving in the middle of it is answered at once.
+//!
+//! Admission never waits: the accept loop waits on `accept` and nothing else.
+//! An evicted connection's task is told to close; the accept loop then yields
+//! once ([`Admission::make_room`]) so that task runs, lets go of its socket,
+//! and descriptors stay within the cap plus a few. A yield is no wait: it
+//! returns as soon as the tasks already ready have had their turn.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use log::warn;
 use tokio::sync::Notify;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
-/// Evicted connections allowed to be still closing when the next is accepted.
-const MAX_CLOSING: usize = 16;
 /// At most one warning about evictions per this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -30,9 +34,6 @@ pub struct Connections {
     /// Connections closed to make room since the last warning.
     evicted: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
-    /// Evicted connections whose tasks have not yet let go of their socket.
-    closing: AtomicUsize,
-    closed: Notify,
 }
 
 /// One open connection's place under the cap, given back when dropped.
@@ -52,16 +53,13 @@ impl Connections {
             arrivals: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             last_warning: Mutex::new(None),
-            closing: AtomicUsize::new(0),
-            closed: Notify::new(),
         })
     }
 
-    /// A slot for a new connection, closing the oldest open one when `cap`
-    /// are open. Before returning, waits (briefly) for evicted connections
-    /// to let go of their sockets, so descriptors stay within the cap plus a
-    /// few; call it from the accept loop.
-    pub async fn admit(self: &Arc<Self>, cap: usize, setting: &str) -> Slot {
+    /// A slot for a new connection, telling the oldest open one to close
+    /// when `cap` are open. Never waits; with the slot comes whether a
+    /// connection was told to close.
+    pub fn admit(self: &Arc<Self>, cap: usize, setting: &str) -> Admission {
         let id = self.arrivals.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let oldest = {
@@ -74,24 +72,20 @@ impl Connections {
             open.insert(id, Arc::clone(&close));
             oldest
         };
+        let evicted = oldest.is_some();
         if let Some((_, oldest)) = oldest {
-            self.closing.fetch_add(1, Ordering::AcqRel);
             // A stored permit: the connection closes even if not yet waiting.
             oldest.notify_one();
             self.evicted.fetch_add(1, Ordering::Relaxed);
             self.warn(cap, setting);
         }
-        // Evicted tasks close within a scheduler pass; never wait long.
-        for _ in 0..10 {
-            if self.closing.load(Ordering::Acquire) <= MAX_CLOSING {
-                break;
-            }
-            let _ = timeout(Duration::from_millis(10), self.closed.notified()).await;
-        }
-        Slot {
-            connections: Arc::clone(self),
-            id,
-            close,
+        Admission {
+            slot: Slot {
+                connections: Arc::clone(self),
+                id,
+                close,
+            },
+            evicted,
         }
     }
 
@@ -110,6 +104,26 @@ impl Connections {
     }
 }
 
+/// A new connection's slot, and whether making room closed another.
+#[derive(Debug)]
+pub struct Admission {
+    pub slot: Slot,
+    evicted: bool,
+}
+
+impl Admission {
+    /// The slot, once the connection closed to make room (if any) has had
+    /// its turn to let go of its socket: the accept loop yields once. An
+    /// accept loop that never yields under a flood would run through its
+    /// whole budget first, and descriptors would pile up past the cap.
+    pub async fn make_room(self) -> Slot {
+        if self.evicted {
+            tokio::task::yield_now().await;
+        }
+        self.slot
+    }
+}
+
 impl Slot {
     /// Resolves when this connection must close to make room.
     pub async fn closed(&self) {
@@ -119,11 +133,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let evicted = lock(&self.connections.open).remove(&self.id).is_none();
-        if evicted {
-            self.connections.closing.fetch_sub(1, Ordering::AcqRel);
-            self.connections.closed.notify_one();
-        }
+        // An evicted slot was already taken out when it was told to close.
+        lock(&self.connections.open).remove(&self.id);
     }
 }
 
@@ -138,10 +149,10 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_is_closed_to_make_room() {
         let connections = Connections::new("test");
-        let first = connections.admit(2, "cap").await;
-        let second = connections.admit(2, "cap").await;
+        let first = connections.admit(2, "cap").slot;
+        let second = connections.admit(2, "cap").slot;
         assert_eq!(lock(&connections.open).len(), 2);
-        let third = connections.admit(2, "cap").await;
+        let third = connections.admit(2, "cap").slot;
         async fn closes(slot: &Slot) -> bool {
             tokio::time::timeout(Duration::from_millis(1), slot.closed())
                 .await
@@ -150,9 +161,12 @@ mod tests {
         assert!(closes(&first).await, "the oldest is told to close");
         assert!(!closes(&second).await && !closes(&third).await);
         assert_eq!(lock(&connections.open).len(), 2);
-        assert_eq!(connections.closing.load(Ordering::Acquire), 1);
         drop(first);
-        assert_eq!(connections.closing.load(Ordering::Acquire), 0);
+        assert_eq!(
+            lock(&connections.open).len(),
+            2,
+            "an evicted slot is not counted twice"
+        );
         drop(second);
         assert_eq!(lock(&connections.open).len(), 1);
         drop(third);

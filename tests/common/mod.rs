@@ -89,6 +89,20 @@ pub async fn timed_checks(
     count: usize,
     gap: std::time::Duration,
 ) -> anyhow::Result<Latency> {
+    Ok(Latency::of(
+        check_latencies(agent, request, expected, count, gap).await?,
+    ))
+}
+
+/// The latency of each of `count` agent checks, one after another `gap`
+/// apart; each must read `expected` to EOF.
+pub async fn check_latencies(
+    agent: std::net::SocketAddr,
+    request: &[u8],
+    expected: &str,
+    count: usize,
+    gap: std::time::Duration,
+) -> anyhow::Result<Vec<std::time::Duration>> {
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let asked = std::time::Instant::now();
@@ -100,7 +114,7 @@ pub async fn timed_checks(
         );
         tokio::time::sleep(gap).await;
     }
-    Ok(Latency::of(samples))
+    Ok(samples)
 }
 
 /// A legitimate check's latency has been kept through an attack: its p99 is
