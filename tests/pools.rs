@@ -137,10 +137,12 @@ async fn with_pools_the_agent_waits_briefly_for_the_pool_name_and_without_pools_
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await?;
     assert_eq!(reply, refused);
+    // Judged against the wait just measured, in the same run: whatever the
+    // machine adds to one reply it adds to the other.
+    let half_closed = asked.elapsed();
     assert!(
-        asked.elapsed() < Duration::from_millis(250),
-        "{:?}",
-        asked.elapsed()
+        half_closed < waited / 2,
+        "half-closed answered after {half_closed:?}, a silent client after {waited:?}"
     );
 
     // Without pools, never: the reply is written before anything is read.
@@ -152,8 +154,8 @@ async fn with_pools_the_agent_waits_briefly_for_the_pool_name_and_without_pools_
     }
     times.sort();
     assert!(
-        times[5] < Duration::from_millis(50),
-        "median {:?}",
+        times[5] < waited / 2,
+        "median {:?} without pools, {waited:?} for a silent client with pools",
         times[5]
     );
     Ok(())

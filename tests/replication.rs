@@ -140,18 +140,17 @@ async fn broken_replication_is_down_naming_the_errno_and_returns_only_after_reco
     .await?;
     assert_eq!(remora.reply().await?, "up ready 100%");
 
+    let polls_before = remora.polls().await?;
     pair.break_replication(42).await?;
-    let broken_at = Instant::now();
     let (reply, _) = remora
         .wait_reply(Duration::from_secs(5), |r| r.starts_with("down"))
         .await?;
     assert_eq!(reply, "down #sql thread error 1062");
-    // Reported within two polls of the SQL thread stopping.
-    assert!(
-        broken_at.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        broken_at.elapsed()
-    );
+    // Reported within two polls of the SQL thread stopping (counted in polls,
+    // not seconds: a loaded machine stretches both alike). One more may have
+    // finished between the reply and this count.
+    let polls = remora.polls().await? - polls_before;
+    assert!(polls <= 3, "down after {polls} polls");
 
     let (_, body) = remora.get("/status").await?;
     let status: serde_json::Value = serde_json::from_str(&body)?;
@@ -254,13 +253,16 @@ async fn killed_replica_is_down_within_connect_timeout_plus_interval_and_back_af
     assert_eq!(remora.reply().await?, "up ready 100%");
     let pid = remora.pid();
 
+    let polls_before = remora.polls().await?;
     pair.replica.kill();
-    let (reply, took) = remora
+    let (reply, _) = remora
         .wait_reply(Duration::from_secs(5), |r| r.starts_with("down"))
         .await?;
     assert!(reply.starts_with("down #mysql unreachable"), "{reply}");
-    // connect_timeout 1s + interval 500ms
-    assert!(took <= Duration::from_millis(1500), "down after {took:?}");
+    // A refused connection fails the very next poll (each bounded by
+    // connect_timeout); one more may finish between the reply and the count.
+    let polls = remora.polls().await? - polls_before;
+    assert!(polls <= 2, "down after {polls} polls");
 
     pair.replica.restart().await?;
     remora

@@ -275,6 +275,41 @@ impl Remora {
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.http, path).await
     }
+
+    /// `/status`, parsed.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let (code, body) = self.get("/status").await?;
+        anyhow::ensure!(code == 200, "/status answered {code}: {body}");
+        serde_json::from_str(&body).context("/status is JSON")
+    }
+
+    /// Waits until remora has made `polls` polls in all (at most a minute:
+    /// a poll that never comes is a failure of its own).
+    pub async fn wait_until_polls(&self, polls: u64) -> Result<()> {
+        let limit = Duration::from_secs(60);
+        let started = Instant::now();
+        loop {
+            let made = self.polls().await?;
+            if made >= polls {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "remora made {made} polls, not {polls}, within {limit:?}:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls remora has made so far (`polls.total` in `/status`): the clock
+    /// that bounds in polls are measured with.
+    pub async fn polls(&self) -> Result<u64> {
+        let status = self.status().await?;
+        status["polls"]["total"]
+            .as_u64()
+            .with_context(|| format!("no polls.total in {status}"))
+    }
 }
 
 /// Starts remora with `yaml` plus `agent:`/`http:` sections for the given
@@ -372,10 +407,25 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    http_exchange(addr, method, path, &[], "").await
+}
+
+/// A one-shot HTTP/1.0 request with `headers` and `body`; returns the
+/// status code and body.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
     let raw = timeout(CLIENT_LIMIT, async {
         let mut stream = TcpStream::connect(addr).await?;
-        let request =
-            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
