@@ -166,6 +166,9 @@ pub enum HeartbeatState {
     NotReplica,
     /// The table could not be read (error code) or had no row (`None`).
     Unavailable(Option<u16>),
+    /// The row's age is beyond [`MAX_PLAUSIBLE_LAG`]: a wrong clock or a
+    /// garbage row, not a measurement.
+    Implausible,
 }
 
 impl HeartbeatState {
@@ -176,6 +179,7 @@ impl HeartbeatState {
             HeartbeatState::NotReplica => "not a replica".into(),
             HeartbeatState::Unavailable(Some(code)) => format!("unavailable: error {code}"),
             HeartbeatState::Unavailable(None) => "unavailable: no row".into(),
+            HeartbeatState::Implausible => "implausible age".into(),
         }
     }
 }
@@ -229,6 +233,10 @@ impl HeartbeatTracker {
     }
 }
 
+/// Lag beyond this is no measurement but a glitch (MySQL has reported
+/// 18446744073709551615): it is treated as unknown, and the reason says so.
+pub const MAX_PLAUSIBLE_LAG: Duration = Duration::from_secs(10 * 365 * 86400);
+
 /// Turns observations into [`Assessment`]s, remembering what it needs.
 #[derive(Debug)]
 pub struct Assessor {
@@ -274,6 +282,12 @@ impl Assessor {
             _ => None,
         };
         let mut report = status.heartbeat.as_ref().map(|read| match read {
+            HeartbeatRead::Row { ts, age } if *age > MAX_PLAUSIBLE_LAG => HeartbeatReport {
+                age: None,
+                ts: Some(ts.clone()),
+                state: HeartbeatState::Implausible,
+                primary_age,
+            },
             HeartbeatRead::Row { ts, age } => HeartbeatReport {
                 age: Some(*age),
                 ts: Some(ts.clone()),
@@ -453,8 +467,9 @@ impl Assessor {
         let running =
             channel.io_thread == ThreadState::Yes && channel.sql_thread == ThreadState::Yes;
         let delay = self.delay_of(std::iter::once(channel));
-        if let (true, Some(seconds)) = (running, channel.seconds_behind) {
-            let lag = Duration::from_secs(seconds).saturating_sub(delay);
+        let reported = channel.seconds_behind.map(Duration::from_secs);
+        if let (true, Some(lag)) = (running, reported.filter(|lag| *lag <= MAX_PLAUSIBLE_LAG)) {
+            let lag = lag.saturating_sub(delay);
             self.last_measured
                 .insert(channel.name.clone(), Measured { lag, at: now });
             return Ok(Lag {
@@ -466,11 +481,20 @@ impl Assessor {
             });
         }
 
-        let why = unknown_because(channel);
+        let why = match reported {
+            // MySQL has been seen to report 2^64-1 for a moment (a known
+            // glitch): a figure no replica can have is no measurement.
+            Some(absurd) if running && absurd > MAX_PLAUSIBLE_LAG => {
+                format!("implausible lag reported ({}s)", absurd.as_secs())
+            }
+            _ => unknown_because(channel),
+        };
         match self.last_measured.get(&channel.name) {
             // Unknown since just after `at`: it has grown by at most the time since.
             Some(measured) => Ok(Lag {
-                value: measured.lag + now.saturating_duration_since(measured.at),
+                value: measured
+                    .lag
+                    .saturating_add(now.saturating_duration_since(measured.at)),
                 channel: channel.name.clone(),
                 estimated: Some(why),
                 origin: LagOrigin::ReplicaStatus,
@@ -527,6 +551,7 @@ mod tests {
                 heartbeat,
                 ..ServerStatus::default()
             }),
+            tls: Default::default(),
         }
     }
 
@@ -590,6 +615,7 @@ mod tests {
             wall: SystemTime::now(),
             duration: Duration::from_secs(1),
             result: Err(PollError::ConnectTimeout(Duration::from_secs(1))),
+            tls: Default::default(),
         };
         let health = by_status().assess(&observation, None).health;
         assert_eq!(
@@ -805,6 +831,7 @@ mod tests {
                 wall: SystemTime::now(),
                 duration: Duration::from_secs(1),
                 result: Err(PollError::Unreachable("connection refused".into())),
+                tls: Default::default(),
             },
             None,
         );

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -75,6 +75,7 @@ pub async fn serve(
         };
         let slot = connections
             .admit(MAX_CONNECTIONS, "the HTTP connection cap")
+            .make_room()
             .await;
         let snapshots = snapshots.clone();
         let switch = Arc::clone(&switch);
@@ -119,7 +120,13 @@ async fn route(
     match path.as_str() {
         "/status" | "/health" | "/metrics" if !read_only => not_allowed("GET, HEAD"),
         "/maintenance" => match method {
-            Method::POST | Method::DELETE => maintenance(request, peer, switch).await,
+            Method::POST | Method::DELETE => {
+                let token_file = snapshots.borrow().admin_token_file.clone();
+                match refusal(&request, peer, token_file).await {
+                    None => maintenance(request, peer, switch).await,
+                    Some(refused) => refused,
+                }
+            }
             Method::GET | Method::HEAD => {
                 let snapshot = Arc::clone(&snapshots.borrow());
                 let text = match &snapshot.maintenance {
@@ -135,8 +142,10 @@ async fn route(
             let now = Instant::now();
             match path.as_str() {
                 "/status" => {
-                    let mut body = serde_json::to_string_pretty(&status_json(&snapshot, now))
-                        .expect("a JSON value always serializes");
+                    let audience = Audience::of(peer);
+                    let mut body =
+                        serde_json::to_string_pretty(&status_json(&snapshot, now, audience))
+                            .expect("a JSON value always serializes");
                     body.push('\n');
                     reply(StatusCode::OK, "application/json", body)
                 }
@@ -166,19 +175,83 @@ async fn route(
     }
 }
 
+/// Longest the switch waits to read `http.admin_token_file`.
+const TOKEN_READ_LIMIT: Duration = Duration::from_secs(1);
+
+/// Whether `request` may flip the maintenance switch: never from a browser
+/// (an `Origin` header: a page's script, which needs no preflight for a
+/// text/plain POST), only from loopback, and with the admin token when one
+/// is configured. `None` when it may; the refusal otherwise.
+async fn refusal(
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    token_file: Option<std::path::PathBuf>,
+) -> Option<Response<Full<Bytes>>> {
+    let refuse = |code, text: &str| Some(reply(code, "text/plain", format!("{text}\n")));
+    if request.headers().contains_key(ORIGIN) {
+        info!("maintenance switch refused to {peer}: a browser request (Origin header)");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "maintenance cannot be switched from a browser page",
+        );
+    }
+    if !is_loopback(peer.ip()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "maintenance can be switched from loopback only",
+        );
+    }
+    let path = token_file?;
+    let Some(presented) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        let mut response = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "maintenance needs Authorization: Bearer <token> (http.admin_token_file)\n".into(),
+        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(response);
+    };
+    // Read again on every switch: a rotated file applies at once.
+    let reading = tokio::task::spawn_blocking(move || {
+        crate::config::secret_file("http.admin_token_file", &path)
+    });
+    let token = match timeout(TOKEN_READ_LIMIT, reading).await {
+        Ok(Ok(Ok(token))) => token,
+        Ok(Ok(Err(err))) => {
+            log::error!("maintenance switch refused: {err}");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the admin token cannot be read",
+            );
+        }
+        _ => {
+            log::error!("maintenance switch refused: http.admin_token_file not read in time");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the admin token cannot be read",
+            );
+        }
+    };
+    if !token.matches(presented.trim()) {
+        info!("maintenance switch refused to {peer}: wrong admin token");
+        return refuse(StatusCode::FORBIDDEN, "wrong admin token");
+    }
+    None
+}
+
 /// Turns the HTTP maintenance switch on (POST) or off (DELETE).
 async fn maintenance(
     request: Request<Incoming>,
     peer: SocketAddr,
     switch: &Switch,
 ) -> Response<Full<Bytes>> {
-    if !is_loopback(peer.ip()) {
-        return reply(
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            "maintenance can be switched from loopback only\n".into(),
-        );
-    }
     if request.method() == Method::DELETE {
         switch.send_replace(None);
         info!("maintenance switched off by {peer}");
@@ -243,8 +316,40 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response
     response
 }
 
-fn rfc3339(time: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+/// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
+/// message) can quote row data: only a reader on this host sees them whole;
+/// anyone else gets the errno and the agent's short phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Loopback,
+    Remote,
+}
+
+impl Audience {
+    pub fn of(peer: SocketAddr) -> Audience {
+        if is_loopback(peer.ip()) {
+            Audience::Loopback
+        } else {
+            Audience::Remote
+        }
+    }
+
+    /// A server's error text as this reader may see it.
+    fn server_text(self, text: &str) -> Option<String> {
+        match self {
+            Audience::Loopback => Some(text.chars().take(512).collect()),
+            Audience::Remote => None,
+        }
+    }
+}
+
+/// A wall-clock time as RFC 3339, or `None` for one RFC 3339 cannot write
+/// (before 1970 or after 9999, a clock set wrong): never a panic.
+pub fn rfc3339(time: std::time::SystemTime) -> Option<String> {
+    /// 10000-01-01T00:00:00Z.
+    const END: Duration = Duration::from_secs(253_402_300_800);
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    (since_epoch < END).then(|| humantime::format_rfc3339_millis(time).to_string())
 }
 
 /// Milliseconds, to the microsecond.
@@ -259,7 +364,7 @@ fn seconds(duration: Duration) -> f64 {
 
 /// The `/status` document. Field names are remora's, the same whatever the
 /// server calls its columns. The top level is the default policy's verdict.
-pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
+pub fn status_json(snapshot: &Snapshot, now: Instant, audience: Audience) -> Value {
     let observation = &snapshot.observation;
     let assessment = &snapshot.assessment;
     let (server_version, dialect, read_only, replication) = match &observation.result {
@@ -275,7 +380,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
                         err.as_ref().map(|err| {
                             json!({
                                 "errno": err.errno,
-                                "message": err.message.chars().take(512).collect::<String>(),
+                                "message": audience.server_text(&err.message),
                             })
                         })
                     };
@@ -359,6 +464,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             "weight": measured.weight(),
             "reason": default.decision.verdict.reason,
         },
+        "tls": observation.tls.as_str(),
         "role": assessment.health.role(),
         "read_only": read_only,
         "server_version": server_version,
@@ -374,7 +480,10 @@ pub fn status_json(snapshot: &Snapshot, now: Instant) -> Value {
             "duration_ms": millis(observation.duration),
             "error": observation.result.as_ref().err().map(|err| json!({
                 "kind": err.kind(),
-                "message": err.to_string(),
+                "message": match audience {
+                    Audience::Loopback => err.to_string(),
+                    Audience::Remote => err.phrase(),
+                },
             })),
         },
         "last_success": snapshot.last_success.map(|success| json!({
@@ -508,6 +617,11 @@ pub fn metrics(snapshot: &Snapshot, now: Instant) -> String {
         "remora_mysql_up",
         "1 when the last poll reached MySQL and read its status.",
         bool_value(snapshot.observation.result.is_ok()),
+    );
+    out.gauge(
+        "remora_mysql_tls_plaintext_fallback",
+        "1 when mysql.tls.mode preferred fell back to plaintext: the password crosses unencrypted.",
+        bool_value(snapshot.observation.tls == crate::probe::TlsState::PlaintextFallback),
     );
     out.gauge(
         "remora_poll_duration_seconds",
@@ -717,6 +831,20 @@ mod tests {
              remora_y_total{pool=\"a\\\"b\",channel=\"c\\\\d\\ne\"} 3\n\
              remora_y_total +Inf\n"
         );
+    }
+
+    #[test]
+    fn wall_clocks_out_of_rfc3339_range_render_as_nothing() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(86400)).as_deref(),
+            Some("1970-01-02T00:00:00.000Z")
+        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), None);
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339(year_10000), None);
+        assert!(rfc3339(year_10000 - Duration::from_secs(1)).is_some());
+        assert!(rfc3339(SystemTime::now()).is_some());
     }
 
     #[test]

@@ -36,9 +36,11 @@
 pub mod agent;
 pub mod config;
 pub mod connections;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod maintenance;
+pub mod passwords;
 pub mod policy;
 pub mod poller;
 pub mod probe;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -73,17 +74,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.once {
-        return runtime.block_on(once(config, secrets));
-    }
-    match runtime.block_on(serve(cli.config, config, secrets)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            error!("{err:#}");
-            ExitCode::FAILURE
+    let outcome = if cli.once {
+        runtime.block_on(once(config, secrets))
+    } else {
+        match runtime.block_on(serve(cli.config, config, secrets)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                error!("{err:#}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    };
+    // A file read still hung on the blocking pool must not hold up the exit.
+    runtime.shutdown_timeout(EXIT_LIMIT);
+    outcome
 }
+
+/// How long work still running at exit gets before it is abandoned.
+const EXIT_LIMIT: Duration = Duration::from_millis(250);
+/// Longest a SIGHUP may spend reading the configuration file.
+const RELOAD_READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// Reads, validates and resolves the secrets of a configuration file.
 fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
@@ -98,8 +108,12 @@ async fn once(config: Config, secrets: Secrets) -> ExitCode {
     print!("{}", snapshot.agent_line(now, snapshot.lookup(None)));
     println!(
         "{}",
-        serde_json::to_string_pretty(&remora::http::status_json(&snapshot, now))
-            .expect("a JSON value always serializes")
+        serde_json::to_string_pretty(&remora::http::status_json(
+            &snapshot,
+            now,
+            remora::http::Audience::Loopback,
+        ))
+        .expect("a JSON value always serializes")
     );
     match snapshot.state(now, snapshot.default_pool()) {
         remora::policy::State::Up(_) => ExitCode::SUCCESS,
@@ -139,7 +153,19 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             info!("SIGHUP: reloading {}", path.display());
-            match load(&path) {
+            let reading = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || load(&path)
+            });
+            let loaded = match tokio::time::timeout(RELOAD_READ_LIMIT, reading).await {
+                Ok(Ok(loaded)) => loaded,
+                Ok(Err(_)) => Err(ConfigError::new("the configuration could not be read")),
+                Err(_) => Err(ConfigError::new(format!(
+                    "reading {} took longer than {RELOAD_READ_LIMIT:?}",
+                    path.display()
+                ))),
+            };
+            match loaded {
                 Ok(loaded) => {
                     if reloads.send(loaded).await.is_err() {
                         break;

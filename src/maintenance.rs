@@ -5,13 +5,19 @@
 //! `DELETE /maintenance` or a restart). The HTTP switch wins over the file.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use crate::policy::{State, Verdict};
 
 /// Longest maintenance text read, from the file or an HTTP body.
 pub const MAX_TEXT: usize = 4096;
+
+/// Longest a maintenance file read may take: a hung network mount or FUSE
+/// file must not hold up the poll.
+pub const READ_DEADLINE: Duration = Duration::from_millis(500);
 
 /// What HAProxy should do with the server meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +58,9 @@ pub struct Maintenance {
     pub mode: Mode,
     pub reason: String,
     pub source: Source,
+    /// What the agent line says before the reason: `maintenance`, or
+    /// `maintenance file unreadable` when the file's text could not be had.
+    headline: &'static str,
 }
 
 impl Maintenance {
@@ -73,36 +82,96 @@ impl Maintenance {
             mode,
             reason: reason.to_owned(),
             source,
+            headline: "maintenance",
         }
     }
 
-    /// Reads the maintenance file: `None` when it does not exist.
-    pub fn from_file(path: &Path) -> std::io::Result<Option<Maintenance>> {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        let mut text = String::new();
-        file.take(MAX_TEXT as u64).read_to_string(&mut text)?;
-        Ok(Some(Maintenance::parse(
-            &text,
-            Source::File(path.to_owned()),
-        )))
+    /// A maintenance file that exists but cannot be read: the operator wants
+    /// the server out, only the reason is lost. Drain, saying why.
+    pub fn unreadable(path: &Path, why: impl Into<String>) -> Maintenance {
+        Maintenance {
+            mode: Mode::Drain,
+            reason: why.into(),
+            source: Source::File(path.to_owned()),
+            headline: "maintenance file unreadable",
+        }
+    }
+
+    /// Reads the maintenance file, blocking: `None` when it does not exist.
+    /// Only a regular file is read, at most [`MAX_TEXT`] bytes of it (see
+    /// [`crate::files`]); otherwise why it cannot be read.
+    pub fn from_file(path: &Path) -> Result<Option<Maintenance>, String> {
+        match crate::files::read_regular(path, MAX_TEXT) {
+            Ok((bytes, _)) => Ok(Some(Maintenance::parse(
+                &String::from_utf8_lossy(&bytes),
+                Source::File(path.to_owned()),
+            ))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(crate::files::phrase(&err)),
+        }
     }
 
     /// The agent line, the whole state as always.
     pub fn agent_line(&self) -> String {
         let reason = if self.reason.is_empty() {
-            "maintenance".to_owned()
+            self.headline.to_owned()
         } else {
-            format!("maintenance: {}", self.reason)
+            format!("{}: {}", self.headline, self.reason)
         };
         let line = Verdict::new(State::Drain, reason).agent_line();
         match self.mode {
             Mode::Drain => line,
             // Verdict has no maint state: it is never a measured outcome.
             Mode::Maint => line.replacen("up drain", "up maint", 1),
+        }
+    }
+}
+
+/// Reads `maintenance.file` off the async workers, under [`READ_DEADLINE`].
+/// A read that overruns is left to finish in the background; until it does,
+/// no second read is started and the file counts as unreadable.
+#[derive(Debug)]
+pub struct FileWatch {
+    path: PathBuf,
+    pending: Option<JoinHandle<Result<Option<Maintenance>, String>>>,
+}
+
+impl FileWatch {
+    pub fn new(path: PathBuf) -> FileWatch {
+        FileWatch {
+            path,
+            pending: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the file says now: `None` when it does not exist; a drain
+    /// saying why when it exists but cannot be read in time.
+    pub async fn read(&mut self) -> Option<Maintenance> {
+        let mut read = match self.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || Maintenance::from_file(&path))
+            }
+        };
+        let outcome = match tokio::time::timeout(READ_DEADLINE, &mut read).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("read failed".to_owned()),
+            Err(_) => {
+                self.pending = Some(read);
+                Err(format!(
+                    "read timed out ({})",
+                    humantime::format_duration(READ_DEADLINE)
+                ))
+            }
+        };
+        match outcome {
+            Ok(found) => found,
+            Err(why) => Some(Maintenance::unreadable(&self.path, why)),
         }
     }
 }
@@ -144,10 +213,9 @@ mod tests {
 
     #[test]
     fn files() {
-        let dir = std::env::temp_dir().join(format!("remora-maint-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("maintenance");
-        assert_eq!(Maintenance::from_file(&path).expect("absent is fine"), None);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("maintenance");
+        assert_eq!(Maintenance::from_file(&path), Ok(None));
         std::fs::write(&path, format!("maint {}", "x".repeat(10_000))).expect("write");
         let m = Maintenance::from_file(&path)
             .expect("readable")
@@ -155,6 +223,29 @@ mod tests {
         assert_eq!(m.mode, Mode::Maint);
         assert!(m.reason.len() < MAX_TEXT);
         assert!(m.agent_line().len() <= crate::policy::MAX_LINE);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_regular_file_drains_without_hanging() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        // Opening a FIFO for reading waits for a writer, unless told not to;
+        // a read that hung would answer "read timed out" instead.
+        let mut watch = FileWatch::new(fifo);
+        let found = watch.read().await.expect("a FIFO is there");
+        assert_eq!(
+            found.agent_line(),
+            "up drain #maintenance file unreadable: not a regular file\n"
+        );
+        let mut watch = FileWatch::new(dir.path().to_owned());
+        assert_eq!(
+            watch.read().await.expect("there").agent_line(),
+            "up drain #maintenance file unreadable: not a regular file\n"
+        );
     }
 }

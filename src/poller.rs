@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
 use crate::health::{Assessment, Assessor};
-use crate::maintenance::{Maintenance, Mode};
+use crate::maintenance::{FileWatch, Maintenance, Mode};
+use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Rules, State, Verdict};
 use crate::probe::{HeartbeatQuery, Observation, PollError, Probe};
 
@@ -124,6 +125,8 @@ pub struct Snapshot {
     pub request_timeout: Option<Duration>,
     /// `agent.max_connections`.
     pub max_connections: usize,
+    /// `http.admin_token_file`: the token the maintenance switch asks for.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// An operator's switch; beats every measurement.
     pub maintenance: Option<Maintenance>,
     pub polls: PollCounters,
@@ -282,6 +285,10 @@ pub struct Poller {
     /// Per pool name, so counts survive reloads.
     checks: HashMap<String, Arc<CheckCounters>>,
     unknown_checks: Arc<CheckCounters>,
+    /// `mysql.password_file` and `lag.primary.password_file`, watched for rotation.
+    password_files: PasswordFiles,
+    /// `maintenance.file`, read each poll.
+    maintenance_file: Option<FileWatch>,
     /// The last file-based maintenance seen, to log changes once.
     file_maintenance: Option<Maintenance>,
 }
@@ -300,6 +307,8 @@ impl Poller {
             polls: PollCounters::default(),
             checks: HashMap::new(),
             unknown_checks: Arc::default(),
+            password_files: PasswordFiles::of(config),
+            maintenance_file: config.maintenance.file.clone().map(FileWatch::new),
             file_maintenance: None,
         };
         poller.judges = poller.judges_for(config, Vec::new());
@@ -335,6 +344,7 @@ impl Poller {
     /// Polls once and decides, for the default policy and every pool.
     /// Bounded by the probes' timeouts.
     pub async fn poll(&mut self, http_maintenance: Option<&Maintenance>) -> Snapshot {
+        self.rotate_passwords().await;
         let (observation, primary) = match self.primary.as_mut() {
             Some(primary) => {
                 let (observation, primary) =
@@ -384,9 +394,8 @@ impl Poller {
             pools[0].decision.verdict
         );
         trace!("observation {observation:?}; assessment {assessment:?}");
-        let maintenance = http_maintenance
-            .cloned()
-            .or_else(|| self.read_maintenance_file());
+        let from_file = self.read_maintenance_file().await;
+        let maintenance = http_maintenance.cloned().or(from_file);
         Snapshot {
             stale_line: Verdict::new(
                 State::Down,
@@ -406,6 +415,7 @@ impl Poller {
             request_timeout: (!self.config.pools.is_empty())
                 .then_some(self.config.agent.request_timeout),
             max_connections: self.config.agent.max_connections,
+            admin_token_file: self.config.http.admin_token_file.clone(),
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
         }
@@ -414,18 +424,9 @@ impl Poller {
     /// The maintenance file, if configured and present. A file that exists
     /// but cannot be read still means maintenance: the operator's intent is
     /// clear, only the reason is lost.
-    fn read_maintenance_file(&mut self) -> Option<Maintenance> {
-        let path = self.config.maintenance.file.as_ref()?;
-        let found = match Maintenance::from_file(path) {
-            Ok(found) => found,
-            Err(err) => {
-                warn!("maintenance file {}: {err}", path.display());
-                Some(Maintenance::parse(
-                    "drain maintenance file unreadable",
-                    crate::maintenance::Source::File(path.clone()),
-                ))
-            }
-        };
+    async fn read_maintenance_file(&mut self) -> Option<Maintenance> {
+        let watch = self.maintenance_file.as_mut()?;
+        let found = watch.read().await;
         if found != self.file_maintenance {
             match &found {
                 Some(m) => info!(
@@ -433,11 +434,39 @@ impl Poller {
                     m.source,
                     m.agent_line().trim_end()
                 ),
-                None => info!("maintenance off: {} removed", path.display()),
+                None => info!("maintenance off: {} removed", watch.path().display()),
             }
             self.file_maintenance = found.clone();
         }
         found
+    }
+
+    /// Picks up a rotated password file: a new password gets a new pool,
+    /// so the next login uses it.
+    async fn rotate_passwords(&mut self) {
+        if let Some(file) = self.password_files.mysql.as_mut()
+            && let Some(password) = file
+                .rotated(self.secrets.mysql.as_ref(), self.probe.password_rejected())
+                .await
+        {
+            self.secrets.mysql = Some(password);
+            let old = std::mem::replace(&mut self.probe, build_probe(&self.config, &self.secrets));
+            tokio::spawn(old.disconnect(Duration::from_secs(1)));
+        }
+        let primary_rejected = self.primary.as_ref().is_some_and(Probe::password_rejected);
+        if let Some(file) = self.password_files.primary.as_mut()
+            && let Some(password) = file
+                .rotated(self.secrets.primary.as_ref(), primary_rejected)
+                .await
+        {
+            self.secrets.primary = Some(password);
+            if let Some(old) = std::mem::replace(
+                &mut self.primary,
+                build_primary_probe(&self.config, &self.secrets),
+            ) {
+                tokio::spawn(old.disconnect(Duration::from_secs(1)));
+            }
+        }
     }
 
     /// Applies a new configuration, keeping the history that still applies.
@@ -465,6 +494,10 @@ impl Poller {
         }
         if target_changed {
             self.last_success = None;
+        }
+        self.password_files = PasswordFiles::of(config);
+        if config.maintenance.file != old.maintenance.file {
+            self.maintenance_file = config.maintenance.file.clone().map(FileWatch::new);
         }
         self.rules = rules_of(config);
         let judges = std::mem::take(&mut self.judges);
@@ -559,6 +592,31 @@ fn poll_ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
+}
+
+/// The password files a configuration reads.
+#[derive(Debug)]
+struct PasswordFiles {
+    mysql: Option<PasswordFile>,
+    primary: Option<PasswordFile>,
+}
+
+impl PasswordFiles {
+    fn of(config: &Config) -> PasswordFiles {
+        PasswordFiles {
+            mysql: config
+                .mysql
+                .password_file
+                .clone()
+                .map(|path| PasswordFile::new("mysql.password_file", path)),
+            primary: config
+                .lag
+                .primary
+                .as_ref()
+                .and_then(|primary| primary.password_file.clone())
+                .map(|path| PasswordFile::new("lag.primary.password_file", path)),
+        }
+    }
 }
 
 fn build_probe(config: &Config, secrets: &Secrets) -> Probe {
@@ -681,6 +739,7 @@ mod tests {
                 wall: SystemTime::now(),
                 duration: Duration::from_millis(1),
                 result: Err(PollError::Unreachable("test".into())),
+                tls: Default::default(),
             },
             assessment: Assessment {
                 health: Health::Unreachable {
@@ -699,6 +758,7 @@ mod tests {
             stale_after: Duration::from_secs(5),
             request_timeout: None,
             max_connections: 1000,
+            admin_token_file: None,
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),

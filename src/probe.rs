@@ -18,7 +18,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use log::info;
+use log::warn;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
 use tokio::time::{Instant, timeout};
@@ -34,6 +34,30 @@ pub struct Observation {
     pub wall: SystemTime,
     pub duration: Duration,
     pub result: Result<ServerStatus, PollError>,
+    /// How the connection to the server is protected.
+    pub tls: TlsState,
+}
+
+/// Whether remora's connection to the server is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsState {
+    /// `mysql.tls.mode: disabled`.
+    #[default]
+    Off,
+    /// TLS as configured.
+    On,
+    /// `preferred`, and the server offers no TLS: plaintext, password included.
+    PlaintextFallback,
+}
+
+impl TlsState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsState::Off => "off",
+            TlsState::On => "on",
+            TlsState::PlaintextFallback => "plaintext fallback",
+        }
+    }
 }
 
 /// A server that answered.
@@ -436,6 +460,55 @@ pub struct Probe {
     heartbeat: Option<HeartbeatQuery>,
     read_load: bool,
     known: Known,
+    tls_state: TlsState,
+    logins: LoginBackoff,
+}
+
+/// After the server rejects remora's password, the same password is not
+/// tried again at every poll: accounts with `FAILED_LOGIN_ATTEMPTS` (MySQL
+/// 8.0.19+) lock after a few consecutive failures. The wait doubles from
+/// [`FIRST_RETRY`] up to [`LAST_RETRY`]; a new password (a new [`Probe`])
+/// starts afresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LoginBackoff {
+    /// Consecutive rejected logins, and the error the last one got.
+    rejected: u32,
+    last_code: u16,
+    /// No login is tried before this.
+    next_try: Option<Instant>,
+}
+
+/// The wait after the first rejected login.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between two logins with a rejected password.
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+impl LoginBackoff {
+    /// The rejection still in force at `now`, if no login may be tried yet.
+    fn holding(&self, now: Instant) -> Option<PollError> {
+        let next = self.next_try?;
+        (now < next).then_some(PollError::AuthFailed(self.last_code))
+    }
+
+    /// Records how a poll that tried to log in at `now` ended.
+    fn record(&mut self, error: Option<&PollError>, now: Instant) {
+        match error {
+            Some(PollError::AuthFailed(code)) => {
+                let wait = FIRST_RETRY
+                    .saturating_mul(1u32 << self.rejected.min(16))
+                    .min(LAST_RETRY);
+                self.rejected = self.rejected.saturating_add(1);
+                self.last_code = *code;
+                self.next_try = now.checked_add(wait);
+            }
+            _ => *self = LoginBackoff::default(),
+        }
+    }
+
+    /// Whether the last login attempt was rejected.
+    fn rejected(&self) -> bool {
+        self.rejected > 0
+    }
 }
 
 // The pool's own Debug would print connection options, password included.
@@ -484,6 +557,11 @@ impl Probe {
             heartbeat: None,
             read_load: false,
             known: Known::default(),
+            tls_state: match config.tls.mode {
+                TlsMode::Disabled => TlsState::Off,
+                _ => TlsState::On,
+            },
+            logins: LoginBackoff::default(),
         }
     }
 
@@ -499,6 +577,11 @@ impl Probe {
         self
     }
 
+    /// Whether the server rejected the password at the last login tried.
+    pub fn password_rejected(&self) -> bool {
+        self.logins.rejected()
+    }
+
     /// `user@host:port`, for logs.
     pub fn target(&self) -> &str {
         &self.target
@@ -507,12 +590,20 @@ impl Probe {
     /// Polls once. Every statement is under its own deadline.
     pub async fn poll(&mut self) -> Observation {
         let started = Instant::now();
-        let result = self.read_status().await;
+        let result = match self.logins.holding(started) {
+            Some(rejected) => Err(rejected),
+            None => {
+                let result = self.read_status().await;
+                self.logins.record(result.as_ref().err(), started);
+                result
+            }
+        };
         Observation {
             at: Instant::now(),
             wall: SystemTime::now(),
             duration: started.elapsed(),
             result,
+            tls: self.tls_state,
         }
     }
 
@@ -532,10 +623,12 @@ impl Probe {
             Err(Error::Driver(DriverError::NoClientSslFlagFromServer))
                 if self.tls.mode == TlsMode::Preferred =>
             {
-                info!(
-                    "{} offers no TLS; connecting in plaintext (mysql.tls.mode: preferred)",
+                warn!(
+                    "{} offers no TLS; connecting in plaintext, password included \
+                     (mysql.tls.mode: preferred)",
                     self.target
                 );
+                self.tls_state = TlsState::PlaintextFallback;
                 self.opts.clone()
             }
             Err(err) => match PollError::from_driver(err, None, handshake) {
@@ -712,9 +805,19 @@ impl Probe {
                 "no heartbeat query configured".to_owned(),
             ));
         }
-        let mut conn = self.connect().await?;
-        let query = self.heartbeat.as_ref().expect("checked above");
-        read_heartbeat(&mut conn, query, self.query_timeout).await
+        let started = Instant::now();
+        if let Some(rejected) = self.logins.holding(started) {
+            return Err(rejected);
+        }
+        let read = match self.connect().await {
+            Ok(mut conn) => {
+                let query = self.heartbeat.as_ref().expect("checked above");
+                read_heartbeat(&mut conn, query, self.query_timeout).await
+            }
+            Err(err) => Err(err),
+        };
+        self.logins.record(read.as_ref().err(), started);
+        read
     }
 
     /// Closes the pool's connections, waiting at most `limit`.
@@ -874,6 +977,36 @@ mod tests {
             })
             .collect();
         ChannelStatus::from_columns(|name| columns.get(name).cloned())
+    }
+
+    #[test]
+    fn a_rejected_password_is_retried_ever_more_rarely_and_a_success_forgets() {
+        let start = Instant::now();
+        let mut backoff = LoginBackoff::default();
+        assert_eq!(backoff.holding(start), None);
+        let rejected = PollError::AuthFailed(1045);
+        let mut at = start;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            backoff.record(Some(&rejected), at);
+            let next = backoff.next_try.expect("a retry is scheduled");
+            assert_eq!(backoff.holding(at), Some(PollError::AuthFailed(1045)));
+            assert_eq!(
+                backoff.holding(next),
+                None,
+                "tried again once the wait is over"
+            );
+            waits.push(next - at);
+            at = next;
+        }
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
+        backoff.record(Some(&PollError::Unreachable("refused".into())), at);
+        assert_eq!(backoff, LoginBackoff::default(), "only rejections back off");
+        for _ in 0..100 {
+            backoff.record(Some(&rejected), at);
+        }
+        assert!(backoff.rejected());
     }
 
     #[test]

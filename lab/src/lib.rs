@@ -24,7 +24,7 @@ pub mod signal {
 pub use haproxy::Haproxy;
 pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
-pub use remora::{Remora, agent_reply, agent_request, http_get};
+pub use remora::{Remora, agent_reply, agent_request, http_exchange, http_get};
 pub use stack::Stack;
 
 use std::collections::HashSet;

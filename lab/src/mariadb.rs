@@ -40,7 +40,11 @@ pub const TEST_PASSWORDS: &[&str] = &[
     CHANGED_PASSWORD,
     WRONG_PASSWORD,
     CHECK_PASSWORD,
+    ADMIN_TOKEN,
 ];
+
+/// The token tests put in `http.admin_token_file`; never printed either.
+pub const ADMIN_TOKEN: &str = "lab-admin-token-5c1e";
 
 /// The privilege remora needs on MariaDB 10.5+ (and nothing more)...
 pub const REMORA_GRANT: &str = "SLAVE MONITOR";

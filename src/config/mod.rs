@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod duration;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +64,7 @@ pub struct LagConfig {
     /// this long while replication kept applying other events (or, with
     /// `primary`, when the primary's own row is this old). Keep it above
     /// pt-heartbeat's `--interval`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub heartbeat_writer_timeout: Duration,
     /// Optional connection to the primary, to check that the heartbeat writer
     /// is alive before blaming the replica for an old heartbeat.
@@ -184,10 +186,10 @@ pub struct MysqlConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Deadline for getting a usable connection (TCP connect, greeting, auth).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Deadline for each status query.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub query_timeout: Duration,
     pub tls: TlsConfig,
 }
@@ -214,7 +216,7 @@ pub enum TlsMode {
     Preferred,
     /// TLS or no connection; the certificate is not checked.
     Required,
-    /// TLS, with a certificate signed by `ca_file`; any host name.
+    /// TLS, with a certificate signed by `ca_file` (required); any host name.
     VerifyCa,
     /// TLS, with a certificate signed by `ca_file` and naming `host`.
     VerifyIdentity,
@@ -245,10 +247,10 @@ impl Default for MysqlConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PollConfig {
     /// One poll per interval, however often the agent is asked.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub interval: Duration,
     /// No successful poll for this long: the verdict is down whatever it was.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub stale_after: Duration,
 }
 
@@ -264,11 +266,12 @@ impl Default for PollConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// With pools configured: how long to wait for the request line naming
     /// the pool (`agent-send`). No line by then: the default policy answers.
     /// Without pools the agent never waits.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// Connections open at once. Beyond this a new connection closes the
     /// oldest open one (see the connections module).
@@ -288,15 +291,51 @@ impl Default for AgentConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
+    /// When set, `POST`/`DELETE /maintenance` need `Authorization: Bearer
+    /// <token>` with the token in this file (re-read on every switch, so a
+    /// rotated file applies at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9259)),
+            admin_token_file: None,
         }
     }
+}
+
+/// An address and port to listen on. A bare port is refused with the form
+/// expected: whether it should mean loopback or every interface is the
+/// operator's call, not remora's.
+fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    struct Address;
+    impl serde::de::Visitor<'_> for Address {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address and port, like 127.0.0.1:9258")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+            text.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "invalid address {text:?}; write an address and port, like 127.0.0.1:9258"
+                ))
+            })
+        }
+        fn visit_u64<E: serde::de::Error>(self, port: u64) -> Result<SocketAddr, E> {
+            Err(E::custom(format!(
+                "a bare port ({port}) is not an address; write it like 127.0.0.1:{port}"
+            )))
+        }
+        fn visit_i64<E: serde::de::Error>(self, port: i64) -> Result<SocketAddr, E> {
+            self.visit_u64(port.unsigned_abs())
+        }
+    }
+    deserializer.deserialize_any(Address)
 }
 
 /// What kind of server a pool wants.
@@ -329,17 +368,17 @@ pub struct Policy {
     /// Which servers may be up at all.
     pub role: Role,
     /// Lag below this serves at full weight.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub full_weight_below: Duration,
     /// Weight falls linearly from 100% at `full_weight_below` to `min_weight` here.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub min_weight_at: Duration,
     pub min_weight: Percent,
     /// Lag at or above this: drain (no new connections).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub drain_at: Duration,
     /// Lag at or above this: down.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub down_at: Duration,
     /// Consecutive polls that must all qualify before a better verdict applies.
     pub recover_after: u32,
@@ -367,13 +406,13 @@ pub struct PoolConfig {
     pub role: Option<Role>,
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub full_weight_below: Option<Duration>,
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub min_weight_at: Option<Duration>,
@@ -381,13 +420,13 @@ pub struct PoolConfig {
     pub min_weight: Option<Percent>,
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub drain_at: Option<Duration>,
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub down_at: Option<Duration>,
@@ -452,6 +491,10 @@ impl PoolConfig {
         }
     }
 }
+
+/// Most polls a better verdict may have to wait for: the damper remembers
+/// that many verdicts per pool.
+pub const MAX_RECOVER_AFTER: u32 = 10_000;
 
 /// Longest pool name; HAProxy sends it as the agent request line.
 pub const MAX_POOL_NAME: usize = 64;
@@ -518,6 +561,13 @@ impl Secret {
     }
 
     /// The cleartext, for handing to the MySQL driver and nothing else.
+    /// Whether `presented` is this secret, in time that does not depend
+    /// on where they differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -548,6 +598,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError(message.into())
+    }
+}
+
 fn invalid(key: &str, message: impl fmt::Display) -> ConfigError {
     ConfigError(format!("{key}: {message}"))
 }
@@ -555,8 +611,13 @@ fn invalid(key: &str, message: impl fmt::Display) -> ConfigError {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| ConfigError(format!("cannot read {}: {err}", path.display())))?;
+        let cannot = |why: String| ConfigError(format!("cannot read {}: {why}", path.display()));
+        let (bytes, more) = crate::files::read_regular(path, MAX_CONFIG_BYTES)
+            .map_err(|err| cannot(crate::files::phrase(&err)))?;
+        if more {
+            return Err(cannot(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
         Config::from_yaml(&text).map_err(|err| ConfigError(format!("{}: {err}", path.display())))
     }
 
@@ -680,6 +741,15 @@ impl Policy {
                 "must be at least 1 (1 means a better verdict applies at once)",
             ));
         }
+        if self.recover_after > MAX_RECOVER_AFTER {
+            return Err(invalid(
+                &format!("{section}.recover_after"),
+                format!(
+                    "must be at most {MAX_RECOVER_AFTER} polls, got {}",
+                    self.recover_after
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -691,6 +761,9 @@ pub struct Secrets {
     pub mysql: Option<Secret>,
     /// For `lag.primary`.
     pub primary: Option<Secret>,
+    /// `http.admin_token_file`'s token, as read at load; the HTTP switch
+    /// reads the file again for every request.
+    pub admin_token: Option<Secret>,
 }
 
 impl Config {
@@ -700,6 +773,10 @@ impl Config {
             mysql: self.mysql.password("mysql")?,
             primary: match &self.lag.primary {
                 Some(primary) => primary.password("lag.primary")?,
+                None => None,
+            },
+            admin_token: match &self.http.admin_token_file {
+                Some(path) => Some(secret_file("http.admin_token_file", path)?),
                 None => None,
             },
         })
@@ -744,6 +821,15 @@ impl MysqlConfig {
                 ));
             }
         }
+        if self.tls.mode == TlsMode::VerifyCa && self.tls.ca_file.is_none() {
+            // The public web roots sign certificates for anyone's host name,
+            // and verify_ca checks no host name: that would trust anyone.
+            return Err(invalid(
+                &format!("{section}.tls.ca_file"),
+                "must be set for mode verify_ca (the CA that signed the server's certificate); \
+                 verify_identity may use the system roots",
+            ));
+        }
         if let Some(ca) = &self.tls.ca_file {
             let key = format!("{section}.tls.ca_file");
             if !self.tls.mode.verifies() {
@@ -781,21 +867,43 @@ impl MysqlConfig {
             };
         }
         if let Some(path) = &self.password_file {
-            warn_if_world_readable(&file_key, path);
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                invalid(&file_key, format!("cannot read {}: {err}", path.display()))
-            })?;
-            let value = text
-                .strip_suffix('\n')
-                .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
-                .unwrap_or(&text);
-            if value.is_empty() {
-                return Err(invalid(&file_key, format!("{} is empty", path.display())));
-            }
-            return Ok(Some(Secret(value.to_owned())));
+            return secret_file(&file_key, path).map(Some);
         }
         Ok(None)
     }
+}
+
+/// The secret in the file at `path` (`key` names it in errors): one
+/// trailing newline is ignored, an empty file is an error. Warns when every
+/// user may read it.
+pub fn secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    warn_if_world_readable(key, path);
+    let text = read_secret_file(path)
+        .map_err(|why| invalid(key, format!("cannot read {}: {why}", path.display())))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(value.to_owned()))
+}
+
+/// Longest configuration file read.
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// Longest password or token file read.
+const MAX_SECRET_BYTES: usize = 4096;
+
+/// A password or token file's text: a regular file of at most
+/// [`MAX_SECRET_BYTES`], UTF-8. The error never holds the file's content.
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
+    let (bytes, more) = crate::files::read_regular(path, MAX_SECRET_BYTES)
+        .map_err(|err| crate::files::phrase(&err))?;
+    if more {
+        return Err(format!("larger than {MAX_SECRET_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
 }
 
 /// Warns when anyone on the machine may read the password file.

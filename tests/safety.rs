@@ -1,0 +1,373 @@
+//! Nothing an operator's file, a client or a server's value can do hangs,
+//! crashes or fools remora: the admin switch only the operator can flip, a
+//! FIFO where the maintenance file should be, SIGTERM while a poll hangs, a
+//! replica reporting 2^64-1 seconds of lag.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{mysql_section, remora_bin};
+use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
+use remora_lab::{Pair, Remora, free_port, http_exchange};
+
+/// The admin token the tests configure; `make test` scans every remora
+/// output for it.
+const TOKEN: &str = remora_lab::mariadb::ADMIN_TOKEN;
+
+async fn switch(
+    http: SocketAddr,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    http_exchange(http, method, "/maintenance", headers, body).await
+}
+
+#[tokio::test]
+async fn with_an_admin_token_only_its_holder_can_flip_maintenance_and_never_a_browser() -> Result<()>
+{
+    let pair = Pair::start().await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 10s, stale_after: 30s}}\nhttp: {{admin_token_file: {}}}\n",
+            mysql_section(pair.replica.port),
+            token_file.display()
+        ),
+    )
+    .await?;
+    let http = remora.http;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, _) = switch(http, "POST", &[], "drain no token").await?;
+    assert_eq!(code, 401, "no token: unauthorised");
+    let (code, _) = switch(http, "POST", &[("Authorization", "Bearer nope")], "drain").await?;
+    assert_eq!(code, 403, "a wrong token: forbidden");
+    // A page's script: the browser adds Origin, whatever else it sends.
+    let from_a_page = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let (code, _) = switch(http, "POST", &from_a_page, "drain from a page").await?;
+    assert_eq!(code, 403, "a browser never gets a write through");
+    let (code, _) = switch(http, "DELETE", &[("Origin", "null")], "").await?;
+    assert_eq!(code, 403);
+    assert_eq!(remora.reply().await?, "up ready 100%", "nothing switched");
+
+    let (code, body) = switch(
+        http,
+        "POST",
+        &[("Authorization", bearer.as_str())],
+        "drain moving racks",
+    )
+    .await?;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "up drain #maintenance: moving racks\n")
+    );
+    // The switch is applied by the poller, at once but not in this reply's
+    // instant.
+    remora
+        .wait_reply(Duration::from_secs(2), |r| {
+            r == "up drain #maintenance: moving racks"
+        })
+        .await?;
+
+    // A rotated token applies at once, without a reload.
+    std::fs::write(&token_file, "rotated-admin-token\n")?;
+    let (code, _) = switch(http, "DELETE", &[("Authorization", bearer.as_str())], "").await?;
+    assert_eq!(code, 403, "the old token no longer works");
+    let (code, _) = switch(
+        http,
+        "DELETE",
+        &[("Authorization", "Bearer rotated-admin-token")],
+        "",
+    )
+    .await?;
+    assert_eq!(code, 200);
+    remora
+        .wait_reply(Duration::from_secs(2), |r| r == "up ready 100%")
+        .await?;
+    assert!(
+        !remora.log().contains(TOKEN) && !remora.log().contains("rotated-admin-token"),
+        "tokens are never logged:\n{}",
+        remora.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_token_a_browser_still_cannot_flip_maintenance() -> Result<()> {
+    let remora = Remora::start(remora_bin(), &mysql_section(free_port()?)).await?;
+    let (code, _) = switch(
+        remora.http,
+        "POST",
+        &[("Origin", "http://localhost:3000")],
+        "drain",
+    )
+    .await?;
+    assert_eq!(code, 403);
+    let (code, _) = switch(remora.http, "POST", &[], "drain by an operator").await?;
+    assert_eq!(
+        code, 200,
+        "the loopback rule alone still lets an operator in"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fifo_as_maintenance_file_drains_and_sigterm_still_stops_remora() -> Result<()> {
+    let pair = Pair::start().await?;
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("maintenance");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    let mut remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\nmaintenance: {{file: {}}}\n",
+            mysql_section(pair.replica.port),
+            fifo.display()
+        ),
+    )
+    .await?;
+    // The operator wanted the server out; only the reason is lost.
+    remora
+        .wait_reply(Duration::from_secs(3), |r| {
+            r == "up drain #maintenance file unreadable: not a regular file"
+        })
+        .await?;
+    let exited = stop_within_two_seconds(&mut remora).await;
+    assert!(exited, "SIGTERM ignored:\n{}", remora.log());
+    Ok(())
+}
+
+/// SIGTERM, then whether remora exited within 2 s.
+async fn stop_within_two_seconds(remora: &mut Remora) -> bool {
+    remora
+        .signal(remora_lab::signal::SIGTERM)
+        .expect("remora is running");
+    remora.wait_exit(Duration::from_secs(2)).await.is_some()
+}
+
+#[tokio::test]
+async fn sigterm_stops_remora_within_two_seconds_while_a_poll_hangs() -> Result<()> {
+    let pair = Pair::start().await?;
+    let mut remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql:\n  port: {}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n  \
+             connect_timeout: 30s\n  query_timeout: 30s\npoll: {{interval: 100ms, stale_after: 60s}}\n",
+            pair.replica.port
+        ),
+    )
+    .await?;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+    // A frozen server: every poll now waits out a 30 s query timeout.
+    pair.replica.freeze()?;
+    let polls_before = polls(&remora).await?;
+    // Wait until a poll is under way and stuck: the poll count stops moving.
+    let mut stuck = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if polls(&remora).await? == polls_before {
+            stuck = true;
+            break;
+        }
+    }
+    let exited = stop_within_two_seconds(&mut remora).await;
+    pair.replica.thaw()?;
+    assert!(stuck, "the poll never hung");
+    assert!(
+        exited,
+        "SIGTERM waited for the hung poll:\n{}",
+        remora.log()
+    );
+    Ok(())
+}
+
+async fn polls(remora: &Remora) -> Result<u64> {
+    let (_, body) = remora.get("/status").await?;
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    status["polls"]["total"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no polls.total in {status}"))
+}
+
+#[tokio::test]
+async fn a_replica_reporting_two_to_the_sixty_four_seconds_of_lag_is_unknown_not_a_panic()
+-> Result<()> {
+    let fixture = MysqlFixture::start(Flavor::MySql80).await?;
+    fixture.set(|s| s.channels = vec![Channel::running("", 1)]);
+    let mut remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql: {{port: {}, user: remora}}\npoll: {{interval: 100ms}}\npolicy: {{recover_after: 1}}\n",
+            fixture.addr.port()
+        ),
+    )
+    .await?;
+    remora
+        .wait_reply(Duration::from_secs(5), |r| r == "up ready 100%")
+        .await?;
+    // MySQL's known glitch: 18446744073709551615 for a moment.
+    fixture.set(|s| s.channels[0].seconds_behind = Some(u64::MAX));
+    let (reply, _) = remora
+        .wait_reply(Duration::from_secs(5), |r| {
+            r.contains("implausible lag reported (18446744073709551615s)")
+        })
+        .await?;
+    assert!(
+        reply.starts_with("up ready") && reply.contains("#lag ~"),
+        "estimated from the last measurement: {reply}"
+    );
+    // Then NULL, as the issue's reproduction did: no panic, still answering.
+    fixture.set(|s| {
+        s.channels[0].seconds_behind = None;
+        s.channels[0].io_running = "Connecting";
+    });
+    remora
+        .wait_reply(Duration::from_secs(5), |r| {
+            r.ends_with("io thread connecting")
+        })
+        .await?;
+    assert!(remora.is_running(), "{}", remora.log());
+    let (code, _) = remora.get("/metrics").await?;
+    assert_eq!(code, 200);
+    Ok(())
+}
+
+/// A password file laid out the way Kubernetes mounts a Secret:
+/// `password -> ..data/password`, `..data -> ..<version>`.
+struct MountedSecret {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl MountedSecret {
+    fn new(password: &str) -> Result<MountedSecret> {
+        let mut secret = MountedSecret {
+            dir: tempfile::tempdir()?,
+            version: 0,
+        };
+        secret.rotate(password)?;
+        std::os::unix::fs::symlink("..data/password", secret.path())?;
+        Ok(secret)
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("password")
+    }
+
+    /// A new version, swapped in atomically; no signal is sent.
+    fn rotate(&mut self, password: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        self.version += 1;
+        let version = format!("..{}", self.version);
+        let folder = self.dir.path().join(&version);
+        std::fs::create_dir(&folder)?;
+        let file = folder.join("password");
+        std::fs::write(&file, format!("{password}\n"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        let swap = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &swap)?;
+        std::fs::rename(&swap, self.dir.path().join("..data"))?;
+        Ok(())
+    }
+}
+
+fn password_file_config(port: u16, file: &std::path::Path) -> String {
+    format!(
+        "mysql:\n  port: {port}\n  user: remora\n  password_file: {}\n  \
+         connect_timeout: 1s\n  query_timeout: 1s\npoll: {{interval: 200ms}}\n\
+         policy: {{recover_after: 1}}\n",
+        file.display()
+    )
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_is_used_within_two_polls_without_a_reload() -> Result<()> {
+    use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_PASSWORD, REMORA_USER};
+    let pair = Pair::start().await?;
+    let mut secret = MountedSecret::new(REMORA_PASSWORD)?;
+    let remora = Remora::start(
+        remora_bin(),
+        &password_file_config(pair.replica.port, &secret.path()),
+    )
+    .await?;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+
+    // Rotate on the server and in the file, then drop remora's session so
+    // that it must log in again.
+    pair.replica
+        .exec(&[&format!(
+            "ALTER USER {REMORA_USER}@'%' IDENTIFIED BY '{CHANGED_PASSWORD}'"
+        )])
+        .await?;
+    secret.rotate(CHANGED_PASSWORD)?;
+    let polls_before = remora.polls().await?;
+    pair.replica.kill_sessions(REMORA_USER).await?;
+    remora.wait_until_polls(polls_before + 2).await?;
+    assert_eq!(
+        remora.reply().await?,
+        "up ready 100%",
+        "back up within two polls, with no SIGHUP:\n{}",
+        remora.log()
+    );
+    assert!(
+        remora.log().contains("mysql.password_file changed"),
+        "{}",
+        remora.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_it() -> Result<()> {
+    use remora_lab::mariadb::{REMORA_PASSWORD, WRONG_PASSWORD};
+    let pair = Pair::start().await?;
+    let mut secret = MountedSecret::new(WRONG_PASSWORD)?;
+    let remora = Remora::start(
+        remora_bin(),
+        &password_file_config(pair.replica.port, &secret.path()),
+    )
+    .await?;
+    assert_eq!(
+        remora.reply().await?,
+        "down #mysql auth failed (error 1045)"
+    );
+    let denied = || async {
+        let value = pair
+            .replica
+            .value(
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                    WHERE VARIABLE_NAME = 'ACCESS_DENIED_ERRORS'",
+            )
+            .await?
+            .unwrap_or_default();
+        anyhow::Ok(value.parse::<u64>().unwrap_or(0))
+    };
+    let (denied_before, polls_before) = (denied().await?, remora.polls().await?);
+    remora.wait_until_polls(polls_before + 20).await?;
+    let tried = denied().await? - denied_before;
+    // Twenty polls 200 ms apart are four seconds: logins at most 1 s, 2 s
+    // and 4 s apart, instead of twenty.
+    assert!(
+        tried <= 4,
+        "{tried} logins with a rejected password in 20 polls"
+    );
+
+    // The operator fixes the file: the very next poll reads it again.
+    secret.rotate(REMORA_PASSWORD)?;
+    let polls_before = remora.polls().await?;
+    remora.wait_until_polls(polls_before + 2).await?;
+    assert_eq!(remora.reply().await?, "up ready 100%", "{}", remora.log());
+    Ok(())
+}
