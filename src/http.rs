@@ -543,6 +543,11 @@ fn pool_json(snapshot: &Snapshot, pool: &PoolVerdict, now: Instant) -> Value {
         "agent_reply": line,
         "stale": snapshot.is_stale(now, pool),
         "recovering": recovering,
+        "warming_up": pool.decision.warming.map(|warming| json!({
+            "seconds": warming.elapsed.as_secs(),
+            "of_seconds": warming.length.as_secs(),
+            "ceiling": warming.ceiling,
+        })),
     })
 }
 

@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::{DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role};
 use crate::health::{Assessment, Health, Load};
 use crate::probe::GaleraStatus;
@@ -288,6 +290,8 @@ pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
 pub struct Decision {
     pub verdict: Verdict,
     pub recovering: Option<Recovery>,
+    /// Set while the weight is capped by the warm-up after a recovery.
+    pub warming: Option<Warming>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +330,7 @@ impl Damper {
             return Decision {
                 verdict: latest.clone(),
                 recovering: None,
+                warming: None,
             };
         }
         let polls = self
@@ -349,8 +354,101 @@ impl Damper {
                 needed: recover_after,
                 towards: latest.state,
             }),
+            warming: None,
         }
     }
+}
+
+/// How far a warm-up has got: the weight may be at most `ceiling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warming {
+    /// Time warm so far: since the recovery, or the server's own uptime,
+    /// whichever is shorter.
+    pub elapsed: Duration,
+    /// `ramp_up`.
+    pub length: Duration,
+    pub ceiling: u8,
+}
+
+/// Warm-up after recovery (`ramp_up`): a server that comes back has a cold
+/// buffer pool, and full traffic at once hurts it. After a published verdict
+/// goes from down, drain or maintenance to up, the weight's ceiling rises
+/// linearly from `min_weight` to 100% over `ramp_up`; lag and load can only
+/// lower the weight further. The same holds while the server's own uptime
+/// is below `ramp_up` (a mysqld restarted behind remora's back). A worse
+/// verdict ends the ramp; the next recovery starts it again.
+///
+/// Pure: the caller passes the time and the server's uptime.
+#[derive(Debug, Clone, Default)]
+pub struct Ramp {
+    /// When the current warm-up began.
+    since: Option<Instant>,
+    /// Whether the last answer served traffic: `None` before the first.
+    was_serving: Option<bool>,
+}
+
+impl Ramp {
+    /// `decision` under the warm-up at `now`. `serving`: the answer is the
+    /// measured verdict (no maintenance switch holds it).
+    pub fn apply(
+        &mut self,
+        mut decision: Decision,
+        serving: bool,
+        now: Instant,
+        uptime: Option<Duration>,
+        policy: &Policy,
+    ) -> Decision {
+        let up = serving && matches!(decision.verdict.state, State::Up(_));
+        let recovered = up && self.was_serving == Some(false);
+        self.was_serving = Some(up);
+        if !up || policy.ramp_up.is_zero() {
+            self.since = None;
+            return decision;
+        }
+        if recovered {
+            self.since = Some(now);
+        }
+        let since_recovery = self.since.map(|since| now.saturating_duration_since(since));
+        let warm = match (since_recovery, uptime) {
+            (Some(a), Some(b)) => a.min(b),
+            (one, other) => match one.or(other) {
+                Some(warm) => warm,
+                None => return decision,
+            },
+        };
+        if warm >= policy.ramp_up {
+            self.since = None;
+            return decision;
+        }
+        let ceiling = ramp_ceiling(warm, policy.ramp_up, policy.min_weight);
+        decision.warming = Some(Warming {
+            elapsed: warm,
+            length: policy.ramp_up,
+            ceiling,
+        });
+        if decision.verdict.state.weight() > ceiling {
+            let warming = format!(
+                "warming up {}s/{}s",
+                warm.as_secs(),
+                policy.ramp_up.as_secs()
+            );
+            let reason = if decision.verdict.reason.is_empty() {
+                warming
+            } else {
+                format!("{warming}; {}", decision.verdict.reason)
+            };
+            decision.verdict = Verdict::new(State::Up(ceiling), reason);
+        }
+        decision
+    }
+}
+
+/// `min` at the start of a warm-up, 100% at its end, a straight line
+/// between (rounded down: a warm-up never overshoots).
+fn ramp_ceiling(warm: Duration, length: Duration, min: Percent) -> u8 {
+    let min = f64::from(min.0.clamp(1, 100));
+    let done = (warm.as_secs_f64() / length.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
+    (min + (100.0 - min) * done).floor().clamp(min, 100.0) as u8
 }
 
 #[cfg(test)]
@@ -825,5 +923,120 @@ mod tests {
         let next = damper.apply(Verdict::new(State::Down, "sql thread error 1062"), 3);
         assert_eq!(next.verdict.reason, "sql thread error 1062");
         assert_eq!(next.recovering, None);
+    }
+
+    fn up(weight: u8, reason: &str) -> Decision {
+        Decision {
+            verdict: Verdict::new(State::Up(weight), reason),
+            recovering: None,
+            warming: None,
+        }
+    }
+
+    fn ramping(seconds: u64) -> Policy {
+        Policy {
+            ramp_up: Duration::from_secs(seconds),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn after_a_recovery_the_weight_climbs_from_min_weight_over_ramp_up() {
+        let policy = ramping(30);
+        let mut ramp = Ramp::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let long = Some(Duration::from_secs(86400));
+        // Serving from the start: no ramp.
+        assert_eq!(
+            ramp.apply(up(100, ""), true, at(0), long, &policy),
+            up(100, "")
+        );
+        let down = Decision {
+            verdict: Verdict::new(State::Down, "sql thread error 1062"),
+            ..up(100, "")
+        };
+        assert_eq!(ramp.apply(down.clone(), true, at(1), long, &policy), down);
+        let lines: Vec<String> = [2, 8, 14, 32, 33]
+            .map(|s| {
+                ramp.apply(up(100, ""), true, at(s), long, &policy)
+                    .verdict
+                    .agent_line()
+            })
+            .into_iter()
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "up ready 10% #warming up 0s/30s\n",
+                "up ready 28% #warming up 6s/30s\n",
+                "up ready 46% #warming up 12s/30s\n",
+                "up ready 100%\n",
+                "up ready 100%\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn lag_and_load_only_lower_a_warming_weight_and_a_worse_verdict_ends_the_ramp() {
+        let policy = ramping(10);
+        let mut ramp = Ramp::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        ramp.apply(up(100, ""), false, at(0), None, &policy); // in maintenance
+        let first = ramp.apply(up(100, ""), true, at(0), None, &policy);
+        assert_eq!(
+            first.verdict.state,
+            State::Up(10),
+            "maintenance off starts it"
+        );
+        let lagging = ramp.apply(up(20, "lag 20.0s"), true, at(5), None, &policy);
+        assert_eq!(lagging.verdict, Verdict::new(State::Up(20), "lag 20.0s"));
+        assert_eq!(lagging.warming.map(|w| w.ceiling), Some(55));
+        let capped = ramp.apply(up(90, "lag 3.0s"), true, at(5), None, &policy);
+        assert_eq!(
+            capped.verdict.agent_line(),
+            "up ready 55% #warming up 5s/10s; lag 3.0s\n"
+        );
+        let drained = Decision {
+            verdict: Verdict::new(State::Drain, "lag 70.0s"),
+            ..up(0, "")
+        };
+        ramp.apply(drained, true, at(6), None, &policy);
+        let again = ramp.apply(up(100, ""), true, at(7), None, &policy);
+        assert_eq!(
+            again.verdict.state,
+            State::Up(10),
+            "the next recovery starts over"
+        );
+    }
+
+    #[test]
+    fn a_freshly_started_server_warms_up_by_its_own_uptime() {
+        let policy = ramping(60);
+        let mut ramp = Ramp::default();
+        let now = Instant::now();
+        let fresh = ramp.apply(
+            up(100, ""),
+            true,
+            now,
+            Some(Duration::from_secs(30)),
+            &policy,
+        );
+        assert_eq!(
+            fresh.verdict.agent_line(),
+            "up ready 55% #warming up 30s/60s\n"
+        );
+        let warm = ramp.apply(
+            up(100, ""),
+            true,
+            now,
+            Some(Duration::from_secs(60)),
+            &policy,
+        );
+        assert_eq!(warm, up(100, ""));
+        let off = Policy::default();
+        let ignored = ramp.apply(up(100, ""), true, now, Some(Duration::ZERO), &off);
+        assert_eq!(ignored, up(100, ""), "ramp_up 0s is off");
     }
 }

@@ -22,7 +22,7 @@ use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
 use crate::health::{Assessment, Assessor};
 use crate::maintenance::{FileWatch, Maintenance, Mode};
 use crate::passwords::PasswordFile;
-use crate::policy::{self, Damper, Decision, Rules, State, Verdict};
+use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
 use crate::probe::{HeartbeatQuery, Observation, PollError, Probe};
 
 /// When the last successful poll finished, and how long it took.
@@ -259,6 +259,7 @@ struct Judge {
     name: String,
     policy: Policy,
     damper: Damper,
+    ramp: Ramp,
 }
 
 /// Commands for the running poller.
@@ -327,15 +328,19 @@ impl Poller {
             .policies()
             .into_iter()
             .map(|(name, policy)| {
-                let damper = old
+                let (damper, ramp) = old
                     .iter()
                     .position(|judge| judge.name == name)
-                    .map(|at| old.swap_remove(at).damper)
+                    .map(|at| {
+                        let judge = old.swap_remove(at);
+                        (judge.damper, judge.ramp)
+                    })
                     .unwrap_or_default();
                 Judge {
                     name,
                     policy,
                     damper,
+                    ramp,
                 }
             })
             .collect()
@@ -368,12 +373,26 @@ impl Poller {
             debug!("lag.primary: {err}");
         }
         let assessment = self.assessor.assess(&observation, primary.as_ref());
+        let from_file = self.read_maintenance_file().await;
+        let maintenance = http_maintenance.cloned().or(from_file);
+        let uptime = observation
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|status| status.uptime);
         let pools: Vec<PoolVerdict> = self
             .judges
             .iter_mut()
             .map(|judge| {
                 let target = policy::target(&assessment, &judge.policy, &self.rules);
-                let decision = judge.damper.apply(target, judge.policy.recover_after);
+                let damped = judge.damper.apply(target, judge.policy.recover_after);
+                let decision = judge.ramp.apply(
+                    damped,
+                    maintenance.is_none(),
+                    observation.at,
+                    uptime,
+                    &judge.policy,
+                );
                 let checks = Arc::clone(self.checks.entry(judge.name.clone()).or_default());
                 PoolVerdict {
                     name: judge.name.clone(),
@@ -394,8 +413,6 @@ impl Poller {
             pools[0].decision.verdict
         );
         trace!("observation {observation:?}; assessment {assessment:?}");
-        let from_file = self.read_maintenance_file().await;
-        let maintenance = http_maintenance.cloned().or(from_file);
         Snapshot {
             stale_line: Verdict::new(
                 State::Down,
@@ -550,7 +567,15 @@ impl Poller {
                         None => info!("maintenance off (DELETE /maintenance)"),
                     }
                     let file = self.file_maintenance.clone();
-                    (publish.borrow().with_maintenance(switch.or(file)), None)
+                    match switch.or(file) {
+                        Some(on) => (publish.borrow().with_maintenance(Some(on)), None),
+                        // Back to the measured verdict: poll for it, so that a
+                        // warm-up (ramp_up) starts now rather than at the next tick.
+                        None => tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            snapshot = self.poll(None) => (snapshot, None),
+                        },
+                    }
                 }
                 Some(command) = commands.recv() => {
                     let Command::Reconfigure(boxed, applied) = command;
@@ -620,7 +645,12 @@ impl PasswordFiles {
 }
 
 fn build_probe(config: &Config, secrets: &Secrets) -> Probe {
+    let warms_up = config
+        .policies()
+        .iter()
+        .any(|(_, policy)| !policy.ramp_up.is_zero());
     Probe::new(&config.mysql, secrets.mysql.as_ref())
+        .with_uptime(warms_up)
         .with_heartbeat(
             config
                 .lag
@@ -726,6 +756,7 @@ mod tests {
             decision: Decision {
                 verdict,
                 recovering: None,
+                warming: None,
             },
             checks: Arc::default(),
         }

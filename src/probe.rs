@@ -75,6 +75,8 @@ pub struct ServerStatus {
     pub load: Option<LoadStatus>,
     /// Set when the heartbeat is read (`lag.source` auto or heartbeat).
     pub heartbeat: Option<HeartbeatRead>,
+    /// The server's `Uptime`, when a warm-up (`ramp_up`) needs it.
+    pub uptime: Option<Duration>,
 }
 
 /// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).
@@ -395,7 +397,7 @@ const WSREP_VARIABLES: &str = "SELECT @@wsrep_on, @@wsrep_desync, @@wsrep_reject
 const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
      ('wsrep_ready', 'wsrep_cluster_status', 'wsrep_local_state', \
      'wsrep_local_state_comment', 'wsrep_local_recv_queue', \
-     'Threads_running', 'Threads_connected')";
+     'Threads_running', 'Threads_connected', 'Uptime')";
 /// Server error: the variable does not exist (no wsrep in this build).
 const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 
@@ -459,6 +461,7 @@ pub struct Probe {
     query_timeout: Duration,
     heartbeat: Option<HeartbeatQuery>,
     read_load: bool,
+    read_uptime: bool,
     known: Known,
     tls_state: TlsState,
     logins: LoginBackoff,
@@ -556,6 +559,7 @@ impl Probe {
             query_timeout: config.query_timeout,
             heartbeat: None,
             read_load: false,
+            read_uptime: false,
             known: Known::default(),
             tls_state: match config.tls.mode {
                 TlsMode::Disabled => TlsState::Off,
@@ -568,6 +572,12 @@ impl Probe {
     /// Also read the newest heartbeat row each poll.
     pub fn with_heartbeat(mut self, query: Option<HeartbeatQuery>) -> Probe {
         self.heartbeat = query;
+        self
+    }
+
+    /// Also read the server's `Uptime` each poll.
+    pub fn with_uptime(mut self, read_uptime: bool) -> Probe {
+        self.read_uptime = read_uptime;
         self
     }
 
@@ -684,7 +694,7 @@ impl Probe {
         status.channels = rows.iter().map(ChannelStatus::from_row).collect();
 
         let galera = status.galera.is_some();
-        if galera || self.read_load {
+        if galera || self.read_load || self.read_uptime {
             if galera && self.known.sync_wait_off_on != Some(conn.id()) {
                 // Status reads must never wait for cluster-wide causality.
                 self.query(
@@ -711,6 +721,12 @@ impl Probe {
                     .cloned()
                     .unwrap_or_default();
                 galera.recv_queue = number_of(&counters, "wsrep_local_recv_queue");
+            }
+            if self.read_uptime {
+                status.uptime = counters
+                    .get("Uptime")
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(Duration::from_secs);
             }
             if self.read_load {
                 status.load = Some(LoadStatus {

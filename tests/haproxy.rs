@@ -346,3 +346,60 @@ async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_wi
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up() -> Result<()> {
+    let yaml = format!("{POOLS}policy: {{ramp_up: 8s}}\n");
+    let stack = Stack::start(remora_bin(), &yaml, 2).await?;
+    let replica = "replica";
+    stack
+        .haproxy
+        .watch_server("mysql_main", replica, Duration::from_secs(10), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    let http = stack.on_replica.http;
+    let (code, _) =
+        remora_lab::remora::http_exchange(http, "POST", "/maintenance", &[], "drain").await?;
+    assert_eq!(code, 200);
+    stack
+        .haproxy
+        .watch_server("mysql_main", replica, Duration::from_secs(5), |s| {
+            s.status.starts_with("DRAIN")
+        })
+        .await?;
+
+    let (code, _) =
+        remora_lab::remora::http_exchange(http, "DELETE", "/maintenance", &[], "").await?;
+    assert_eq!(code, 200);
+    let seen = stack
+        .haproxy
+        .watch_server("mysql_main", replica, Duration::from_secs(20), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    let weights: Vec<u32> = seen
+        .iter()
+        .filter(|s| s.status == "UP")
+        .map(|s| s.weight)
+        .collect();
+    eprintln!(
+        "HAProxy weights after maintenance ended: {:?}",
+        statuses(&seen)
+    );
+    // The main pool's min_weight is 10%: the climb starts there and rises
+    // in steps, never back down, until full weight.
+    assert!(
+        weights.first().is_some_and(|w| *w <= 25),
+        "started low: {weights:?}"
+    );
+    assert!(
+        weights.windows(2).all(|pair| pair[0] < pair[1]),
+        "rises monotonically: {weights:?}"
+    );
+    assert!(
+        weights.len() >= 4,
+        "climbs step by step, not in one jump: {weights:?}"
+    );
+    Ok(())
+}

@@ -382,6 +382,11 @@ pub struct Policy {
     pub down_at: Duration,
     /// Consecutive polls that must all qualify before a better verdict applies.
     pub recover_after: u32,
+    /// Warm-up after recovery: the weight's ceiling rises from `min_weight`
+    /// to 100% over this long after down, drain or maintenance ends, and
+    /// while the server's uptime is shorter. `0s`: off.
+    #[serde(with = "duration")]
+    pub ramp_up: Duration,
 }
 
 impl Default for Policy {
@@ -394,6 +399,7 @@ impl Default for Policy {
             drain_at: Duration::from_secs(60),
             down_at: Duration::from_secs(300),
             recover_after: 3,
+            ramp_up: Duration::ZERO,
         }
     }
 }
@@ -432,6 +438,12 @@ pub struct PoolConfig {
     pub down_at: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recover_after: Option<u32>,
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ramp_up: Option<Duration>,
 }
 
 impl PoolConfig {
@@ -488,6 +500,7 @@ impl PoolConfig {
             drain_at: threshold(2),
             down_at: threshold(3),
             recover_after: self.recover_after.unwrap_or(base.recover_after),
+            ramp_up: self.ramp_up.unwrap_or(base.ramp_up),
         }
     }
 }
