@@ -374,6 +374,10 @@ impl fmt::Display for PollError {
 }
 
 fn io_phrase(err: &io::Error) -> String {
+    // A failed name lookup comes as an uncategorized error with getaddrinfo's text.
+    if err.to_string().contains("failed to lookup address") {
+        return RESOLVE_FAILED.to_owned();
+    }
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
@@ -383,6 +387,10 @@ fn io_phrase(err: &io::Error) -> String {
         kind => kind.to_string(),
     }
 }
+
+/// What [`io_phrase`] says of a failed name lookup; [`Probe::connect`]
+/// adds the name.
+const RESOLVE_FAILED: &str = "cannot resolve host";
 
 /// Server errors for a missing privilege: access denied to a database (1044),
 /// a privilege (1227), a table or column (1142, 1143), a routine (1370).
@@ -457,6 +465,7 @@ pub struct Probe {
     opts: OptsBuilder,
     tls: TlsConfig,
     target: String,
+    host: String,
     connect_timeout: Duration,
     query_timeout: Duration,
     heartbeat: Option<HeartbeatQuery>,
@@ -555,6 +564,7 @@ impl Probe {
             opts,
             tls: config.tls.clone(),
             target: format!("{}@{}:{}", config.user, config.host, config.port),
+            host: config.host.chars().filter(char::is_ascii_graphic).take(64).collect(),
             connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
             heartbeat: None,
@@ -648,7 +658,7 @@ impl Probe {
                     };
                     self.opts.clone().ssl_opts(ssl_opts(&self.tls, Some(name)))
                 }
-                error => return Err(error),
+                error => return Err(self.name_the_host(error)),
             },
         };
         let old = std::mem::replace(&mut self.pool, Pool::new(retry));
@@ -656,6 +666,16 @@ impl Probe {
         self.get_conn()
             .await?
             .map_err(|err| PollError::from_driver(err, None, handshake))
+    }
+
+    /// Names the host in a failed name lookup.
+    fn name_the_host(&self, error: PollError) -> PollError {
+        match error {
+            PollError::Unreachable(why) if why == RESOLVE_FAILED => {
+                PollError::Unreachable(format!("{RESOLVE_FAILED} {}", self.host))
+            }
+            other => other,
+        }
     }
 
     async fn get_conn(&self) -> Result<Result<Conn, mysql_async::Error>, PollError> {

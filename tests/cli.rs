@@ -111,6 +111,28 @@ fn invalid_configurations_exit_2_naming_the_key() -> Result<()> {
             &["mysql.password_env", "mysql.password_file"],
         ),
         ("agent:\n  listen: everywhere\n", &["agent.listen"]),
+        (
+            "agent:\n  listen: 9258\n",
+            &["agent.listen", "like 127.0.0.1:9258"],
+        ),
+        ("poll:\n  interval: 1\n", &["poll.interval", "like 1s"]),
+        (
+            "agent:\n  request_timeout: 300000000000y\n",
+            &["agent.request_timeout", "at most 1year"],
+        ),
+        (
+            "pools:\n  main: {ramp_up: 2y}\n",
+            &["pools.main.ramp_up", "at most 1year"],
+        ),
+        (
+            "policy:\n  recover_after: 4000000000\n",
+            &["policy.recover_after", "at most 10000"],
+        ),
+        (
+            "mysql:\n  tls: {mode: verify_ca}\n",
+            &["mysql.tls.ca_file", "verify_ca"],
+        ),
+        ("mysql:\n\tport: 3307\n", &["tab", "line 2"]),
     ];
     for (yaml, fragments) in cases {
         let file = config_file(yaml)?;
@@ -132,7 +154,7 @@ fn invalid_configurations_exit_2_naming_the_key() -> Result<()> {
 #[test]
 fn missing_password_sources_are_clear_startup_errors() -> Result<()> {
     let file = config_file("mysql:\n  password_env: NOT_SET_ANYWHERE\n")?;
-    for args in [&["--check-config"][..], &["--once"], &[]] {
+    for args in [&["--once"][..], &[]] {
         let out = remora(args, file.path(), &[])?;
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
@@ -141,6 +163,15 @@ fn missing_password_sources_are_clear_startup_errors() -> Result<()> {
             "{stderr}"
         );
     }
+    // A config is checked in CI or on a workstation, where the secret is
+    // not: everything else is validated, the missing secret is a warning.
+    let out = remora(&["--check-config"], file.path(), &[])?;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("mysql.password_env"),
+        "{stderr}"
+    );
     let file = config_file("mysql:\n  password_file: /nonexistent/remora-secret\n")?;
     let out = remora(&[], file.path(), &[])?;
     let stderr = text(&out.stderr);
@@ -152,6 +183,19 @@ fn missing_password_sources_are_clear_startup_errors() -> Result<()> {
     let out = remora(&[], Path::new("/nonexistent/remora.yaml"), &[])?;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/remora.yaml"));
+    Ok(())
+}
+
+#[test]
+fn an_unresolvable_host_is_named() -> Result<()> {
+    let file = config_file("mysql:\n  host: no-such-host.invalid\n  connect_timeout: 3s\n")?;
+    let out = remora(&["--once"], file.path(), &[])?;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("down #mysql unreachable: cannot resolve host no-such-host.invalid\n"),
+        "{stdout}"
+    );
     Ok(())
 }
 

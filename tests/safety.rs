@@ -371,3 +371,41 @@ async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_
     assert_eq!(remora.reply().await?, "up ready 100%", "{}", remora.log());
     Ok(())
 }
+
+#[tokio::test]
+async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<()> {
+    let pair = Pair::start().await?;
+    let port = free_port()?;
+    let remora = Remora::start_at(
+        remora_bin(),
+        &format!("{}poll: {{interval: 200ms}}\n", mysql_section(pair.replica.port)),
+        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        SocketAddr::from(([0, 0, 0, 0], port)),
+    )
+    .await?;
+    // Last_SQL_Error quotes the row: "Duplicate entry '42' ...".
+    pair.break_replication(42).await?;
+    remora
+        .wait_reply(Duration::from_secs(5), |r| r == "down #sql thread error 1062")
+        .await?;
+    let read = |addr: SocketAddr| async move {
+        let (code, body) = remora_lab::http_get(addr, "/status").await?;
+        anyhow::ensure!(code == 200, "{code}");
+        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
+    };
+    let local = read(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let error = &local["replication"][0]["last_sql_error"];
+    assert_eq!(error["errno"], 1062);
+    assert!(
+        error["message"].as_str().is_some_and(|m| m.contains("Duplicate entry")),
+        "{local}"
+    );
+    let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, port));
+    let remote = read(outside).await?;
+    let error = &remote["replication"][0]["last_sql_error"];
+    assert_eq!(error["errno"], 1062, "the errno is for everyone");
+    assert_eq!(error["message"], serde_json::Value::Null, "{remote}");
+    assert!(!remote.to_string().contains("Duplicate entry"), "{remote}");
+    assert_eq!(remote["reason"], "sql thread error 1062");
+    Ok(())
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, ensure};
 use common::remora_bin;
 use remora_lab::mariadb::{REMORA_GRANT, REMORA_PASSWORD, Server};
-use remora_lab::{Lifetime, free_port};
+use remora_lab::{Lifetime, Remora, free_port};
 
 /// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
@@ -213,6 +213,27 @@ async fn tls_modes_against_mariadb_with_a_generated_ca() -> Result<()> {
     assert_eq!(
         once("remora", "127.0.0.1", plain_port, "{mode: required}").await?,
         "down #mysql tls failed"
+    );
+    // The fallback is no secret: a warning, /status and /metrics say so.
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql:\n  port: {plain_port}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n  \
+             tls: {{mode: preferred}}\npoll: {{interval: 200ms}}\n"
+        ),
+    )
+    .await?;
+    assert_eq!(remora.reply().await?, up);
+    assert_eq!(remora.status().await?["tls"], "plaintext fallback");
+    let (_, metrics) = remora.get("/metrics").await?;
+    assert!(
+        metrics.contains("\nremora_mysql_tls_plaintext_fallback 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        remora.log().contains("WARN") && remora.log().contains("plaintext"),
+        "{}",
+        remora.log()
     );
     Ok(())
 }

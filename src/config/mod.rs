@@ -641,15 +641,25 @@ impl Config {
         let config: Config = serde_yaml::from_str(text).map_err(|err| {
             // serde_yaml leaves the position out of some messages (an unknown
             // top-level key, for one); add it whenever it is known.
-            let message = err.to_string();
-            match err.location() {
-                Some(at) if !message.contains(" at line ") => ConfigError(format!(
-                    "{message} at line {} column {}",
-                    at.line(),
-                    at.column()
-                )),
-                _ => ConfigError(message),
+            let mut message = err.to_string();
+            if let Some(at) = err.location() {
+                if !message.contains(" at line ") {
+                    message = format!("{message} at line {} column {}", at.line(), at.column());
+                }
+                // YAML's message for a tab ("cannot start any token") does
+                // not say what the operator sees.
+                if text
+                    .lines()
+                    .nth(at.line().saturating_sub(1))
+                    .is_some_and(|line| line.contains('\t'))
+                {
+                    message.push_str(&format!(
+                        "; line {} has a tab: YAML indents with spaces only",
+                        at.line()
+                    ));
+                }
             }
+            ConfigError(message)
         })?;
         config.validate()?;
         Ok(config)
