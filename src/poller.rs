@@ -921,4 +921,143 @@ mod tests {
             reason_kind("mysql connect timeout (1s)")
         );
     }
+
+    /// Extreme observations (0, 2^64-1, NULLs everywhere, clocks going
+    /// backwards, wall clocks before 1970 or after 9999) go through health,
+    /// policy, the warm-up and every rendering without a panic.
+    mod extremes {
+        use super::*;
+        use crate::config::LagConfig;
+        use crate::health::Assessor;
+        use crate::http::{Audience, metrics, status_json};
+        use crate::policy::Ramp;
+        use crate::probe::{ChannelStatus, HeartbeatRead, ServerStatus, ThreadError, ThreadState};
+        use proptest::prelude::*;
+
+        fn number() -> impl Strategy<Value = Option<u64>> {
+            prop_oneof![
+                Just(None),
+                Just(Some(0)),
+                Just(Some(u64::MAX)),
+                Just(Some(u64::MAX / 2)),
+                (0u64..1_000_000).prop_map(Some),
+                any::<u64>().prop_map(Some),
+            ]
+        }
+
+        fn thread() -> impl Strategy<Value = ThreadState> {
+            prop_oneof![
+                3 => Just(ThreadState::Yes),
+                1 => Just(ThreadState::No),
+                1 => Just(ThreadState::Connecting),
+                1 => Just(ThreadState::Unknown),
+            ]
+        }
+
+        prop_compose! {
+            fn channel()(
+                name in prop_oneof![4 => Just(String::new()), 1 => "[a-z]{1,8}"],
+                io in thread(),
+                sql in thread(),
+                seconds_behind in number(),
+                sql_delay in number(),
+                errno in prop_oneof![Just(None), any::<u32>().prop_map(Some)],
+                position in number(),
+            ) -> ChannelStatus {
+                ChannelStatus {
+                    name,
+                    source_host: None,
+                    io_thread: io,
+                    sql_thread: sql,
+                    seconds_behind,
+                    sql_delay,
+                    io_error: errno.map(|errno| ThreadError { errno, message: "x".repeat(600) }),
+                    sql_error: errno.map(|errno| ThreadError { errno, message: String::new() }),
+                    exec_position: position.map(|pos| ("binlog.000001".to_owned(), pos)),
+                }
+            }
+        }
+
+        prop_compose! {
+            /// One poll: its channels, the heartbeat's age in microseconds,
+            /// the server's uptime, how far the clock moved (negative:
+            /// backwards) and the wall clock, in seconds from 1970.
+            fn poll()(
+                channels in prop::collection::vec(channel(), 0..=2),
+                heartbeat in number(),
+                uptime in number(),
+                step_ms in any::<i32>(),
+                wall in prop_oneof![Just(i64::MIN), Just(-1i64), Just(0i64), Just(253_402_300_800i64), Just(i64::MAX), any::<i64>()],
+                failed in any::<bool>(),
+            ) -> (Vec<ChannelStatus>, Option<u64>, Option<u64>, i32, i64, bool) {
+                (channels, heartbeat, uptime, step_ms, wall, failed)
+            }
+        }
+
+        fn wall_clock(seconds: i64) -> SystemTime {
+            let offset = Duration::from_secs(seconds.unsigned_abs());
+            let epoch = std::time::UNIX_EPOCH;
+            let moved = if seconds < 0 {
+                epoch.checked_sub(offset)
+            } else {
+                epoch.checked_add(offset)
+            };
+            moved.unwrap_or(epoch)
+        }
+
+        proptest! {
+            #[test]
+            fn no_observation_panics_anything(polls in prop::collection::vec(poll(), 1..12)) {
+                let policy = Policy { ramp_up: Duration::from_secs(30), ..Policy::default() };
+                let lag = LagConfig { subtract_sql_delay: true, ..LagConfig::default() };
+                let mut assessor = Assessor::new(&lag);
+                let (mut damper, mut ramp) = (Damper::default(), Ramp::default());
+                let mut at = Instant::now();
+                for (channels, heartbeat, uptime, step_ms, wall, failed) in polls {
+                    let step = Duration::from_millis(u64::from(step_ms.unsigned_abs()));
+                    at = if step_ms < 0 { at.checked_sub(step) } else { at.checked_add(step) }
+                        .unwrap_or(at);
+                    let result = if failed {
+                        Err(PollError::Unreachable("refused".into()))
+                    } else {
+                        Ok(ServerStatus {
+                            version: "10.11.19-MariaDB".into(),
+                            channels,
+                            heartbeat: heartbeat.map(|micros| HeartbeatRead::Row {
+                                ts: "2026-12-01 00:00:00.000000".into(),
+                                age: Duration::from_micros(micros),
+                            }),
+                            uptime: uptime.map(Duration::from_secs),
+                            ..ServerStatus::default()
+                        })
+                    };
+                    let observation = Observation {
+                        at,
+                        wall: wall_clock(wall),
+                        duration: Duration::from_millis(1),
+                        result,
+                        tls: Default::default(),
+                    };
+                    let assessment = assessor.assess(&observation, None);
+                    let target = policy::target(&assessment, &policy, &Rules::default());
+                    let damped = damper.apply(target, policy.recover_after);
+                    let decision = ramp.apply(damped, true, at, uptime.map(Duration::from_secs), &policy);
+                    let line = decision.verdict.agent_line();
+                    prop_assert!(line.len() <= policy::MAX_LINE && line.ends_with('\n'), "{line:?}");
+                    let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(at));
+                    built.pools[0].line = line;
+                    built.pools[0].decision = decision;
+                    built.observation = observation;
+                    built.assessment = assessment;
+                    let later = at.checked_add(Duration::from_secs(3600)).unwrap_or(at);
+                    for now in [at, later] {
+                        let _ = status_json(&built, now, Audience::Loopback);
+                        let _ = status_json(&built, now, Audience::Remote);
+                        let _ = metrics(&built, now);
+                        let _ = built.agent_line(now, built.lookup(Some("nope")));
+                    }
+                }
+            }
+        }
+    }
 }

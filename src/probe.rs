@@ -564,7 +564,12 @@ impl Probe {
             opts,
             tls: config.tls.clone(),
             target: format!("{}@{}:{}", config.user, config.host, config.port),
-            host: config.host.chars().filter(char::is_ascii_graphic).take(64).collect(),
+            host: config
+                .host
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(64)
+                .collect(),
             connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
             heartbeat: None,

@@ -378,7 +378,10 @@ async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<(
     let port = free_port()?;
     let remora = Remora::start_at(
         remora_bin(),
-        &format!("{}poll: {{interval: 200ms}}\n", mysql_section(pair.replica.port)),
+        &format!(
+            "{}poll: {{interval: 200ms}}\n",
+            mysql_section(pair.replica.port)
+        ),
         SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         SocketAddr::from(([0, 0, 0, 0], port)),
     )
@@ -386,7 +389,9 @@ async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<(
     // Last_SQL_Error quotes the row: "Duplicate entry '42' ...".
     pair.break_replication(42).await?;
     remora
-        .wait_reply(Duration::from_secs(5), |r| r == "down #sql thread error 1062")
+        .wait_reply(Duration::from_secs(5), |r| {
+            r == "down #sql thread error 1062"
+        })
         .await?;
     let read = |addr: SocketAddr| async move {
         let (code, body) = remora_lab::http_get(addr, "/status").await?;
@@ -397,7 +402,9 @@ async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<(
     let error = &local["replication"][0]["last_sql_error"];
     assert_eq!(error["errno"], 1062);
     assert!(
-        error["message"].as_str().is_some_and(|m| m.contains("Duplicate entry")),
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Duplicate entry")),
         "{local}"
     );
     let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, port));
