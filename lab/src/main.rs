@@ -56,9 +56,11 @@ enum Command {
     Down,
     /// What runs, and what each remora answers.
     Status,
-    /// Delay replication on the replica by SECONDS (MASTER_DELAY).
+    /// Delay replication on the replica by SECONDS (MASTER_DELAY, at most
+    /// 2147483647).
     StartLag {
-        #[arg(env = "LAG", default_value_t = 300)]
+        #[arg(env = "LAG", default_value_t = 300,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_MASTER_DELAY))]
         seconds: u64,
     },
     /// Remove the replication delay.
@@ -73,6 +75,10 @@ enum Command {
     /// (`REMORA_OUTPUT_DIR`).
     CheckOutput { dir: std::path::PathBuf },
 }
+
+/// MariaDB's largest MASTER_DELAY; a larger one fails with error 1729
+/// after the replica threads were already stopped.
+const MAX_MASTER_DELAY: u64 = 2_147_483_647;
 
 /// What `up` started, so that later commands can find it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,7 +143,7 @@ async fn demo() -> Result<()> {
 }
 
 async fn run(command: Command, dir: &Path) -> Result<()> {
-    let state_file = dir.join("lab.json");
+    let lab = Lab::in_dir(dir);
     match command {
         Command::Up {
             primary_port,
@@ -148,21 +154,11 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
             haproxy_writer,
             haproxy_stats,
         } => {
-            if let Ok(state) = read_state(&state_file)
-                && state.processes.iter().any(|p| pid_is_running(p.pid))
-            {
-                println!("the lab is already up:");
-                return status(&state).await;
-            }
-            let remora = binary_beside_me()?;
-            let mut pair = Pair::start_in(dir, primary_port, replica_port, Lifetime::Detached)
-                .await
-                .context("starting the pair")?;
-            let mut state = LabState {
-                primary_port,
-                replica_port,
-                processes: Vec::new(),
-                remoras: Vec::new(),
+            let ports = Ports {
+                primary: primary_port,
+                replica: replica_port,
+                primary_agent: primary_agent_port,
+                replica_agent: replica_agent_port,
                 haproxy: Binds {
                     mysql: haproxy_mysql,
                     writer: haproxy_writer,
@@ -170,130 +166,267 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
                     socket: dir.join("haproxy.sock"),
                 },
             };
-            let example = std::fs::read_to_string(example_config())
-                .context("reading examples/remora-pools.yaml")?;
-            let (primary_pid, replica_pid) = pair.detach();
-            for (name, pid) in [("primary", primary_pid), ("replica", replica_pid)] {
-                let pid = pid.context("server not running")?;
-                state.processes.push(Recorded {
-                    name: name.into(),
-                    pid,
-                    program: "mariadbd".into(),
-                });
-            }
-            for (beside, port, agent_port) in [
-                ("primary", primary_port, primary_agent_port),
-                ("replica", replica_port, replica_agent_port),
-            ] {
-                let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
-                let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
-                // The shipped example, pointed at this server.
-                let yaml = set_keys(&example, &[("mysql", "port", port.into())])?;
-                let (process, _) = launch(
-                    &remora,
-                    &yaml,
-                    agent,
-                    http,
-                    &dir.join(format!("remora-{beside}")),
-                    Lifetime::Detached,
-                    &[],
-                )?;
-                state.processes.push(Recorded {
-                    name: format!("remora beside the {beside}"),
-                    pid: process.detach(),
-                    program: "remora".into(),
-                });
-                state.remoras.push(RecordedRemora {
-                    beside: beside.into(),
-                    agent,
-                    http,
-                });
-            }
-            wait_for_remoras(&state).await;
-            let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-            let haproxy = Haproxy::start_in(
-                dir,
-                &Targets {
-                    primary: loopback(primary_port),
-                    primary_agent: state.remoras[0].agent,
-                    replica: loopback(replica_port),
-                    replica_agent: state.remoras[1].agent,
-                    main_min_servers: 2,
-                },
-                state.haproxy.clone(),
-                Lifetime::Detached,
-            )
-            .await
-            .context("starting haproxy")?;
-            state.processes.push(Recorded {
-                name: "haproxy".into(),
-                pid: haproxy.detach(),
-                program: "haproxy".into(),
-            });
-            std::fs::write(&state_file, serde_json::to_string_pretty(&state)?)
-                .context("writing the lab state")?;
-            status(&state).await
+            lab.up(ports).await
         }
-        Command::Down => {
-            let Ok(state) = read_state(&state_file) else {
-                println!("no lab recorded in {}", dir.display());
-                return Ok(());
-            };
-            for process in &state.processes {
-                if kill_recorded(process.pid, &process.program) {
-                    println!("stopped {} (pid {})", process.name, process.pid);
-                }
-            }
-            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-            Ok(())
-        }
-        Command::Status => status(&read_state(&state_file)?).await,
-        Command::CheckOutput { dir } => {
-            let (scanned, found) = remora_lab::find_passwords(&dir)?;
-            for (path, password) in &found {
-                eprintln!(
-                    "{}: contains the test password {password:?}",
-                    path.display()
-                );
-            }
-            anyhow::ensure!(found.is_empty(), "remora printed a password");
-            anyhow::ensure!(scanned > 0, "no output collected in {}", dir.display());
-            println!("no password in anything remora printed ({scanned} outputs scanned)");
-            Ok(())
-        }
+        Command::Down => lab.down(),
+        Command::Status => status(&lab.state()?).await,
+        Command::CheckOutput { dir } => check_output(&dir),
         Command::StartLag { seconds } => {
-            attach(dir, &state_file)?.start_lag(seconds).await?;
+            lab.pair()?.start_lag(seconds).await?;
             println!(
                 "replica delayed by {seconds}s; lag shows while the primary is written to (make stuff)"
             );
             Ok(())
         }
         Command::StopLag => {
-            attach(dir, &state_file)?.stop_lag().await?;
+            lab.pair()?.stop_lag().await?;
             println!("replica delay removed");
             Ok(())
         }
-        Command::SlaveLag => {
-            let status = attach(dir, &state_file)?.slave_status().await?;
-            println!(
-                "Seconds_Behind_Master: {}  SQL_Delay: {}  Slave_IO_Running: {}  Slave_SQL_Running: {}  Last_SQL_Errno: {}",
-                status
-                    .seconds_behind_master
-                    .map_or("NULL".to_owned(), |s| s.to_string()),
-                status.sql_delay,
-                status.io_running,
-                status.sql_running,
-                status.last_sql_errno
-            );
-            Ok(())
-        }
+        Command::SlaveLag => slave_lag(&lab.pair()?).await,
         Command::Stuff => {
-            attach(dir, &state_file)?.stuff().await?;
+            lab.pair()?.stuff().await?;
             println!("created and dropped database `stuff` on the primary, with writes");
             Ok(())
         }
         Command::Demo => unreachable!("handled in main"),
     }
+}
+
+/// Where `up` is asked to listen.
+struct Ports {
+    primary: u16,
+    replica: u16,
+    primary_agent: u16,
+    replica_agent: u16,
+    haproxy: Binds,
+}
+
+/// The native lab in its folder, with the state file that records every
+/// process it starts, as it starts it.
+struct Lab {
+    dir: PathBuf,
+    state_file: PathBuf,
+}
+
+impl Lab {
+    fn in_dir(dir: &Path) -> Lab {
+        Lab {
+            dir: dir.to_owned(),
+            state_file: dir.join("lab.json"),
+        }
+    }
+
+    fn state(&self) -> Result<LabState> {
+        read_state(&self.state_file)
+    }
+
+    /// Handles on the running pair.
+    fn pair(&self) -> Result<Pair> {
+        let state = self.state()?;
+        if !state.processes.iter().any(|p| pid_is_running(p.pid)) {
+            bail!(
+                "the lab in {} is not running; run `make up`",
+                self.dir.display()
+            );
+        }
+        Ok(Pair::attach(
+            &self.dir,
+            state.primary_port,
+            state.replica_port,
+        ))
+    }
+
+    /// Starts everything; on any failure stops what it had started and
+    /// removes the folder, so the next `up` starts clean.
+    async fn up(&self, ports: Ports) -> Result<()> {
+        if let Ok(state) = self.state()
+            && state.processes.iter().any(|p| pid_is_running(p.pid))
+        {
+            println!("the lab is already up:");
+            return status(&state).await;
+        }
+        self.refuse_leftovers()?;
+        let mut state = LabState {
+            primary_port: ports.primary,
+            replica_port: ports.replica,
+            processes: Vec::new(),
+            remoras: Vec::new(),
+            haproxy: ports.haproxy.clone(),
+        };
+        match self.start_everything(&ports, &mut state).await {
+            Ok(()) => status(&state).await,
+            Err(err) => {
+                eprintln!("remora-lab: up failed; stopping what it started");
+                self.stop(&state);
+                self.remove();
+                Err(err)
+            }
+        }
+    }
+
+    /// A folder left by a run that did not finish (or an older lab) holds
+    /// datadirs whose passwords and replication do not match a new lab.
+    fn refuse_leftovers(&self) -> Result<()> {
+        let leftovers: Vec<String> = ["primary", "replica"]
+            .into_iter()
+            .map(|name| self.dir.join(name))
+            .filter(|path| path.exists())
+            .map(|path| path.display().to_string())
+            .collect();
+        if !leftovers.is_empty() {
+            bail!(
+                "{} left by an earlier lab that is not running; `make down` removes it",
+                leftovers.join(" and ")
+            );
+        }
+        Ok(())
+    }
+
+    async fn start_everything(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        self.record(state)?;
+        let remora = binary_beside_me()?;
+        let mut pair = Pair::start_in(&self.dir, ports.primary, ports.replica, Lifetime::Detached)
+            .await
+            .context("starting the pair")?;
+        let (primary_pid, replica_pid) = pair.detach();
+        for (name, pid) in [("primary", primary_pid), ("replica", replica_pid)] {
+            let pid = pid.context("server not running")?;
+            state.processes.push(Recorded {
+                name: name.into(),
+                pid,
+                program: "mariadbd".into(),
+            });
+        }
+        self.record(state)?;
+        let example = std::fs::read_to_string(example_config())
+            .context("reading examples/remora-pools.yaml")?;
+        for (beside, port, agent_port) in [
+            ("primary", ports.primary, ports.primary_agent),
+            ("replica", ports.replica, ports.replica_agent),
+        ] {
+            let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
+            let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
+            // The shipped example, pointed at this server.
+            let yaml = set_keys(&example, &[("mysql", "port", port.into())])?;
+            let (process, _) = launch(
+                &remora,
+                &yaml,
+                agent,
+                http,
+                &self.dir.join(format!("remora-{beside}")),
+                Lifetime::Detached,
+                &[],
+            )?;
+            state.processes.push(Recorded {
+                name: format!("remora beside the {beside}"),
+                pid: process.detach(),
+                program: "remora".into(),
+            });
+            state.remoras.push(RecordedRemora {
+                beside: beside.into(),
+                agent,
+                http,
+            });
+            self.record(state)?;
+        }
+        wait_for_remoras(state).await?;
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let haproxy = Haproxy::start_in(
+            &self.dir,
+            &Targets {
+                primary: loopback(ports.primary),
+                primary_agent: state.remoras[0].agent,
+                replica: loopback(ports.replica),
+                replica_agent: state.remoras[1].agent,
+                main_min_servers: 2,
+            },
+            state.haproxy.clone(),
+            Lifetime::Detached,
+        )
+        .await
+        .context("starting haproxy")?;
+        state.processes.push(Recorded {
+            name: "haproxy".into(),
+            pid: haproxy.detach(),
+            program: "haproxy".into(),
+        });
+        self.record(state)
+    }
+
+    /// Writes what has been started so far: `down` finds it even if `up`
+    /// dies half way.
+    fn record(&self, state: &LabState) -> Result<()> {
+        std::fs::write(&self.state_file, serde_json::to_string_pretty(state)?)
+            .context("writing the lab state")
+    }
+
+    /// Stops every recorded process that is still the program recorded.
+    fn stop(&self, state: &LabState) {
+        for process in &state.processes {
+            if kill_recorded(process.pid, &process.program) {
+                println!("stopped {} (pid {})", process.name, process.pid);
+            }
+        }
+    }
+
+    fn remove(&self) {
+        if self.dir.exists()
+            && let Err(err) = std::fs::remove_dir_all(&self.dir)
+        {
+            eprintln!("remora-lab: cannot remove {}: {err}", self.dir.display());
+        }
+    }
+
+    /// Stops what `up` recorded and deletes the folder, whatever state a
+    /// failed `up` left it in.
+    fn down(&self) -> Result<()> {
+        match self.state() {
+            Ok(state) => self.stop(&state),
+            Err(_) if self.dir.exists() => {
+                println!("no processes recorded in {}", self.dir.display());
+            }
+            Err(_) => {
+                println!("no lab in {}", self.dir.display());
+                return Ok(());
+            }
+        }
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing {}", self.dir.display()))?;
+        println!("removed {}", self.dir.display());
+        Ok(())
+    }
+}
+
+fn check_output(dir: &Path) -> Result<()> {
+    let (scanned, found) = remora_lab::find_passwords(dir)?;
+    for (path, password) in &found {
+        eprintln!(
+            "{}: contains the test password {password:?}",
+            path.display()
+        );
+    }
+    anyhow::ensure!(found.is_empty(), "remora printed a password");
+    anyhow::ensure!(scanned > 0, "no output collected in {}", dir.display());
+    println!("no password in anything remora printed ({scanned} outputs scanned)");
+    Ok(())
+}
+
+async fn slave_lag(pair: &Pair) -> Result<()> {
+    let status = pair.slave_status().await?;
+    println!(
+        "Seconds_Behind_Master: {}  SQL_Delay: {}  Slave_IO_Running: {}  Slave_SQL_Running: {}  Last_SQL_Errno: {}",
+        status
+            .seconds_behind_master
+            .map_or("NULL".to_owned(), |s| s.to_string()),
+        status.sql_delay,
+        status.io_running,
+        status.sql_running,
+        status.last_sql_errno
+    );
+    Ok(())
 }
 
 fn read_state(path: &Path) -> Result<LabState> {
@@ -302,23 +435,26 @@ fn read_state(path: &Path) -> Result<LabState> {
     serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
 }
 
-fn attach(dir: &Path, state_file: &Path) -> Result<Pair> {
-    let state = read_state(state_file)?;
-    if !state.processes.iter().any(|p| pid_is_running(p.pid)) {
-        bail!("the lab in {} is not running; run `make up`", dir.display());
-    }
-    Ok(Pair::attach(dir, state.primary_port, state.replica_port))
-}
-
-async fn wait_for_remoras(state: &LabState) {
+/// Waits until both remoras answer: a remora that never does failed to
+/// start (its log says why).
+async fn wait_for_remoras(state: &LabState) -> Result<()> {
     for remora in &state.remoras {
+        let mut answered = false;
         for _ in 0..100 {
             if agent_reply(remora.agent).await.is_ok() {
+                answered = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        anyhow::ensure!(
+            answered,
+            "remora beside the {} does not answer on {}",
+            remora.beside,
+            remora.agent
+        );
     }
+    Ok(())
 }
 
 async fn status(state: &LabState) -> Result<()> {

@@ -584,15 +584,17 @@ impl Pair {
         Ok(())
     }
 
-    /// `MASTER_DELAY = seconds` (MariaDB needs both threads stopped to change it).
+    /// `MASTER_DELAY = seconds` (MariaDB needs both threads stopped to
+    /// change it). Replication is started again even if the change fails:
+    /// a failed lab command leaves replication running as it was.
     pub async fn start_lag(&self, seconds: u64) -> Result<()> {
-        self.replica
-            .exec(&[
-                "STOP SLAVE",
-                &format!("CHANGE MASTER TO MASTER_DELAY = {seconds}"),
-                "START SLAVE",
-            ])
-            .await
+        self.replica.exec(&["STOP SLAVE"]).await?;
+        let changed = self
+            .replica
+            .exec(&[&format!("CHANGE MASTER TO MASTER_DELAY = {seconds}")])
+            .await;
+        self.replica.exec(&["START SLAVE"]).await?;
+        changed
     }
 
     pub async fn stop_lag(&self) -> Result<()> {
