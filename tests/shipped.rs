@@ -53,6 +53,95 @@ fn the_kubernetes_example_carries_a_valid_remora_config() -> Result<()> {
     Ok(())
 }
 
+/// The Kubernetes example's mysqld `preStop` hook, run for real against a
+/// real remora: it drains through the token-guarded switch.
+#[tokio::test]
+async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Result<()> {
+    let documents = yaml_documents("examples/kubernetes-sidecar.yaml")?;
+    let config_map = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .context("a ConfigMap")?;
+    let config = Config::from_yaml(
+        config_map["data"]["remora.yaml"]
+            .as_str()
+            .context("remora.yaml")?,
+    )?;
+    let token_path = config
+        .http
+        .admin_token_file
+        .context("the example sets an admin token")?;
+    let set = documents
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .context("a StatefulSet")?;
+    let containers = set["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .context("containers")?;
+    let mariadb = containers
+        .iter()
+        .find(|c| c["name"] == "mariadb")
+        .context("the mariadb container")?;
+    let command = mariadb["lifecycle"]["preStop"]["exec"]["command"]
+        .as_sequence()
+        .context("a preStop exec hook on mysqld")?;
+    let script = command
+        .last()
+        .and_then(Value::as_str)
+        .context("the script")?;
+    let remora_side = containers
+        .iter()
+        .find(|c| c["name"] == "remora")
+        .context("the remora container")?;
+    assert!(
+        remora_side["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .is_some_and(|s| s >= 10),
+        "remora outlives mysqld's drain"
+    );
+
+    // The same script, pointed at a remora of this test and without the wait.
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, remora_lab::mariadb::ADMIN_TOKEN)?;
+    let remora = remora_lab::Remora::start(
+        Path::new(env!("CARGO_BIN_EXE_remora")),
+        &format!(
+            "mysql: {{port: {}}}\nhttp: {{admin_token_file: {}}}\n",
+            remora_lab::free_port()?,
+            token_file.display()
+        ),
+    )
+    .await?;
+    let script = script
+        .replace(
+            &token_path.display().to_string(),
+            &token_file.display().to_string(),
+        )
+        .replace(
+            "127.0.0.1/9259",
+            &format!("127.0.0.1/{}", remora.http.port()),
+        )
+        .replace("sleep 10", "true");
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains(" 200 "),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    remora
+        .wait_reply(std::time::Duration::from_secs(2), |r| {
+            r == "up drain #maintenance: pod stopping"
+        })
+        .await?;
+    Ok(())
+}
+
 #[test]
 fn the_compose_file_refers_to_real_files_and_real_haproxy_variables() -> Result<()> {
     let compose = &yaml_documents("docker-compose.yml")?[0];

@@ -63,7 +63,10 @@ fn a_failed_up_stops_what_it_started_and_the_next_up_is_not_poisoned() -> Result
     let env = ports(busy.local_addr()?.port())?;
     let out = lab(&dir, &["up"], &env)?;
     let stderr = text(&out.stderr);
-    println!("up with HAProxy's port busy:\n{}{stderr}", text(&out.stdout));
+    println!(
+        "up with HAProxy's port busy:\n{}{stderr}",
+        text(&out.stdout)
+    );
     assert!(
         !out.status.success(),
         "up succeeded with HAProxy's port busy"
