@@ -416,3 +416,30 @@ async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<(
     assert_eq!(remote["reason"], "sql thread error 1062");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reload_from_a_fifo_is_rejected_and_remora_keeps_serving_and_stops_on_sigterm()
+-> Result<()> {
+    let mut remora = Remora::start(remora_bin(), &mysql_section(free_port()?)).await?;
+    let before = remora.reply().await?;
+    // The configuration file becomes a FIFO nobody writes to.
+    let config = remora.config_path.clone();
+    std::fs::remove_file(&config)?;
+    let made = std::process::Command::new("mkfifo").arg(&config).status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    remora.reload()?;
+    let polls = remora.polls().await?;
+    remora.wait_until_polls(polls + 2).await?;
+    assert_eq!(remora.reply().await?, before, "still serving");
+    assert!(
+        remora.log().contains("reload rejected") && remora.log().contains("not a regular file"),
+        "{}",
+        remora.log()
+    );
+    assert!(
+        stop_within_two_seconds(&mut remora).await,
+        "{}",
+        remora.log()
+    );
+    Ok(())
+}
