@@ -387,10 +387,11 @@ async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up(
         "HAProxy weights after maintenance ended: {:?}",
         statuses(&seen)
     );
-    // The main pool's min_weight is 10%: the climb starts there and rises
-    // in steps, never back down, until full weight.
+    // The main pool's min_weight is 10%: the climb starts there (HAProxy
+    // asks once a second, so it first sees a step or two later) and rises in
+    // steps, never back down, until full weight.
     assert!(
-        weights.first().is_some_and(|w| *w <= 25),
+        weights.first().is_some_and(|w| *w <= 50),
         "started low: {weights:?}"
     );
     assert!(
