@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::connections::Connections;
 use crate::health::{Health, HeartbeatState};
 use crate::maintenance::{self, Maintenance, Source};
-use crate::poller::{Lookup, PoolVerdict, Reported, Snapshot, error_kinds};
+use crate::poller::{Lookup, PoolVerdict, Reported, Snapshot};
+use crate::probe::ErrorKind;
 use crate::probe::ThreadState;
 
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
@@ -479,7 +480,7 @@ pub fn status_json(snapshot: &Snapshot, now: Instant, audience: Audience) -> Val
             "ok": observation.result.is_ok(),
             "duration_ms": millis(observation.duration),
             "error": observation.result.as_ref().err().map(|err| json!({
-                "kind": err.kind(),
+                "kind": err.kind().as_str(),
                 "message": match audience {
                     Audience::Loopback => err.to_string(),
                     Audience::Remote => err.phrase(),
@@ -493,7 +494,12 @@ pub fn status_json(snapshot: &Snapshot, now: Instant, audience: Audience) -> Val
         })),
         "polls": {
             "total": snapshot.polls.polls,
-            "errors": snapshot.polls.errors,
+            "errors": snapshot
+                .polls
+                .errors
+                .iter()
+                .map(|(kind, count)| (kind.as_str().to_owned(), Value::from(*count)))
+                .collect::<serde_json::Map<String, Value>>(),
         },
         "stale_after_seconds": snapshot.stale_after.as_secs_f64(),
     });
@@ -639,9 +645,12 @@ pub fn metrics(snapshot: &Snapshot, now: Instant) -> String {
         "Polls of MySQL since start.",
         [(Vec::new(), snapshot.polls.polls as f64)],
     );
-    let errors: Vec<(&str, u64)> = error_kinds()
-        .into_iter()
-        .map(|kind| (kind, snapshot.polls.errors.get(kind).copied().unwrap_or(0)))
+    let errors: Vec<(&str, u64)> = ErrorKind::ALL
+        .iter()
+        .map(|kind| {
+            let count = snapshot.polls.errors.get(kind).copied().unwrap_or(0);
+            (kind.as_str(), count)
+        })
         .collect();
     out.family(
         "remora_poll_errors_total",

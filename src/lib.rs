@@ -39,6 +39,8 @@ pub mod connections;
 pub mod files;
 pub mod health;
 pub mod http;
+#[macro_use]
+pub mod kinds;
 pub mod maintenance;
 pub mod passwords;
 pub mod policy;

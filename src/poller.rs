@@ -23,7 +23,7 @@ use crate::health::{Assessment, Assessor};
 use crate::maintenance::{FileWatch, Maintenance, Mode};
 use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
-use crate::probe::{HeartbeatQuery, Observation, PollError, Probe};
+use crate::probe::{ErrorKind, HeartbeatQuery, Observation, Probe};
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,7 +87,7 @@ impl CheckCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollCounters {
     pub polls: u64,
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<ErrorKind, u64>,
 }
 
 /// One pool's verdict. The default policy is the pool named `""`.
@@ -724,28 +724,12 @@ fn reason_kind(reason: &str) -> &str {
     &reason[..end]
 }
 
-/// Every kind of poll failure, for metrics that list them all.
-pub fn error_kinds() -> [&'static str; 6] {
-    [
-        PollError::ConnectTimeout(Duration::ZERO).kind(),
-        PollError::QueryTimeout(Duration::ZERO).kind(),
-        PollError::Unreachable(String::new()).kind(),
-        PollError::AuthFailed(0).kind(),
-        PollError::Server {
-            code: 0,
-            message: String::new(),
-            statement: "",
-        }
-        .kind(),
-        PollError::Driver(String::new()).kind(),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::health::Health;
     use crate::maintenance::Source;
+    use crate::probe::PollError;
 
     fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
@@ -902,6 +886,22 @@ mod tests {
         assert_eq!(snapshot.pools[0].checks.get(Reported::Up), 2);
         assert_eq!(snapshot.pools[1].checks.get(Reported::Drain), 1);
         assert_eq!(snapshot.unknown_checks.get(Reported::Up), 1);
+    }
+
+    #[test]
+    fn metrics_export_every_poll_error_kind_and_status_counts_them() {
+        use crate::http::{Audience, metrics, status_json};
+        let now = Instant::now();
+        let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(now));
+        built.polls.errors.insert(ErrorKind::TlsFailed, 2);
+        let text = metrics(&built, now);
+        for kind in ErrorKind::ALL {
+            let series = format!("remora_poll_errors_total{{kind=\"{kind}\"}} ");
+            assert!(text.contains(&series), "{series} missing from\n{text}");
+        }
+        assert!(text.contains("remora_poll_errors_total{kind=\"tls_failed\"} 2\n"));
+        let status = status_json(&built, now, Audience::Loopback);
+        assert_eq!(status["polls"]["errors"]["tls_failed"], 2, "{status}");
     }
 
     #[test]

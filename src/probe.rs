@@ -268,6 +268,20 @@ impl Dialect {
     }
 }
 
+crate::labelled! {
+    /// What kind of failure a [`PollError`] is: one per variant, listed by the
+    /// type ([`ErrorKind::ALL`]) so `/metrics` exports every kind.
+    pub enum ErrorKind {
+        ConnectTimeout => "connect_timeout",
+        QueryTimeout => "query_timeout",
+        Unreachable => "unreachable",
+        AuthFailed => "auth_failed",
+        ServerError => "server_error",
+        TlsFailed => "tls_failed",
+        DriverError => "driver_error",
+    }
+}
+
 /// Why a poll did not produce a [`ServerStatus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollError {
@@ -314,16 +328,16 @@ impl PollError {
         }
     }
 
-    /// A stable label for metrics and `/status`.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, for metrics and `/status`.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            PollError::ConnectTimeout(_) => "connect_timeout",
-            PollError::QueryTimeout(_) => "query_timeout",
-            PollError::Unreachable(_) => "unreachable",
-            PollError::AuthFailed(_) => "auth_failed",
-            PollError::Server { .. } => "server_error",
-            PollError::Tls(_) => "tls_failed",
-            PollError::Driver(_) => "driver_error",
+            PollError::ConnectTimeout(_) => ErrorKind::ConnectTimeout,
+            PollError::QueryTimeout(_) => ErrorKind::QueryTimeout,
+            PollError::Unreachable(_) => ErrorKind::Unreachable,
+            PollError::AuthFailed(_) => ErrorKind::AuthFailed,
+            PollError::Server { .. } => ErrorKind::ServerError,
+            PollError::Tls(_) => ErrorKind::TlsFailed,
+            PollError::Driver(_) => ErrorKind::DriverError,
         }
     }
 

@@ -1,0 +1,56 @@
+//! Kinds that list themselves. [`labelled!`] declares an enum of label-only
+//! variants together with `ALL` (every variant, in order) and `as_str` (its
+//! label), from one list: a variant added to the enum is in `ALL` and has a
+//! label, so nothing that iterates `ALL` (the metrics) can forget it.
+
+/// `labelled! { /// doc  pub enum Name { Variant => "label", ... } }`
+#[macro_export]
+macro_rules! labelled {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident => $label:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        $vis enum $name {
+            $( $(#[$variant_meta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label in metrics and `/status`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    crate::labelled! {
+        enum Colour {
+            Red => "red",
+            Green => "green",
+        }
+    }
+
+    #[test]
+    fn every_value_is_listed_with_its_label() {
+        let labels: Vec<&str> = Colour::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels, ["red", "green"]);
+        assert_eq!(Colour::Green.to_string(), "green");
+    }
+}
