@@ -221,7 +221,8 @@ async fn refusal(
     };
     // Read again on every switch: a rotated file applies at once.
     let reading = tokio::task::spawn_blocking(move || {
-        crate::config::secret_file("http.admin_token_file", &path)
+        // Warned about at start if every user may read it; not per request.
+        crate::config::read_secret("http.admin_token_file", &path)
     });
     let token = match timeout(TOKEN_READ_LIMIT, reading).await {
         Ok(Ok(Ok(token))) => token,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::config::{Secret, secret_file};
+use crate::config::{Secret, read_secret, secret_file};
 use crate::files::{Fingerprint, fingerprint};
 
 /// Longest a look at a password file may take.
@@ -36,26 +36,33 @@ impl PasswordFile {
 
     /// The password now in the file, if it differs from `current` and the
     /// file changed since last seen (or `rejected`: the server refused
-    /// `current`, so the file is read whatever its fingerprint says).
+    /// `current`, so the file is read whatever its fingerprint says). An
+    /// unchanged file is not read at all, and warned about only when it
+    /// changed.
     pub async fn rotated(&mut self, current: Option<&Secret>, rejected: bool) -> Option<Secret> {
-        let (key, path) = (self.key, self.path.clone());
+        let (key, path, seen) = (self.key, self.path.clone(), self.seen);
         let look = tokio::task::spawn_blocking(move || {
             let now = fingerprint(&path);
-            (now, secret_file(key, &path))
+            let changed = now != seen;
+            let read = (changed || rejected).then(|| {
+                // The mode was warned about when the file was first read.
+                if changed {
+                    secret_file(key, &path)
+                } else {
+                    read_secret(key, &path)
+                }
+            });
+            (now, changed, read)
         });
-        let Ok(Ok((now, read))) = tokio::time::timeout(READ_LIMIT, look).await else {
+        let Ok(Ok((now, changed, read))) = tokio::time::timeout(READ_LIMIT, look).await else {
             warn!(
                 "{}: not read within {READ_LIMIT:?}; keeping the password",
                 self.key
             );
             return None;
         };
-        let changed = now != self.seen;
-        if !changed && !rejected {
-            return None;
-        }
         self.seen = now;
-        match read {
+        match read? {
             Ok(new) if Some(&new) != current => {
                 info!("{} changed: logging in with the new password", self.key);
                 Some(new)

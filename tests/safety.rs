@@ -443,3 +443,24 @@ async fn a_reload_from_a_fifo_is_rejected_and_remora_keeps_serving_and_stops_on_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_password_file_readable_by_everyone_is_warned_about_once_not_every_poll() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let pair = Pair::start().await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{}\n", remora_lab::mariadb::REMORA_PASSWORD))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+    let remora = Remora::start(
+        remora_bin(),
+        &password_file_config(pair.replica.port, &file),
+    )
+    .await?;
+    let polls = remora.polls().await?;
+    remora.wait_until_polls(polls + 10).await?;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+    let warnings = remora.log().matches("readable by every user").count();
+    assert_eq!(warnings, 1, "{}", remora.log());
+    Ok(())
+}

@@ -901,6 +901,12 @@ impl MysqlConfig {
 /// user may read it.
 pub fn secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     warn_if_world_readable(key, path);
+    read_secret(key, path)
+}
+
+/// The secret in the file at `path`, as [`secret_file`] reads it, without
+/// the warning about its mode.
+pub fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     let text = read_secret_file(path)
         .map_err(|why| invalid(key, format!("cannot read {}: {why}", path.display())))?;
     let value = text
