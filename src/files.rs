@@ -41,6 +41,57 @@ pub fn phrase(err: &io::Error) -> String {
     }
 }
 
+/// Runs `read` (blocking file work) on the blocking pool and waits at most
+/// `limit` for it. `None` when it did not finish in time (it is left to
+/// finish in the background) or failed outright; the async workers never
+/// block on a file.
+pub async fn read_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    tokio::time::timeout(limit, tokio::task::spawn_blocking(read))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Blocking file work repeated over time (a file read every poll) that runs
+/// one at a time: a read still hung from an earlier turn is waited for
+/// again instead of starting another, so a hung mount holds one blocking
+/// thread, not one more per poll.
+#[derive(Debug)]
+pub struct OneAtATime<T> {
+    pending: Option<tokio::task::JoinHandle<T>>,
+}
+
+impl<T> Default for OneAtATime<T> {
+    fn default() -> Self {
+        OneAtATime { pending: None }
+    }
+}
+
+impl<T: Send + 'static> OneAtATime<T> {
+    /// `read`'s outcome within `limit` (or a hung earlier read's, should it
+    /// finish now); `None` when nothing finished in time.
+    pub async fn run(
+        &mut self,
+        limit: std::time::Duration,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut task = self
+            .pending
+            .take()
+            .unwrap_or_else(|| tokio::task::spawn_blocking(read));
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(done) => done.ok(),
+            Err(_) => {
+                self.pending = Some(task);
+                None
+            }
+        }
+    }
+}
+
 /// What a file is now, without reading it: a file replaced (an atomic
 /// rename, a symlink swapped the way Kubernetes updates a Secret) or
 /// rewritten shows a different fingerprint.
@@ -92,6 +143,36 @@ mod tests {
         assert_eq!(phrase(&err), "not a regular file");
         let err = read_regular(&dir.path().join("absent"), 4).expect_err("absent");
         assert_eq!(phrase(&err), "no such file");
+    }
+
+    #[tokio::test]
+    async fn a_hung_read_is_waited_for_again_not_started_twice() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let mut reads = OneAtATime::default();
+        let limit = std::time::Duration::from_millis(20);
+        let counter = Arc::clone(&started);
+        let first = reads.run(limit, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            hold.recv().ok();
+            "first"
+        });
+        assert_eq!(first.await, None, "still hung");
+        let counter = Arc::clone(&started);
+        let second = reads.run(limit, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            "second"
+        });
+        assert_eq!(second.await, None, "waits for the hung read again");
+        release.send(()).expect("the read waits");
+        let third = reads
+            .run(std::time::Duration::from_secs(10), || "third")
+            .await;
+        assert_eq!(third, Some("first"), "the hung read's own outcome");
+        assert_eq!(started.load(Ordering::SeqCst), 1, "never two at once");
+        assert_eq!(reads.run(limit, || "fourth").await, Some("fourth"));
     }
 
     #[test]

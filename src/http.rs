@@ -39,8 +39,7 @@ use crate::connections::Connections;
 use crate::health::{Health, HeartbeatState};
 use crate::maintenance::{self, Maintenance, Source};
 use crate::poller::{Lookup, PoolVerdict, Reported, Snapshot};
-use crate::probe::ErrorKind;
-use crate::probe::ThreadState;
+use crate::probe::{ErrorKind, ThreadState};
 
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -219,22 +218,20 @@ async fn refusal(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Some(response);
     };
-    // Read again on every switch: a rotated file applies at once.
-    let reading = tokio::task::spawn_blocking(move || {
-        // Warned about at start if every user may read it; not per request.
+    // Read again on every switch: a rotated file applies at once. Warned
+    // about at start if every user may read it; not per request.
+    let read = crate::files::read_within(TOKEN_READ_LIMIT, move || {
         crate::config::read_secret("http.admin_token_file", &path)
-    });
-    let token = match timeout(TOKEN_READ_LIMIT, reading).await {
-        Ok(Ok(Ok(token))) => token,
-        Ok(Ok(Err(err))) => {
-            log::error!("maintenance switch refused: {err}");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the admin token cannot be read",
-            );
-        }
-        _ => {
-            log::error!("maintenance switch refused: http.admin_token_file not read in time");
+    })
+    .await;
+    let token = match read {
+        Some(Ok(token)) => token,
+        failed => {
+            let why = match failed {
+                Some(Err(err)) => err.to_string(),
+                _ => format!("http.admin_token_file: not read within {TOKEN_READ_LIMIT:?}"),
+            };
+            log::error!("maintenance switch refused: {why}");
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the admin token cannot be read",

@@ -170,18 +170,18 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             info!("SIGHUP: reloading {}", path.display());
-            let reading = tokio::task::spawn_blocking({
+            let reading = {
                 let path = path.clone();
                 move || load(&path)
-            });
-            let loaded = match tokio::time::timeout(RELOAD_READ_LIMIT, reading).await {
-                Ok(Ok(loaded)) => loaded,
-                Ok(Err(_)) => Err(ConfigError::new("the configuration could not be read")),
-                Err(_) => Err(ConfigError::new(format!(
-                    "reading {} took longer than {RELOAD_READ_LIMIT:?}",
-                    path.display()
-                ))),
             };
+            let loaded = remora::files::read_within(RELOAD_READ_LIMIT, reading)
+                .await
+                .unwrap_or_else(|| {
+                    Err(ConfigError::new(format!(
+                        "{} not read within {RELOAD_READ_LIMIT:?}",
+                        path.display()
+                    )))
+                });
             match loaded {
                 Ok(loaded) => {
                     if reloads.send(loaded).await.is_err() {

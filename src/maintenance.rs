@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use crate::files::OneAtATime;
 
 use crate::policy::{State, Verdict};
 
@@ -127,20 +127,20 @@ impl Maintenance {
     }
 }
 
-/// Reads `maintenance.file` off the async workers, under [`READ_DEADLINE`].
-/// A read that overruns is left to finish in the background; until it does,
-/// no second read is started and the file counts as unreadable.
+/// Reads `maintenance.file` off the async workers, under [`READ_DEADLINE`],
+/// one read at a time ([`OneAtATime`]): until a hung read finishes the
+/// file counts as unreadable.
 #[derive(Debug)]
 pub struct FileWatch {
     path: PathBuf,
-    pending: Option<JoinHandle<Result<Option<Maintenance>, String>>>,
+    reads: OneAtATime<Result<Option<Maintenance>, String>>,
 }
 
 impl FileWatch {
     pub fn new(path: PathBuf) -> FileWatch {
         FileWatch {
             path,
-            pending: None,
+            reads: OneAtATime::default(),
         }
     }
 
@@ -151,24 +151,17 @@ impl FileWatch {
     /// What the file says now: `None` when it does not exist; a drain
     /// saying why when it exists but cannot be read in time.
     pub async fn read(&mut self) -> Option<Maintenance> {
-        let mut read = match self.pending.take() {
-            Some(pending) => pending,
-            None => {
-                let path = self.path.clone();
-                tokio::task::spawn_blocking(move || Maintenance::from_file(&path))
-            }
-        };
-        let outcome = match tokio::time::timeout(READ_DEADLINE, &mut read).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err("read failed".to_owned()),
-            Err(_) => {
-                self.pending = Some(read);
+        let path = self.path.clone();
+        let outcome = self
+            .reads
+            .run(READ_DEADLINE, move || Maintenance::from_file(&path))
+            .await
+            .unwrap_or_else(|| {
                 Err(format!(
-                    "read timed out ({})",
+                    "not read within {}",
                     humantime::format_duration(READ_DEADLINE)
                 ))
-            }
-        };
+            });
         match outcome {
             Ok(found) => found,
             Err(why) => Some(Maintenance::unreadable(&self.path, why)),

@@ -4,16 +4,16 @@
 //! changed, or the server rejected the password at the last login, it is
 //! read again, and a new password gets a new connection pool.
 //!
-//! Reading happens off the async workers under [`READ_LIMIT`]: a password
-//! file on a hung mount delays nothing.
+//! Reading happens off the async workers under [`READ_LIMIT`], one read at
+//! a time ([`OneAtATime`]): a password file on a hung mount delays nothing.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::config::{Secret, read_secret, secret_file};
-use crate::files::{Fingerprint, fingerprint};
+use crate::config::{ConfigError, Secret, read_secret, secret_file};
+use crate::files::{Fingerprint, OneAtATime, fingerprint};
 
 /// Longest a look at a password file may take.
 const READ_LIMIT: Duration = Duration::from_millis(500);
@@ -25,13 +25,27 @@ pub struct PasswordFile {
     key: &'static str,
     path: PathBuf,
     seen: Option<Fingerprint>,
+    reads: OneAtATime<Look>,
 }
+
+/// What one look at the file found: its fingerprint, whether it changed,
+/// and the password when it was read.
+type Look = (
+    Option<Fingerprint>,
+    bool,
+    Option<Result<Secret, ConfigError>>,
+);
 
 impl PasswordFile {
     /// Starts watching `path`, whose password was just read.
     pub fn new(key: &'static str, path: PathBuf) -> PasswordFile {
         let seen = fingerprint(&path);
-        PasswordFile { key, path, seen }
+        PasswordFile {
+            key,
+            path,
+            seen,
+            reads: OneAtATime::default(),
+        }
     }
 
     /// The password now in the file, if it differs from `current` and the
@@ -41,7 +55,7 @@ impl PasswordFile {
     /// changed.
     pub async fn rotated(&mut self, current: Option<&Secret>, rejected: bool) -> Option<Secret> {
         let (key, path, seen) = (self.key, self.path.clone(), self.seen);
-        let look = tokio::task::spawn_blocking(move || {
+        let look = self.reads.run(READ_LIMIT, move || {
             let now = fingerprint(&path);
             let changed = now != seen;
             let read = (changed || rejected).then(|| {
@@ -54,7 +68,7 @@ impl PasswordFile {
             });
             (now, changed, read)
         });
-        let Ok(Ok((now, changed, read))) = tokio::time::timeout(READ_LIMIT, look).await else {
+        let Some((now, changed, read)) = look.await else {
             warn!(
                 "{}: not read within {READ_LIMIT:?}; keeping the password",
                 self.key
