@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 use crate::process::{Lifetime, Process};
+use crate::wait_until;
 
 /// What the reference responder and a healthy agent answer.
 pub const HEALTHY: &str = "up ready 100%\n";
@@ -234,25 +235,25 @@ impl ForkResponder {
             .arg(format!("EXEC:{}", script.display()));
         let process = Process::spawn("socat", command, &dir.join("socat.log"), Lifetime::Tied)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let waited = wait_until("socat to answer", Duration::from_secs(10), async || {
             let mut reply = Vec::new();
-            if check(addr, None, &mut reply).await.is_ok() && !reply.is_empty() {
-                if reply != HEALTHY.as_bytes() {
-                    bail!(
-                        "fork responder answered {:?}",
-                        String::from_utf8_lossy(&reply)
-                    );
-                }
-                return Ok(ForkResponder {
-                    addr,
-                    _process: process,
-                });
+            if check(addr, None, &mut reply).await.is_err() || reply.is_empty() {
+                return Ok(None);
             }
-            if Instant::now() > deadline {
-                bail!("socat not answering:\n{}", process.log_tail(10));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            ensure!(
+                reply == HEALTHY.as_bytes(),
+                "fork responder answered {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+            Ok(Some(()))
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(ForkResponder {
+                addr,
+                _process: process,
+            }),
+            Err(err) => Err(err.context(process.log_tail(10))),
         }
     }
 }

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::process::{Lifetime, Process};
+use crate::wait_until;
 
 /// The configuration the project ships.
 pub fn shipped_config() -> PathBuf {
@@ -161,19 +162,19 @@ impl Haproxy {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.command("show info").await.is_ok() {
-                return Ok(());
-            }
-            if !self.process.is_running() {
-                bail!("haproxy exited during start-up:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("haproxy's stats socket not answering:\n{}", self.log());
-            }
-            sleep(Duration::from_millis(20)).await;
-        }
+        let waited = wait_until(
+            "haproxy's stats socket to answer",
+            Duration::from_secs(10),
+            async || {
+                if self.command("show info").await.is_ok() {
+                    return Ok(Some(()));
+                }
+                ensure!(self.process.is_running(), "haproxy exited during start-up");
+                Ok(None)
+            },
+        )
+        .await;
+        waited.with_context(|| self.log())
     }
 
     pub fn log(&self) -> String {

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::time::{Instant, sleep};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::Server;
 use crate::mariadb::{HEARTBEAT_DATABASE, ROOT_PASSWORD};
 use crate::process::{Lifetime, Process};
+use crate::wait_until;
 
 /// `pt-heartbeat --update` against a server, killed on drop.
 #[derive(Debug)]
@@ -36,20 +36,26 @@ impl PtHeartbeat {
             &log_dir.join("pt-heartbeat.log"),
             Lifetime::Tied,
         )?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let rows = primary
-                .value(&format!(
-                    "SELECT COUNT(*) FROM {HEARTBEAT_DATABASE}.heartbeat"
-                ))
-                .await;
-            if rows.ok().flatten().is_some_and(|n| n != "0") {
-                return Ok(PtHeartbeat { process });
-            }
-            if !process.is_running() || Instant::now() > deadline {
-                bail!("pt-heartbeat wrote no row:\n{}", process.log_tail(20));
-            }
-            sleep(Duration::from_millis(100)).await;
+        let waited = wait_until(
+            "pt-heartbeat's first row",
+            Duration::from_secs(15),
+            async || {
+                let rows = primary
+                    .value(&format!(
+                        "SELECT COUNT(*) FROM {HEARTBEAT_DATABASE}.heartbeat"
+                    ))
+                    .await;
+                if rows.ok().flatten().is_some_and(|n| n != "0") {
+                    return Ok(Some(()));
+                }
+                ensure!(process.is_running(), "pt-heartbeat exited");
+                Ok(None)
+            },
+        )
+        .await;
+        match waited {
+            Ok(()) => Ok(PtHeartbeat { process }),
+            Err(err) => Err(err.context(process.log_tail(20))),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod multisource;
 pub mod process;
 pub mod remora;
 pub mod stack;
+pub mod wait;
 
 /// Signal numbers for [`Process::signal`] and [`Remora::signal`].
 pub mod signal {
@@ -26,6 +27,7 @@ pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
 pub use remora::{Remora, agent_reply, agent_request, http_exchange, http_get};
 pub use stack::Stack;
+pub use wait::wait_until;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

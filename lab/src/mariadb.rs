@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{sleep, timeout};
 
 use crate::process::{Lifetime, Process};
+use crate::wait_until;
 
 /// Lab-only credentials. Never use these anywhere real.
 pub const ROOT_PASSWORD: &str = "secret";
@@ -166,60 +167,42 @@ impl Server {
 
     async fn wait_ready(&mut self, fresh: bool) -> Result<()> {
         let password = if fresh { "" } else { ROOT_PASSWORD };
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            let attempt = timeout(
-                Duration::from_secs(2),
-                Conn::new(self.opts("root", password)),
-            )
-            .await;
-            if let Ok(Ok(conn)) = attempt {
+        let opts = self.opts("root", password);
+        let (name, error_log) = (self.name.clone(), self.dir.join("error.log"));
+        let process = self.process.as_mut().expect("spawned before waiting");
+        let what = format!("{name} to accept connections");
+        wait_until(&what, READY_LIMIT, async || {
+            if let Ok(Ok(conn)) = timeout(Duration::from_secs(2), Conn::new(opts.clone())).await {
                 let _ = conn.disconnect().await;
-                return Ok(());
+                return Ok(Some(()));
             }
-            let process = self.process.as_mut().expect("spawned before waiting");
-            if !process.is_running() {
-                bail!(
-                    "{} exited during start-up:\n{}",
-                    self.name,
-                    crate::process::log_tail(&self.dir.join("error.log"), 20)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not ready within {READY_LIMIT:?}:\n{}",
-                    self.name,
-                    crate::process::log_tail(&self.dir.join("error.log"), 20)
-                );
-            }
-            sleep(Duration::from_millis(25)).await;
-        }
+            ensure!(process.is_running(), "{name} exited during start-up");
+            Ok(None)
+        })
+        .await
+        .with_context(|| crate::process::log_tail(&error_log, 20))
     }
 
     async fn wait_wsrep_ready(&self, fresh: bool) -> Result<()> {
         let password = if fresh { "" } else { ROOT_PASSWORD };
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Ok(Ok(mut conn)) = timeout(
+        let what = format!("{}'s wsrep_ready to be ON", self.name);
+        wait_until(&what, READY_LIMIT, async || {
+            let Ok(Ok(mut conn)) = timeout(
                 Duration::from_secs(2),
                 Conn::new(self.opts("root", password)),
             )
             .await
-            {
-                let ready: Option<(String, String)> = conn
-                    .query_first("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
-                    .await
-                    .unwrap_or(None);
-                let _ = conn.disconnect().await;
-                if ready.is_some_and(|(_, value)| value == "ON") {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("{}: wsrep not ready within {READY_LIMIT:?}", self.name);
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+            else {
+                return Ok(None);
+            };
+            let ready: Option<(String, String)> = conn
+                .query_first("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+                .await
+                .unwrap_or(None);
+            let _ = conn.disconnect().await;
+            Ok(ready.is_some_and(|(_, value)| value == "ON").then_some(()))
+        })
+        .await
     }
 
     async fn create_users(&self) -> Result<()> {
@@ -356,20 +339,16 @@ impl Server {
         what: &str,
         condition: impl Fn(&SlaveStatus) -> bool,
     ) -> Result<SlaveStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
+        let mut last = None;
+        let what = format!("{} '{connection}' to be {what}", self.name);
+        let waited = wait_until(&what, limit, async || {
             let status = self.slave_status(connection).await?;
-            if condition(&status) {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} '{connection}': not {what} within {limit:?}: {status:?}",
-                    self.name
-                );
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+            let met = condition(&status);
+            last = Some(status.clone());
+            Ok(met.then_some(status))
+        })
+        .await;
+        waited.with_context(|| format!("last seen: {last:?}"))
     }
 
     /// `SHOW SLAVE '<connection>' STATUS` (`""`: the default connection).

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::mariadb::REMORA_PASSWORD;
 use crate::process::{Lifetime, Process};
+use crate::wait_until;
 
 /// Environment variable the lab's remora configs name in `password_env`.
 pub const PASSWORD_ENV: &str = "REMORA_MYSQL_PASSWORD";
@@ -126,24 +127,19 @@ impl Remora {
     }
 
     pub async fn wait_answering(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            if let Ok(line) = agent_reply(self.agent).await
+        let agent = self.agent;
+        let process = &mut self.process;
+        let waited = wait_until("remora to answer", START_LIMIT, async || {
+            if let Ok(line) = agent_reply(agent).await
                 && !line.is_empty()
             {
-                return Ok(());
+                return Ok(Some(()));
             }
-            if !self.process.is_running() {
-                bail!("remora exited during start-up:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "remora not answering within {START_LIMIT:?}:\n{}",
-                    self.log()
-                );
-            }
-            sleep(Duration::from_millis(20)).await;
-        }
+            ensure!(process.is_running(), "remora exited during start-up");
+            Ok(None)
+        })
+        .await;
+        waited.with_context(|| self.log())
     }
 
     /// Everything remora has logged so far.
@@ -286,20 +282,12 @@ impl Remora {
     /// Waits until remora has made `polls` polls in all (at most a minute:
     /// a poll that never comes is a failure of its own).
     pub async fn wait_until_polls(&self, polls: u64) -> Result<()> {
-        let limit = Duration::from_secs(60);
-        let started = Instant::now();
-        loop {
-            let made = self.polls().await?;
-            if made >= polls {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                started.elapsed() < limit,
-                "remora made {made} polls, not {polls}, within {limit:?}:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("remora's poll number {polls}");
+        let waited = wait_until(&what, Duration::from_secs(60), async || {
+            Ok((self.polls().await? >= polls).then_some(()))
+        })
+        .await;
+        waited.with_context(|| self.log())
     }
 
     /// Polls remora has made so far (`polls.total` in `/status`): the clock
