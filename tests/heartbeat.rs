@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use common::{mysql_section, remora_bin, weight};
 use remora_lab::heartbeat::{self, PtHeartbeat};
-use remora_lab::{Pair, Remora};
+use remora_lab::{Pair, Remora, wait_until};
 use serde_json::Value;
+
+const LATEST_ROW: &str = "SELECT ts FROM heartbeat.heartbeat ORDER BY ts DESC LIMIT 1";
 
 async fn status(remora: &Remora) -> Result<Value> {
     Ok(serde_json::from_str(&remora.get("/status").await?.1)?)
@@ -52,6 +54,13 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
         s.sql_delay == 3 && s.seconds_behind_master.is_some_and(|lag| lag >= 2)
     })
     .await?;
+    // The delay may hold back the first row's insert after the table exists.
+    wait_until(
+        "the replica to hold a heartbeat row",
+        Duration::from_secs(20),
+        async || Ok(pair.replica.value(LATEST_ROW).await?),
+    )
+    .await?;
 
     let mut compared = 0;
     let mut worst = Duration::ZERO;
@@ -60,7 +69,7 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
         // The row the replica holds right now, read by the test itself.
         let ts = pair
             .replica
-            .value("SELECT ts FROM heartbeat.heartbeat ORDER BY ts DESC LIMIT 1")
+            .value(LATEST_ROW)
             .await?
             .context("a heartbeat row on the replica")?;
         assert_eq!(status["lag"]["source"], "heartbeat", "{status}");
