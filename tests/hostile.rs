@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::{Latency, latency_kept, mysql_section, open_fds, remora_bin, rss_kib};
 use remora_lab::bench::{HEALTHY, Reference};
-use remora_lab::{Remora, agent_request, free_port};
+use remora_lab::{Remora, agent_request, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -88,15 +88,11 @@ impl Attack {
     /// Waits until the attack has opened a few dozen connections, so the
     /// checks timed next run while it is in stride.
     async fn under_way(&self, name: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.opened.load(Ordering::Relaxed) < 50 {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: the attack never got going"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
+        let what = format!("{name} to open 50 connections");
+        wait_until(&what, Duration::from_secs(10), async || {
+            Ok((self.opened.load(Ordering::Relaxed) >= 50).then_some(()))
+        })
+        .await
     }
 
     async fn end(mut self) -> (usize, usize) {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use common::{mysql_section, remora_bin, weight};
 use mysql_async::prelude::Queryable;
 use remora_lab::remora::http_request;
-use remora_lab::{Pair, Remora, agent_request, free_port};
+use remora_lab::{Pair, Remora, agent_request, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -328,11 +328,13 @@ async fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_when_invalid
         None,
     )?;
     remora.reload()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !remora.log().contains("reload rejected") {
-        assert!(Instant::now() < deadline, "{}", remora.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the reload to be rejected",
+        Duration::from_secs(5),
+        async || Ok(remora.log().contains("reload rejected").then_some(())),
+    )
+    .await
+    .with_context(|| remora.log())?;
     assert!(
         remora.log().contains("policy.min_weight"),
         "{}",
@@ -353,14 +355,13 @@ async fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_when_invalid
         Some(new_http),
     )?;
     remora.reload()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let reply = loop {
-        if let Ok(reply) = agent_request(new_agent, b"writer\n").await {
-            break reply;
-        }
-        assert!(Instant::now() < deadline, "{}", remora.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let reply = wait_until(
+        "the new agent listener",
+        Duration::from_secs(5),
+        async || Ok(agent_request(new_agent, b"writer\n").await.ok()),
+    )
+    .await
+    .with_context(|| remora.log())?;
     assert_eq!(reply, "up ready 100%\n", "the primary is writable");
     let (_, body) = remora.get("/status").await?;
     let status: serde_json::Value = serde_json::from_str(&body)?;

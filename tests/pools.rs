@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
-use remora_lab::{Pair, Remora, agent_request};
+use remora_lab::{Pair, Remora, agent_request, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -91,20 +91,14 @@ async fn each_pool_answers_its_own_question_about_the_same_replica() -> Result<(
     // Hysteresis is per pool: lag that drains main leaves backup serving.
     let _writes = pair.keep_writing(Duration::from_millis(100));
     pair.start_lag(60).await?;
-    let started = Instant::now();
-    loop {
-        let main = ask(b"main\n").await?;
-        if main.starts_with("up drain") {
-            let backup = ask(b"backup\n").await?;
-            assert!(backup.starts_with("up ready"), "{backup}");
-            break;
+    let backup = wait_until("pool main to drain", Duration::from_secs(20), async || {
+        if !ask(b"main\n").await?.starts_with("up drain") {
+            return Ok(None);
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "main never drained: {main}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(Some(ask(b"backup\n").await?))
+    })
+    .await?;
+    assert!(backup.starts_with("up ready"), "{backup}");
     Ok(())
 }
 
