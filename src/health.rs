@@ -81,19 +81,11 @@ impl Health {
     }
 }
 
-/// Where a lag figure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LagOrigin {
-    Heartbeat,
-    ReplicaStatus,
-}
-
-impl LagOrigin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LagOrigin::Heartbeat => "heartbeat",
-            LagOrigin::ReplicaStatus => "replica_status",
-        }
+crate::labelled! {
+    /// Where a lag figure came from.
+    pub enum LagOrigin {
+        Heartbeat => "heartbeat",
+        ReplicaStatus => "replica_status",
     }
 }
 

@@ -38,25 +38,17 @@ pub struct Observation {
     pub tls: TlsState,
 }
 
-/// Whether remora's connection to the server is encrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsState {
-    /// `mysql.tls.mode: disabled`.
-    #[default]
-    Off,
-    /// TLS as configured.
-    On,
-    /// `preferred`, and the server offers no TLS: plaintext, password included.
-    PlaintextFallback,
-}
-
-impl TlsState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsState::Off => "off",
-            TlsState::On => "on",
-            TlsState::PlaintextFallback => "plaintext fallback",
-        }
+crate::labelled! {
+    /// Whether remora's connection to the server is encrypted.
+    #[derive(Default)]
+    pub enum TlsState {
+        /// `mysql.tls.mode: disabled`.
+        #[default]
+        Off => "off",
+        /// TLS as configured.
+        On => "on",
+        /// `preferred`, and the server offers no TLS: plaintext, password included.
+        PlaintextFallback => "plaintext fallback",
     }
 }
 
@@ -162,15 +154,18 @@ pub struct ChannelStatus {
     pub exec_position: Option<(String, u64)>,
 }
 
-/// `Slave_IO_Running` / `Replica_SQL_Running` and friends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ThreadState {
-    Yes,
-    No,
-    Connecting,
-    /// Missing column or a value this version of remora does not know.
-    #[default]
-    Unknown,
+crate::labelled! {
+    /// `Slave_IO_Running` / `Replica_SQL_Running` and friends, labelled as
+    /// the server writes them.
+    #[derive(Default)]
+    pub enum ThreadState {
+        Yes => "Yes",
+        No => "No",
+        Connecting => "Connecting",
+        /// Missing column or a value this version of remora does not know.
+        #[default]
+        Unknown => "unknown",
+    }
 }
 
 impl ThreadState {
@@ -192,22 +187,6 @@ impl ThreadState {
             ThreadState::Unknown => "in an unknown state",
         }
     }
-
-    /// As the server writes it: `Yes`, `No`, `Connecting`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThreadState::Yes => "Yes",
-            ThreadState::No => "No",
-            ThreadState::Connecting => "Connecting",
-            ThreadState::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for ThreadState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// `Last_IO_Errno`/`Last_IO_Error` or `Last_SQL_Errno`/`Last_SQL_Error`.
@@ -218,16 +197,18 @@ pub struct ThreadError {
     pub message: String,
 }
 
-/// Which statement and column names a server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Dialect {
-    #[default]
-    /// MariaDB: `SHOW ALL SLAVES STATUS`, one row per named connection, old column names.
-    MariaDb,
-    /// MySQL 5.7 – 8.0.21: `SHOW SLAVE STATUS`, `Slave_*` / `*_Master` columns.
-    MySqlLegacy,
-    /// MySQL 8.0.22+ (8.4 has nothing else): `SHOW REPLICA STATUS`, `Replica_*` / `*_Source` columns.
-    MySql,
+crate::labelled! {
+    /// Which statement and column names a server speaks.
+    #[derive(Default)]
+    pub enum Dialect {
+        /// MariaDB: `SHOW ALL SLAVES STATUS`, one row per named connection, old column names.
+        #[default]
+        MariaDb => "mariadb",
+        /// MySQL 5.7 – 8.0.21: `SHOW SLAVE STATUS`, `Slave_*` / `*_Master` columns.
+        MySqlLegacy => "mysql-legacy",
+        /// MySQL 8.0.22+ (8.4 has nothing else): `SHOW REPLICA STATUS`, `Replica_*` / `*_Source` columns.
+        MySql => "mysql",
+    }
 }
 
 impl Dialect {
@@ -256,14 +237,6 @@ impl Dialect {
             Dialect::MariaDb => "SHOW ALL SLAVES STATUS",
             Dialect::MySqlLegacy => "SHOW SLAVE STATUS",
             Dialect::MySql => "SHOW REPLICA STATUS",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::MariaDb => "mariadb",
-            Dialect::MySqlLegacy => "mysql-legacy",
-            Dialect::MySql => "mysql",
         }
     }
 }
