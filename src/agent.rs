@@ -121,9 +121,11 @@ async fn answer(socket: TcpStream, shared: Arc<Shared>, slot: Slot) {
 
 async fn reply(mut socket: TcpStream, shared: &Shared) {
     let mut request = [0u8; MAX_REQUEST];
-    // Pools are configured when the snapshot carries a request timeout.
-    let request_timeout = shared.snapshots.borrow().request_timeout;
-    let pool = match request_timeout {
+    let wait_for_name = {
+        let snapshot = shared.snapshots.borrow();
+        snapshot.has_pools().then_some(snapshot.request_timeout)
+    };
+    let pool = match wait_for_name {
         Some(limit) => read_request(&mut socket, &mut request, limit).await,
         None => None,
     };
@@ -133,9 +135,9 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     if let Lookup::Unknown(_, name) = lookup {
         log_unknown_once(shared, name);
     }
-    let line = snapshot.answer(Instant::now(), lookup);
-    trace!("agent: pool {pool:?} -> {}", line.trim_end());
-    match timeout(WRITE_DEADLINE, socket.write_all(line.as_bytes())).await {
+    let answer = snapshot.check(Instant::now(), lookup);
+    trace!("agent: pool {pool:?} -> {}", answer.text());
+    match timeout(WRITE_DEADLINE, socket.write_all(answer.line().as_bytes())).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             debug!("agent: reply not written: {err}");
@@ -146,7 +148,7 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
             return;
         }
     }
-    drop(line);
+    drop(answer);
     drop(snapshot);
     // Our FIN follows the line; the peer may now read to EOF.
     if socket.shutdown().await.is_err() {

@@ -177,7 +177,7 @@ impl HeartbeatState {
 }
 
 /// Load counters with the limit they are measured against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Load {
     pub threads_running: u64,
     pub threads_connected: u64,

@@ -34,6 +34,7 @@
 //! tests can bind port 0.
 
 pub mod agent;
+pub mod answer;
 pub mod config;
 pub mod connections;
 pub mod files;
@@ -165,7 +166,7 @@ pub async fn run(
         snapshot = poller.poll(None) => snapshot,
         _ = &mut shutdown => return Ok(()),
     };
-    for pool in &first.pools {
+    for pool in first.every_pool() {
         info!(
             "first verdict for {}: {}",
             pool.label(),

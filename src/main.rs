@@ -122,17 +122,18 @@ fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
 async fn once(config: Config, secrets: Secrets) -> ExitCode {
     let snapshot = remora::poll_once(&config, &secrets).await;
     let now = tokio::time::Instant::now();
-    print!("{}", snapshot.agent_line(now, snapshot.lookup(None)));
+    let answer = snapshot.answer(now, &snapshot.default);
+    print!("{}", answer.line());
     println!(
         "{}",
-        serde_json::to_string_pretty(&remora::http::status_json(
+        serde_json::to_string_pretty(&remora::http::Status::of(
             &snapshot,
             now,
             remora::http::Audience::Loopback,
         ))
-        .expect("a JSON value always serializes")
+        .expect("the status document always serializes")
     );
-    match snapshot.state(now, snapshot.default_pool()) {
+    match snapshot.measured(now, &snapshot.default) {
         remora::policy::State::Up(_) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }

@@ -8,9 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::answer::Answer;
 use crate::files::OneAtATime;
-
-use crate::policy::{State, Verdict};
 
 /// Longest maintenance text read, from the file or an HTTP body.
 pub const MAX_TEXT: usize = 4096;
@@ -111,19 +110,18 @@ impl Maintenance {
         }
     }
 
-    /// The agent line, the whole state as always.
-    pub fn agent_line(&self) -> String {
-        let reason = if self.reason.is_empty() {
+    /// What the agent line says after `#`: the headline, then the reason.
+    pub fn text(&self) -> String {
+        if self.reason.is_empty() {
             self.headline.to_owned()
         } else {
             format!("{}: {}", self.headline, self.reason)
-        };
-        let line = Verdict::new(State::Drain, reason).agent_line();
-        match self.mode {
-            Mode::Drain => line,
-            // Verdict has no maint state: it is never a measured outcome.
-            Mode::Maint => line.replacen("up drain", "up maint", 1),
         }
+    }
+
+    /// What this switch tells HAProxy.
+    pub fn answer(&self) -> Answer {
+        Answer::maintenance(self)
     }
 }
 
@@ -200,7 +198,7 @@ mod tests {
         for (text, mode, reason, line) in cases {
             let m = Maintenance::parse(text, Source::Http);
             assert_eq!((m.mode, m.reason.as_str()), (mode, reason), "{text:?}");
-            assert_eq!(m.agent_line(), line, "{text:?}");
+            assert_eq!(m.answer().line(), line, "{text:?}");
         }
     }
 
@@ -215,7 +213,7 @@ mod tests {
             .expect("present");
         assert_eq!(m.mode, Mode::Maint);
         assert!(m.reason.len() < MAX_TEXT);
-        assert!(m.agent_line().len() <= crate::policy::MAX_LINE);
+        assert!(m.answer().line().len() <= crate::answer::MAX_LINE);
     }
 
     #[tokio::test]
@@ -232,12 +230,12 @@ mod tests {
         let mut watch = FileWatch::new(fifo);
         let found = watch.read().await.expect("a FIFO is there");
         assert_eq!(
-            found.agent_line(),
+            found.answer().line(),
             "up drain #maintenance file unreadable: not a regular file\n"
         );
         let mut watch = FileWatch::new(dir.path().to_owned());
         assert_eq!(
-            watch.read().await.expect("there").agent_line(),
+            watch.read().await.expect("there").answer().line(),
             "up drain #maintenance file unreadable: not a regular file\n"
         );
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::answer::Answer;
 use crate::config::{DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role};
 use crate::health::{Assessment, Health, Load};
 use crate::probe::GaleraStatus;
@@ -52,10 +53,6 @@ pub struct Verdict {
     pub reason: String,
 }
 
-/// Longest agent line, newline included. HAProxy keeps 128 characters of a
-/// description; a whole line that fits is never cut mid-word by HAProxy.
-pub const MAX_LINE: usize = 128;
-
 impl Verdict {
     pub fn new(state: State, reason: impl Into<String>) -> Verdict {
         Verdict {
@@ -64,32 +61,15 @@ impl Verdict {
         }
     }
 
-    /// The agent reply: the full state every time, because HAProxy resets
-    /// nothing implicitly (`up` does not clear a drain, `ready` does not
-    /// restore a 0% weight). ASCII, one line, at most [`MAX_LINE`] bytes.
+    /// The agent line this verdict alone would send (see [`Answer`]).
     pub fn agent_line(&self) -> String {
-        let mut line = match self.state {
-            State::Up(weight) => format!("up ready {weight}%"),
-            State::Drain => "up drain".to_owned(),
-            State::Down => "down".to_owned(),
-        };
-        if !self.reason.is_empty() {
-            line.push_str(" #");
-            line.extend(self.reason.chars().map(|c| match c {
-                ' ' | '!'..='~' => c,
-                c if c.is_whitespace() => ' ',
-                _ => '?',
-            }));
-        }
-        line.truncate(MAX_LINE - 1);
-        line.push('\n');
-        line
+        Answer::of(self).line().to_owned()
     }
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.agent_line().trim_end())
+        f.write_str(Answer::of(self).text())
     }
 }
 
@@ -790,20 +770,6 @@ mod tests {
         );
         // Load never lifts a drained or down server.
         assert_eq!(with_load(replica(75.0), 0, 0), "up drain #lag 75.0s\n");
-    }
-
-    #[test]
-    fn agent_lines_are_short_ascii_single_lines() {
-        let verdict = Verdict::new(
-            State::Down,
-            format!("caf\u{e9}\nnext line {}", "x".repeat(300)),
-        );
-        let line = verdict.agent_line();
-        assert!(line.len() <= MAX_LINE, "{}", line.len());
-        assert!(line.is_ascii());
-        assert!(line.ends_with('\n'));
-        assert_eq!(line.matches('\n').count(), 1);
-        assert!(line.starts_with("down #caf? next line xxx"));
     }
 
     fn run(damper: &mut Damper, states: &[State], recover_after: u32) -> Vec<State> {

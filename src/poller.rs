@@ -18,12 +18,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::{Answer, Reported};
 use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
 use crate::health::{Assessment, Assessor};
-use crate::maintenance::{FileWatch, Maintenance, Mode};
+use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
-use crate::probe::{ErrorKind, HeartbeatQuery, Observation, Probe};
+use crate::probe::{ErrorKind, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,45 +34,10 @@ pub struct PollTime {
     pub duration: Duration,
 }
 
-/// What the agent reported to one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reported {
-    Up,
-    Drain,
-    Down,
-    Maint,
-}
-
-impl Reported {
-    pub const ALL: [Reported; 4] = [
-        Reported::Up,
-        Reported::Drain,
-        Reported::Down,
-        Reported::Maint,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reported::Up => "up",
-            Reported::Drain => "drain",
-            Reported::Down => "down",
-            Reported::Maint => "maint",
-        }
-    }
-
-    fn of(state: State) -> Reported {
-        match state {
-            State::Up(_) => Reported::Up,
-            State::Drain => Reported::Drain,
-            State::Down => Reported::Down,
-        }
-    }
-}
-
 /// Checks answered, by what was reported. Shared across snapshots and
 /// reloads, so counts only grow.
 #[derive(Debug, Default)]
-pub struct CheckCounters([AtomicU64; 4]);
+pub struct CheckCounters([AtomicU64; Reported::ALL.len()]);
 
 impl CheckCounters {
     pub fn record(&self, reported: Reported) {
@@ -90,15 +56,16 @@ pub struct PollCounters {
     pub errors: BTreeMap<ErrorKind, u64>,
 }
 
-/// One pool's verdict. The default policy is the pool named `""`.
+/// One pool's verdict, and what HAProxy is told for it.
 #[derive(Debug, Clone)]
 pub struct PoolVerdict {
+    /// `""` for the top-level policy.
     pub name: String,
     pub role: Role,
     pub decision: Decision,
+    /// The verdict's answer, or the maintenance switch's while it is on.
+    pub answer: Answer,
     pub checks: Arc<CheckCounters>,
-    /// The agent reply, formatted once here rather than once per check.
-    line: String,
 }
 
 impl PoolVerdict {
@@ -110,6 +77,19 @@ impl PoolVerdict {
             &self.name
         }
     }
+
+    /// The same verdict under another maintenance state.
+    fn under(&self, maintenance: Option<&Maintenance>) -> PoolVerdict {
+        PoolVerdict {
+            answer: answer_under(maintenance, &self.decision.verdict),
+            ..self.clone()
+        }
+    }
+}
+
+/// What HAProxy is told for `verdict`: the operator's switch beats it.
+fn answer_under(maintenance: Option<&Maintenance>, verdict: &Verdict) -> Answer {
+    maintenance.map_or_else(|| Answer::of(verdict), Maintenance::answer)
 }
 
 /// Everything one poll concluded, published as a whole.
@@ -117,12 +97,15 @@ impl PoolVerdict {
 pub struct Snapshot {
     pub observation: Observation,
     pub assessment: Assessment,
-    /// The default policy first, then each configured pool by name.
+    /// The top-level policy: what a check naming no pool gets.
+    pub default: PoolVerdict,
+    /// Each configured pool, by name.
     pub pools: Vec<PoolVerdict>,
     pub last_success: Option<PollTime>,
     pub stale_after: Duration,
-    /// With pools configured: how long the agent waits for a pool name.
-    pub request_timeout: Option<Duration>,
+    /// `agent.request_timeout`: how long the agent waits for a pool name,
+    /// when pools are configured.
+    pub request_timeout: Duration,
     /// `agent.max_connections`.
     pub max_connections: usize,
     /// `http.admin_token_file`: the token the maintenance switch asks for.
@@ -132,8 +115,9 @@ pub struct Snapshot {
     pub polls: PollCounters,
     /// Checks that named a pool that does not exist.
     pub unknown_checks: Arc<CheckCounters>,
-    stale_line: String,
-    maintenance_line: Option<String>,
+    /// What is told instead of anything better than down once no poll has
+    /// succeeded for `stale_after`.
+    stale: Answer,
 }
 
 /// Which verdict a request gets.
@@ -145,8 +129,8 @@ pub enum Lookup<'a> {
     Unknown(&'a PoolVerdict, &'a str),
 }
 
-impl Lookup<'_> {
-    pub fn verdict(&self) -> &PoolVerdict {
+impl<'a> Lookup<'a> {
+    pub fn verdict(self) -> &'a PoolVerdict {
         match self {
             Lookup::Found(pool) | Lookup::Unknown(pool, _) => pool,
         }
@@ -154,19 +138,23 @@ impl Lookup<'_> {
 }
 
 impl Snapshot {
-    /// The default policy's verdict.
-    pub fn default_pool(&self) -> &PoolVerdict {
-        // Invariant: Poller always builds the default pool first.
-        &self.pools[0]
+    /// Whether pools are configured: then the agent reads a pool name.
+    pub fn has_pools(&self) -> bool {
+        !self.pools.is_empty()
+    }
+
+    /// The default policy, then every configured pool.
+    pub fn every_pool(&self) -> impl Iterator<Item = &PoolVerdict> {
+        std::iter::once(&self.default).chain(&self.pools)
     }
 
     /// The verdict for a request naming `pool` (`None` or `""`: the default).
     pub fn lookup<'a>(&'a self, pool: Option<&'a str>) -> Lookup<'a> {
         match pool.filter(|name| !name.is_empty()) {
-            None => Lookup::Found(self.default_pool()),
+            None => Lookup::Found(&self.default),
             Some(name) => match self.pools.iter().find(|p| p.name == name) {
                 Some(found) => Lookup::Found(found),
-                None => Lookup::Unknown(self.default_pool(), name),
+                None => Lookup::Unknown(&self.default, name),
             },
         }
     }
@@ -181,7 +169,7 @@ impl Snapshot {
     }
 
     /// The measured state at `now` (maintenance aside).
-    pub fn state(&self, now: Instant, pool: &PoolVerdict) -> State {
+    pub fn measured(&self, now: Instant, pool: &PoolVerdict) -> State {
         if self.is_stale(now, pool) {
             State::Down
         } else {
@@ -189,68 +177,63 @@ impl Snapshot {
         }
     }
 
-    /// What the agent reports at `now`: maintenance first, then staleness,
-    /// then the verdict.
-    pub fn reported(&self, now: Instant, pool: &PoolVerdict) -> Reported {
-        match &self.maintenance {
-            Some(maintenance) if maintenance.mode == Mode::Maint => Reported::Maint,
-            Some(_) => Reported::Drain,
-            None => Reported::of(self.state(now, pool)),
+    /// What HAProxy is told for `pool` at `now`: maintenance first, then
+    /// staleness, then the verdict.
+    pub fn answer<'a>(&'a self, now: Instant, pool: &'a PoolVerdict) -> &'a Answer {
+        if self.maintenance.is_none() && self.is_stale(now, pool) {
+            &self.stale
+        } else {
+            &pool.answer
         }
     }
 
-    /// The agent reply at `now`, newline included. Borrowed (no allocation)
-    /// for the default policy and every configured pool.
-    pub fn agent_line<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, str> {
-        if let Some(line) = &self.maintenance_line {
-            return Cow::Borrowed(line);
-        }
-        let pool = lookup.verdict();
-        if self.is_stale(now, pool) {
-            return Cow::Borrowed(&self.stale_line);
-        }
+    /// The answer to a request: for a name no pool has, the default's with
+    /// `unknown pool <name>` added (maintenance says only itself). Borrowed (no allocation) for the
+    /// default policy and every configured pool.
+    pub fn answer_to<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, Answer> {
+        let answer = self.answer(now, lookup.verdict());
         match lookup {
-            Lookup::Found(pool) => Cow::Borrowed(&pool.line),
-            Lookup::Unknown(pool, name) => {
-                Cow::Owned(unknown_pool_line(&pool.decision.verdict, name))
+            Lookup::Unknown(_, name) if self.maintenance.is_none() => {
+                Cow::Owned(answer.adding(&unknown_pool(name)))
             }
+            _ => Cow::Borrowed(answer),
         }
     }
 
-    /// Answers one agent check: the line, counted under the pool asked for.
-    pub fn answer<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, str> {
-        let reported = self.reported(now, lookup.verdict());
+    /// Answers one agent check, counted under the pool asked for.
+    pub fn check<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, Answer> {
+        let answer = self.answer_to(now, lookup);
         match lookup {
-            Lookup::Found(pool) => pool.checks.record(reported),
-            Lookup::Unknown(..) => self.unknown_checks.record(reported),
+            Lookup::Found(pool) => pool.checks.record(answer.reported),
+            Lookup::Unknown(..) => self.unknown_checks.record(answer.reported),
         }
-        self.agent_line(now, lookup)
+        answer
     }
 
     /// The same snapshot under another maintenance state.
     fn with_maintenance(&self, maintenance: Option<Maintenance>) -> Snapshot {
         Snapshot {
-            maintenance_line: maintenance.as_ref().map(Maintenance::agent_line),
+            default: self.default.under(maintenance.as_ref()),
+            pools: self
+                .pools
+                .iter()
+                .map(|pool| pool.under(maintenance.as_ref()))
+                .collect(),
             maintenance,
             ..self.clone()
         }
     }
 }
 
-/// The default verdict, with `unknown pool <name>` added to its reason.
-fn unknown_pool_line(verdict: &Verdict, name: &str) -> String {
-    // Echo only what a pool name may hold: the client chose these bytes.
+/// `unknown pool <name>`, echoing only what a pool name may hold: the
+/// client chose these bytes.
+fn unknown_pool(name: &str) -> String {
     let name: String = name
         .chars()
         .filter(char::is_ascii_graphic)
         .take(MAX_POOL_NAME)
         .collect();
-    let reason = if verdict.reason.is_empty() {
-        format!("unknown pool {name}")
-    } else {
-        format!("{}; unknown pool {name}", verdict.reason)
-    };
-    Verdict::new(verdict.state, reason).agent_line()
+    format!("unknown pool {name}")
 }
 
 /// One policy and its flap damper.
@@ -350,14 +333,62 @@ impl Poller {
     /// Bounded by the probes' timeouts.
     pub async fn poll(&mut self, http_maintenance: Option<&Maintenance>) -> Snapshot {
         self.rotate_passwords().await;
-        let (observation, primary) = match self.primary.as_mut() {
+        let (observation, primary) = self.observe().await;
+        self.count(&observation);
+        let assessment = self.assessor.assess(&observation, primary.as_ref());
+        let from_file = self.read_maintenance_file().await;
+        let maintenance = http_maintenance.cloned().or(from_file);
+        let mut pools = self.judge(&observation, &assessment, maintenance.as_ref());
+        let default = pools.remove(0);
+        debug!(
+            "poll took {:?}: {} -> {}",
+            observation.duration,
+            match &observation.result {
+                Ok(status) => format!("{} channel(s)", status.channels.len()),
+                Err(err) => err.to_string(),
+            },
+            default.decision.verdict
+        );
+        trace!("observation {observation:?}; assessment {assessment:?}");
+        let config = &self.config;
+        Snapshot {
+            stale: Answer::of(&Verdict::new(
+                State::Down,
+                format!("no successful poll for {}", show(config.poll.stale_after)),
+            )),
+            maintenance,
+            observation,
+            assessment,
+            default,
+            pools,
+            last_success: self.last_success,
+            stale_after: config.poll.stale_after,
+            request_timeout: config.agent.request_timeout,
+            max_connections: config.agent.max_connections,
+            admin_token_file: config.http.admin_token_file.clone(),
+            polls: self.polls.clone(),
+            unknown_checks: Arc::clone(&self.unknown_checks),
+        }
+    }
+
+    /// Reads the watched server, and the primary's heartbeat row alongside
+    /// when `lag.primary` is set.
+    async fn observe(&mut self) -> (Observation, Option<Result<HeartbeatRead, PollError>>) {
+        match self.primary.as_mut() {
             Some(primary) => {
                 let (observation, primary) =
                     tokio::join!(self.probe.poll(), primary.poll_heartbeat());
+                if let Err(err) = &primary {
+                    debug!("lag.primary: {err}");
+                }
                 (observation, Some(primary))
             }
             None => (self.probe.poll().await, None),
-        };
+        }
+    }
+
+    /// Counts the poll, and remembers it if it succeeded.
+    fn count(&mut self, observation: &Observation) {
         self.polls.polls += 1;
         match &observation.result {
             Ok(_) => {
@@ -369,22 +400,24 @@ impl Poller {
             }
             Err(err) => *self.polls.errors.entry(err.kind()).or_default() += 1,
         }
-        if let Some(Err(err)) = &primary {
-            debug!("lag.primary: {err}");
-        }
-        let assessment = self.assessor.assess(&observation, primary.as_ref());
-        let from_file = self.read_maintenance_file().await;
-        let maintenance = http_maintenance.cloned().or(from_file);
+    }
+
+    /// Each judge's decision on this assessment: the default policy first.
+    fn judge(
+        &mut self,
+        observation: &Observation,
+        assessment: &Assessment,
+        maintenance: Option<&Maintenance>,
+    ) -> Vec<PoolVerdict> {
         let uptime = observation
             .result
             .as_ref()
             .ok()
             .and_then(|status| status.uptime);
-        let pools: Vec<PoolVerdict> = self
-            .judges
+        self.judges
             .iter_mut()
             .map(|judge| {
-                let target = policy::target(&assessment, &judge.policy, &self.rules);
+                let target = policy::target(assessment, &judge.policy, &self.rules);
                 let damped = judge.damper.apply(target, judge.policy.recover_after);
                 let decision = judge.ramp.apply(
                     damped,
@@ -393,49 +426,15 @@ impl Poller {
                     uptime,
                     &judge.policy,
                 );
-                let checks = Arc::clone(self.checks.entry(judge.name.clone()).or_default());
                 PoolVerdict {
                     name: judge.name.clone(),
                     role: judge.policy.role,
-                    line: decision.verdict.agent_line(),
+                    answer: answer_under(maintenance, &decision.verdict),
                     decision,
-                    checks,
+                    checks: Arc::clone(self.checks.entry(judge.name.clone()).or_default()),
                 }
             })
-            .collect();
-        debug!(
-            "poll took {:?}: {} -> {}",
-            observation.duration,
-            match &observation.result {
-                Ok(status) => format!("{} channel(s)", status.channels.len()),
-                Err(err) => err.to_string(),
-            },
-            pools[0].decision.verdict
-        );
-        trace!("observation {observation:?}; assessment {assessment:?}");
-        Snapshot {
-            stale_line: Verdict::new(
-                State::Down,
-                format!(
-                    "no successful poll for {}",
-                    show(self.config.poll.stale_after)
-                ),
-            )
-            .agent_line(),
-            maintenance_line: maintenance.as_ref().map(Maintenance::agent_line),
-            maintenance,
-            observation,
-            assessment,
-            pools,
-            last_success: self.last_success,
-            stale_after: self.config.poll.stale_after,
-            request_timeout: (!self.config.pools.is_empty())
-                .then_some(self.config.agent.request_timeout),
-            max_connections: self.config.agent.max_connections,
-            admin_token_file: self.config.http.admin_token_file.clone(),
-            polls: self.polls.clone(),
-            unknown_checks: Arc::clone(&self.unknown_checks),
-        }
+            .collect()
     }
 
     /// The maintenance file, if configured and present. A file that exists
@@ -446,11 +445,7 @@ impl Poller {
         let found = watch.read().await;
         if found != self.file_maintenance {
             match &found {
-                Some(m) => info!(
-                    "maintenance on ({}): {}",
-                    m.source,
-                    m.agent_line().trim_end()
-                ),
+                Some(m) => info!("maintenance on ({}): {}", m.source, m.answer().text()),
                 None => info!("maintenance off: {} removed", watch.path().display()),
             }
             self.file_maintenance = found.clone();
@@ -563,7 +558,7 @@ impl Poller {
                     }
                     let switch = maintenance.borrow_and_update().clone();
                     match &switch {
-                        Some(m) => info!("maintenance on ({}): {}", m.source, m.agent_line().trim_end()),
+                        Some(m) => info!("maintenance on ({}): {}", m.source, m.answer().text()),
                         None => info!("maintenance off (DELETE /maintenance)"),
                     }
                     let file = self.file_maintenance.clone();
@@ -677,8 +672,8 @@ fn rules_of(config: &Config) -> Rules {
 
 /// Logs each pool's verdict changes once.
 fn log_transitions(old: &Snapshot, new: &Snapshot) {
-    for after in &new.pools {
-        if let Some(before) = old.pools.iter().find(|p| p.name == after.name) {
+    for after in new.every_pool() {
+        if let Some(before) = old.every_pool().find(|p| p.name == after.name) {
             log_transition(
                 &before.name,
                 &before.decision.verdict,
@@ -736,7 +731,7 @@ mod tests {
         PoolVerdict {
             name: name.into(),
             role: Role::Any,
-            line: verdict.agent_line(),
+            answer: Answer::of(&verdict),
             decision: Decision {
                 verdict,
                 recovering: None,
@@ -746,8 +741,10 @@ mod tests {
         }
     }
 
-    fn snapshot(pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
+    /// A snapshot of `pools`, the default policy first.
+    fn snapshot(mut pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
         let at = Instant::now();
+        let default = pools.remove(0);
         Snapshot {
             observation: Observation {
                 at,
@@ -764,6 +761,7 @@ mod tests {
                 galera: None,
                 load: None,
             },
+            default,
             pools,
             last_success: last_success.map(|at| PollTime {
                 at,
@@ -771,21 +769,19 @@ mod tests {
                 duration: Duration::from_millis(1),
             }),
             stale_after: Duration::from_secs(5),
-            request_timeout: None,
+            request_timeout: Duration::from_millis(100),
             max_connections: 1000,
             admin_token_file: None,
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),
-            stale_line: "down #no successful poll for 5s\n".into(),
-            maintenance_line: None,
+            stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }
 
     fn line(snapshot: &Snapshot, pool: Option<&str>) -> String {
-        snapshot
-            .agent_line(Instant::now(), snapshot.lookup(pool))
-            .into_owned()
+        let answer = snapshot.answer_to(Instant::now(), snapshot.lookup(pool));
+        answer.line().to_owned()
     }
 
     #[tokio::test(start_paused = true)]
@@ -794,13 +790,13 @@ mod tests {
         assert_eq!(line(&snapshot, None), "up ready 100%\n");
         tokio::time::advance(Duration::from_millis(4999)).await;
         assert_eq!(
-            snapshot.state(Instant::now(), snapshot.default_pool()),
+            snapshot.measured(Instant::now(), &snapshot.default),
             State::Up(100)
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(line(&snapshot, None), "down #no successful poll for 5s\n");
         assert_eq!(
-            snapshot.state(Instant::now(), snapshot.default_pool()),
+            snapshot.measured(Instant::now(), &snapshot.default),
             State::Down
         );
     }
@@ -809,7 +805,7 @@ mod tests {
     async fn a_down_verdict_keeps_its_own_reason_when_stale() {
         let snapshot = snapshot(vec![pool("", State::Down, "")], None);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(!snapshot.is_stale(Instant::now(), snapshot.default_pool()));
+        assert!(!snapshot.is_stale(Instant::now(), &snapshot.default));
         assert_eq!(line(&snapshot, None), "down\n");
     }
 
@@ -833,7 +829,7 @@ mod tests {
         );
         // Every configured pool's line is served without formatting.
         assert!(matches!(
-            snapshot.agent_line(Instant::now(), snapshot.lookup(Some("main"))),
+            snapshot.answer_to(Instant::now(), snapshot.lookup(Some("main"))),
             Cow::Borrowed(_)
         ));
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -858,13 +854,11 @@ mod tests {
             line(&switched, Some("any")),
             "up maint #maintenance: kernel upgrade\n"
         );
-        assert_eq!(
-            switched.reported(Instant::now(), switched.default_pool()),
-            Reported::Maint
-        );
+        let answer = switched.answer(Instant::now(), &switched.default);
+        assert_eq!((answer.reported, answer.weight), (Reported::Maint, 0));
         // The measured verdict is still there for /status.
         assert_eq!(
-            switched.state(Instant::now(), switched.default_pool()),
+            switched.measured(Instant::now(), &switched.default),
             State::Down
         );
         let cleared = switched.with_maintenance(None);
@@ -881,16 +875,16 @@ mod tests {
             Some(Instant::now()),
         );
         for pool in [None, None, Some("main"), Some("nope")] {
-            snapshot.answer(Instant::now(), snapshot.lookup(pool));
+            snapshot.check(Instant::now(), snapshot.lookup(pool));
         }
-        assert_eq!(snapshot.pools[0].checks.get(Reported::Up), 2);
-        assert_eq!(snapshot.pools[1].checks.get(Reported::Drain), 1);
+        assert_eq!(snapshot.default.checks.get(Reported::Up), 2);
+        assert_eq!(snapshot.pools[0].checks.get(Reported::Drain), 1);
         assert_eq!(snapshot.unknown_checks.get(Reported::Up), 1);
     }
 
     #[test]
     fn metrics_export_every_poll_error_kind_and_status_counts_them() {
-        use crate::http::{Audience, metrics, status_json};
+        use crate::http::{Audience, Status, metrics};
         let now = Instant::now();
         let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(now));
         built.polls.errors.insert(ErrorKind::TlsFailed, 2);
@@ -900,15 +894,16 @@ mod tests {
             assert!(text.contains(&series), "{series} missing from\n{text}");
         }
         assert!(text.contains("remora_poll_errors_total{kind=\"tls_failed\"} 2\n"));
-        let status = status_json(&built, now, Audience::Loopback);
+        let status =
+            serde_json::to_value(Status::of(&built, now, Audience::Loopback)).expect("serializes");
         assert_eq!(status["polls"]["errors"]["tls_failed"], 2, "{status}");
     }
 
     #[test]
     fn unknown_pool_names_are_bounded() {
         let long = "x".repeat(500);
-        let line = unknown_pool_line(&Verdict::new(State::Up(100), ""), &long);
-        assert!(line.len() <= crate::policy::MAX_LINE);
+        let answer = Answer::of(&Verdict::new(State::Up(100), "")).adding(&unknown_pool(&long));
+        assert!(answer.line().len() <= crate::answer::MAX_LINE);
     }
 
     #[test]
@@ -929,7 +924,7 @@ mod tests {
         use super::*;
         use crate::config::LagConfig;
         use crate::health::Assessor;
-        use crate::http::{Audience, metrics, status_json};
+        use crate::http::{Audience, Status, metrics};
         use crate::policy::Ramp;
         use crate::probe::{ChannelStatus, HeartbeatRead, ServerStatus, ThreadError, ThreadState};
         use proptest::prelude::*;
@@ -1043,18 +1038,18 @@ mod tests {
                     let damped = damper.apply(target, policy.recover_after);
                     let decision = ramp.apply(damped, true, at, uptime.map(Duration::from_secs), &policy);
                     let line = decision.verdict.agent_line();
-                    prop_assert!(line.len() <= policy::MAX_LINE && line.ends_with('\n'), "{line:?}");
+                    prop_assert!(line.len() <= crate::answer::MAX_LINE && line.ends_with('\n'), "{line:?}");
                     let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(at));
-                    built.pools[0].line = line;
-                    built.pools[0].decision = decision;
+                    built.default.answer = Answer::of(&decision.verdict);
+                    built.default.decision = decision;
                     built.observation = observation;
                     built.assessment = assessment;
                     let later = at.checked_add(Duration::from_secs(3600)).unwrap_or(at);
                     for now in [at, later] {
-                        let _ = status_json(&built, now, Audience::Loopback);
-                        let _ = status_json(&built, now, Audience::Remote);
+                        let _ = serde_json::to_string(&Status::of(&built, now, Audience::Loopback));
+                        let _ = serde_json::to_string(&Status::of(&built, now, Audience::Remote));
                         let _ = metrics(&built, now);
-                        let _ = built.agent_line(now, built.lookup(Some("nope")));
+                        let _ = built.answer_to(now, built.lookup(Some("nope")));
                     }
                 }
             }

@@ -72,7 +72,7 @@ pub struct ServerStatus {
 }
 
 /// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct GaleraStatus {
     /// `wsrep_ready`
     pub ready: bool,

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use remora::agent::{MAX_REQUEST, parse_pool};
+use remora::answer::MAX_LINE;
 use remora::config::{Config, Percent, Policy};
-use remora::policy::{Damper, MAX_LINE, State, Verdict, state_for_lag};
+use remora::policy::{Damper, State, Verdict, state_for_lag};
 use serde_yaml::Value;
 
 /// What HAProxy makes of an agent reply, by its grammar

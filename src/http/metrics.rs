@@ -1,0 +1,331 @@
+//! `GET /metrics`: Prometheus text exposition 0.0.4, one function per
+//! metric family. Names are remora's, whatever the server calls its
+//! columns. Families with a label from a kind (`kind`, `state`, `verdict`)
+//! iterate that kind's `ALL`, so a new variant cannot be forgotten.
+
+use std::fmt::Write as _;
+
+use tokio::time::Instant;
+
+use crate::answer::Reported;
+use crate::health::Health;
+use crate::poller::Snapshot;
+use crate::probe::{ChannelStatus, ErrorKind, ServerStatus, ThreadState, TlsState};
+
+/// The `/metrics` page.
+pub fn render(snapshot: &Snapshot, now: Instant) -> String {
+    let mut out = Exposition::default();
+    build_info(&mut out);
+    polling(&mut out, snapshot);
+    poll_errors(&mut out, snapshot);
+    lag(&mut out, snapshot);
+    if let Ok(status) = &snapshot.observation.result {
+        replica_status(&mut out, status);
+    }
+    galera_and_load(&mut out, snapshot);
+    out.gauge(
+        "remora_maintenance",
+        "1 while an operator's maintenance switch is on.",
+        bool_value(snapshot.maintenance.is_some()),
+    );
+    answers(&mut out, snapshot, now);
+    agent_checks(&mut out, snapshot);
+    out.0
+}
+
+fn build_info(out: &mut Exposition) {
+    out.family(
+        "remora_build_info",
+        "gauge",
+        "remora's version.",
+        [(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+}
+
+/// Whether the last poll reached the server, how, how long it took, how
+/// many there were and when the last good one was.
+fn polling(out: &mut Exposition, snapshot: &Snapshot) {
+    out.gauge(
+        "remora_mysql_up",
+        "1 when the last poll reached MySQL and read its status.",
+        bool_value(snapshot.observation.result.is_ok()),
+    );
+    out.gauge(
+        "remora_mysql_tls_plaintext_fallback",
+        "1 when mysql.tls.mode preferred fell back to plaintext: the password crosses unencrypted.",
+        bool_value(snapshot.observation.tls == TlsState::PlaintextFallback),
+    );
+    out.gauge(
+        "remora_poll_duration_seconds",
+        "How long the last poll took.",
+        snapshot.observation.duration.as_secs_f64(),
+    );
+    out.family(
+        "remora_polls_total",
+        "counter",
+        "Polls of MySQL since start.",
+        [(Vec::new(), snapshot.polls.polls as f64)],
+    );
+    if let Some(success) = snapshot.last_success {
+        let since_epoch = success
+            .wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        out.gauge(
+            "remora_last_success_timestamp_seconds",
+            "Wall-clock time of the last successful poll.",
+            since_epoch.as_secs_f64(),
+        );
+    }
+}
+
+fn poll_errors(out: &mut Exposition, snapshot: &Snapshot) {
+    out.family(
+        "remora_poll_errors_total",
+        "counter",
+        "Failed polls since start, by kind.",
+        ErrorKind::ALL.iter().map(|kind| {
+            let count = snapshot.polls.errors.get(kind).copied().unwrap_or(0);
+            (vec![("kind", kind.as_str())], count as f64)
+        }),
+    );
+}
+
+/// The lag that decides, and the heartbeat's age.
+fn lag(out: &mut Exposition, snapshot: &Snapshot) {
+    let assessment = &snapshot.assessment;
+    let lag = match &assessment.health {
+        Health::Primary { .. } => Some((0.0, "primary", false)),
+        health => health.lag().map(|lag| {
+            (
+                lag.value.as_secs_f64(),
+                lag.origin.as_str(),
+                lag.is_estimated(),
+            )
+        }),
+    };
+    if let Some((value, source, estimated)) = lag {
+        let estimated = if estimated { "true" } else { "false" };
+        out.family(
+            "remora_lag_seconds",
+            "gauge",
+            "The lag that decides the verdict, by where it came from.",
+            [(vec![("source", source), ("estimated", estimated)], value)],
+        );
+    }
+    if let Some(age) = assessment.heartbeat.as_ref().and_then(|h| h.age) {
+        out.gauge(
+            "remora_heartbeat_age_seconds",
+            "Age of the newest heartbeat row on the watched server.",
+            age.as_secs_f64(),
+        );
+    }
+}
+
+fn replica_status(out: &mut Exposition, status: &ServerStatus) {
+    out.family(
+        "remora_replica_seconds_behind",
+        "gauge",
+        "Seconds_Behind_Master / Seconds_Behind_Source per channel (absent when NULL).",
+        status
+            .channels
+            .iter()
+            .filter_map(|c| Some((vec![("channel", c.name.as_str())], c.seconds_behind? as f64))),
+    );
+    thread_states(
+        out,
+        "remora_replica_io_thread",
+        "IO (receiver) thread state per channel, one-hot.",
+        &status.channels,
+        |c| c.io_thread,
+    );
+    thread_states(
+        out,
+        "remora_replica_sql_thread",
+        "SQL (applier) thread state per channel, one-hot.",
+        &status.channels,
+        |c| c.sql_thread,
+    );
+}
+
+fn thread_states(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    channels: &[ChannelStatus],
+    thread: fn(&ChannelStatus) -> ThreadState,
+) {
+    out.family(
+        name,
+        "gauge",
+        help,
+        channels.iter().flat_map(|c| {
+            ThreadState::ALL.iter().map(move |state| {
+                (
+                    vec![("channel", c.name.as_str()), ("state", state.as_str())],
+                    bool_value(thread(c) == *state),
+                )
+            })
+        }),
+    );
+}
+
+fn galera_and_load(out: &mut Exposition, snapshot: &Snapshot) {
+    if let Some(galera) = &snapshot.assessment.galera {
+        out.gauge(
+            "remora_galera_local_state",
+            "wsrep_local_state (4 = synced).",
+            galera.local_state as f64,
+        );
+        out.gauge(
+            "remora_galera_recv_queue",
+            "wsrep_local_recv_queue.",
+            galera.recv_queue as f64,
+        );
+    }
+    if let Some(load) = &snapshot.assessment.load {
+        out.gauge(
+            "remora_threads_running",
+            "Threads_running.",
+            load.threads_running as f64,
+        );
+        out.gauge(
+            "remora_threads_connected",
+            "Threads_connected.",
+            load.threads_connected as f64,
+        );
+    }
+}
+
+/// What each pool is told now: its weight, and its verdict one-hot.
+fn answers(out: &mut Exposition, snapshot: &Snapshot, now: Instant) {
+    let answers: Vec<_> = snapshot
+        .every_pool()
+        .map(|pool| (pool.label(), snapshot.answer(now, pool)))
+        .collect();
+    out.family(
+        "remora_weight_percent",
+        "gauge",
+        "Weight the agent reports, per pool (0 unless up).",
+        answers
+            .iter()
+            .map(|(pool, answer)| (vec![("pool", *pool)], f64::from(answer.weight))),
+    );
+    out.family(
+        "remora_verdict",
+        "gauge",
+        "What the agent reports per pool, one-hot.",
+        answers.iter().flat_map(|(pool, answer)| {
+            Reported::ALL.iter().map(move |reported| {
+                (
+                    vec![("pool", *pool), ("verdict", reported.as_str())],
+                    bool_value(answer.reported == *reported),
+                )
+            })
+        }),
+    );
+}
+
+fn agent_checks(out: &mut Exposition, snapshot: &Snapshot) {
+    let counters = snapshot
+        .every_pool()
+        .map(|pool| (pool.label(), &*pool.checks))
+        .chain([("unknown", &*snapshot.unknown_checks)]);
+    out.family(
+        "remora_agent_checks_total",
+        "counter",
+        "Agent checks answered, per pool asked for and what was reported.",
+        counters.flat_map(|(pool, checks)| {
+            Reported::ALL.iter().map(move |reported| {
+                (
+                    vec![("pool", pool), ("verdict", reported.as_str())],
+                    checks.get(*reported) as f64,
+                )
+            })
+        }),
+    );
+}
+
+/// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then
+/// samples; label values escaped.
+#[derive(Debug, Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.0.push_str(name);
+            if !labels.is_empty() {
+                self.0.push('{');
+                for (i, (label, value)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(',');
+                    }
+                    let _ = write!(self.0, "{label}=\"{}\"", escape_label(value));
+                }
+                self.0.push('}');
+            }
+            let _ = writeln!(self.0, " {}", format_value(value));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help, [(Vec::new(), value)]);
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        value.to_string()
+    }
+}
+
+fn bool_value(yes: bool) -> f64 {
+    if yes { 1.0 } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let mut out = Exposition::default();
+        out.gauge("remora_x", "An x.", 1.5);
+        out.family(
+            "remora_y_total",
+            "counter",
+            "A y.",
+            [
+                (vec![("pool", "a\"b"), ("channel", "c\\d\ne")], 3.0),
+                (vec![], f64::INFINITY),
+            ],
+        );
+        assert_eq!(
+            out.0,
+            "# HELP remora_x An x.\n# TYPE remora_x gauge\nremora_x 1.5\n\
+             # HELP remora_y_total A y.\n# TYPE remora_y_total counter\n\
+             remora_y_total{pool=\"a\\\"b\",channel=\"c\\\\d\\ne\"} 3\n\
+             remora_y_total +Inf\n"
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! `GET /status`: the verdict and everything behind it, as JSON, one
+//! `Serialize` struct per section. Field names are remora's, the same
+//! whatever the server calls its columns. The top level is the default
+//! policy's answer; each configured pool has its own under `pools`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load};
+use crate::maintenance::Maintenance;
+use crate::policy::{Recovery, Warming};
+use crate::poller::{PollTime, PoolVerdict, Snapshot};
+use crate::probe::{ChannelStatus, GaleraStatus, Observation, ThreadError};
+
+/// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
+/// message) can quote row data: only a reader on this host sees them whole;
+/// anyone else gets the errno and the agent's short phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Loopback,
+    Remote,
+}
+
+impl Audience {
+    pub fn of(peer: SocketAddr) -> Audience {
+        if super::is_loopback(peer.ip()) {
+            Audience::Loopback
+        } else {
+            Audience::Remote
+        }
+    }
+
+    /// A server's error text as this reader may see it.
+    fn server_text(self, text: &str) -> Option<String> {
+        match self {
+            Audience::Loopback => Some(text.chars().take(512).collect()),
+            Audience::Remote => None,
+        }
+    }
+}
+
+/// The `/status` document.
+#[derive(Debug, Serialize)]
+pub struct Status<'a> {
+    #[serde(flatten)]
+    answer: PoolStatus<'a>,
+    maintenance: Option<MaintenanceStatus<'a>>,
+    measured: Measured<'a>,
+    tls: &'static str,
+    role: &'static str,
+    read_only: Option<bool>,
+    server_version: Option<&'a str>,
+    dialect: Option<&'static str>,
+    lag: Option<LagStatus<'a>>,
+    heartbeat: Option<HeartbeatStatus<'a>>,
+    replication: Vec<ChannelView<'a>>,
+    galera: Option<&'a GaleraStatus>,
+    load: Option<&'a Load>,
+    last_poll: LastPoll,
+    last_success: Option<LastSuccess>,
+    polls: Polls,
+    stale_after_seconds: f64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pools: BTreeMap<&'a str, PoolStatus<'a>>,
+}
+
+impl<'a> Status<'a> {
+    pub fn of(snapshot: &'a Snapshot, now: Instant, audience: Audience) -> Status<'a> {
+        let observation = &snapshot.observation;
+        let assessment = &snapshot.assessment;
+        let server = observation.result.as_ref().ok();
+        let measured = snapshot.measured(now, &snapshot.default);
+        Status {
+            answer: PoolStatus::of(snapshot, &snapshot.default, now, false),
+            maintenance: snapshot.maintenance.as_ref().map(MaintenanceStatus::of),
+            measured: Measured {
+                verdict: measured.as_str(),
+                weight: measured.weight(),
+                reason: &snapshot.default.decision.verdict.reason,
+            },
+            tls: observation.tls.as_str(),
+            role: assessment.health.role(),
+            read_only: server.map(|status| status.read_only),
+            server_version: server.map(|status| status.version.as_str()),
+            dialect: server.map(|status| status.dialect.as_str()),
+            lag: LagStatus::of(&assessment.health),
+            heartbeat: assessment.heartbeat.as_ref().map(HeartbeatStatus::of),
+            replication: server.map_or_else(Vec::new, |status| {
+                let view = |channel| ChannelView::of(channel, audience);
+                status.channels.iter().map(view).collect()
+            }),
+            galera: assessment.galera.as_ref(),
+            load: assessment.load.as_ref(),
+            last_poll: LastPoll::of(observation, audience),
+            last_success: snapshot
+                .last_success
+                .map(|success| LastSuccess::of(success, now)),
+            polls: Polls {
+                total: snapshot.polls.polls,
+                errors: (snapshot.polls.errors.iter())
+                    .map(|(kind, count)| (kind.as_str(), *count))
+                    .collect(),
+            },
+            stale_after_seconds: snapshot.stale_after.as_secs_f64(),
+            pools: (snapshot.pools.iter())
+                .map(|pool| {
+                    (
+                        pool.name.as_str(),
+                        PoolStatus::of(snapshot, pool, now, true),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One policy's answer: what the agent says now, maintenance and
+/// staleness included.
+#[derive(Debug, Serialize)]
+struct PoolStatus<'a> {
+    verdict: &'static str,
+    weight: u8,
+    reason: &'a str,
+    agent_reply: &'a str,
+    stale: bool,
+    recovering: Option<Recovering>,
+    warming_up: Option<WarmingUp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+impl<'a> PoolStatus<'a> {
+    fn of(snapshot: &'a Snapshot, pool: &'a PoolVerdict, now: Instant, with_role: bool) -> Self {
+        let answer = snapshot.answer(now, pool);
+        PoolStatus {
+            verdict: answer.reported.as_str(),
+            weight: answer.weight,
+            reason: &answer.reason,
+            agent_reply: answer.text(),
+            stale: snapshot.is_stale(now, pool),
+            recovering: pool.decision.recovering.map(Recovering::of),
+            warming_up: pool.decision.warming.map(WarmingUp::of),
+            role: with_role.then(|| pool.role.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Recovering {
+    polls: u32,
+    needed: u32,
+    towards: &'static str,
+    towards_weight: u8,
+}
+
+impl Recovering {
+    fn of(recovery: Recovery) -> Recovering {
+        Recovering {
+            polls: recovery.polls,
+            needed: recovery.needed,
+            towards: recovery.towards.as_str(),
+            towards_weight: recovery.towards.weight(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WarmingUp {
+    seconds: u64,
+    of_seconds: u64,
+    ceiling: u8,
+}
+
+impl WarmingUp {
+    fn of(warming: Warming) -> WarmingUp {
+        WarmingUp {
+            seconds: warming.elapsed.as_secs(),
+            of_seconds: warming.length.as_secs(),
+            ceiling: warming.ceiling,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct MaintenanceStatus<'a> {
+    mode: &'static str,
+    reason: &'a str,
+    source: String,
+}
+
+impl<'a> MaintenanceStatus<'a> {
+    fn of(maintenance: &'a Maintenance) -> Self {
+        MaintenanceStatus {
+            mode: maintenance.mode.as_str(),
+            reason: &maintenance.reason,
+            source: maintenance.source.to_string(),
+        }
+    }
+}
+
+/// The default policy's measured verdict, maintenance aside.
+#[derive(Debug, Serialize)]
+struct Measured<'a> {
+    verdict: &'static str,
+    weight: u8,
+    reason: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct LagStatus<'a> {
+    seconds: f64,
+    estimated: bool,
+    estimated_because: Option<&'a str>,
+    channel: Option<&'a str>,
+    source: &'static str,
+    fallback: Option<&'a str>,
+}
+
+impl<'a> LagStatus<'a> {
+    fn of(health: &'a Health) -> Option<Self> {
+        match health {
+            // Not a replica: nothing to lag behind.
+            Health::Primary { .. } => Some(LagStatus {
+                seconds: 0.0,
+                estimated: false,
+                estimated_because: None,
+                channel: None,
+                source: "primary",
+                fallback: None,
+            }),
+            health => health.lag().map(LagStatus::measured),
+        }
+    }
+
+    fn measured(lag: &'a Lag) -> Self {
+        LagStatus {
+            seconds: seconds(lag.value),
+            estimated: lag.is_estimated(),
+            estimated_because: lag.estimated.as_deref(),
+            channel: Some(&lag.channel),
+            source: lag.origin.as_str(),
+            fallback: lag.fallback.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HeartbeatStatus<'a> {
+    seconds: Option<f64>,
+    ts: Option<&'a str>,
+    state: String,
+    decided_lag: bool,
+    primary_seconds: Option<f64>,
+}
+
+impl<'a> HeartbeatStatus<'a> {
+    fn of(heartbeat: &'a HeartbeatReport) -> Self {
+        HeartbeatStatus {
+            seconds: heartbeat.age.map(seconds),
+            ts: heartbeat.ts.as_deref(),
+            state: heartbeat.state.describe(),
+            decided_lag: heartbeat.state == HeartbeatState::Used,
+            primary_seconds: heartbeat.primary_age.map(seconds),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ChannelView<'a> {
+    channel: &'a str,
+    source_host: Option<&'a str>,
+    io_thread: &'static str,
+    sql_thread: &'static str,
+    seconds_behind: Option<u64>,
+    sql_delay: Option<u64>,
+    last_io_error: Option<ThreadErrorView>,
+    last_sql_error: Option<ThreadErrorView>,
+}
+
+impl<'a> ChannelView<'a> {
+    fn of(channel: &'a ChannelStatus, audience: Audience) -> Self {
+        let error = |err: &Option<ThreadError>| {
+            err.as_ref().map(|err| ThreadErrorView {
+                errno: err.errno,
+                message: audience.server_text(&err.message),
+            })
+        };
+        ChannelView {
+            channel: &channel.name,
+            source_host: channel.source_host.as_deref(),
+            io_thread: channel.io_thread.as_str(),
+            sql_thread: channel.sql_thread.as_str(),
+            seconds_behind: channel.seconds_behind,
+            sql_delay: channel.sql_delay,
+            last_io_error: error(&channel.io_error),
+            last_sql_error: error(&channel.sql_error),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ThreadErrorView {
+    errno: u32,
+    /// `None` for a reader off this host: the text can quote row data.
+    message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastPoll {
+    at: Option<String>,
+    ok: bool,
+    duration_ms: f64,
+    error: Option<PollErrorView>,
+}
+
+impl LastPoll {
+    fn of(observation: &Observation, audience: Audience) -> LastPoll {
+        LastPoll {
+            at: rfc3339(observation.wall),
+            ok: observation.result.is_ok(),
+            duration_ms: millis(observation.duration),
+            error: observation.result.as_ref().err().map(|err| PollErrorView {
+                kind: err.kind().as_str(),
+                message: match audience {
+                    Audience::Loopback => err.to_string(),
+                    Audience::Remote => err.phrase(),
+                },
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PollErrorView {
+    kind: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LastSuccess {
+    at: Option<String>,
+    age_seconds: f64,
+    duration_ms: f64,
+}
+
+impl LastSuccess {
+    fn of(success: PollTime, now: Instant) -> LastSuccess {
+        LastSuccess {
+            at: rfc3339(success.wall),
+            age_seconds: seconds(now.saturating_duration_since(success.at)),
+            duration_ms: millis(success.duration),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Polls {
+    total: u64,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+/// A wall-clock time as RFC 3339, or `None` for one RFC 3339 cannot write
+/// (before 1970 or after 9999, a clock set wrong): never a panic.
+pub fn rfc3339(time: SystemTime) -> Option<String> {
+    /// 10000-01-01T00:00:00Z.
+    const END: Duration = Duration::from_secs(253_402_300_800);
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    (since_epoch < END).then(|| humantime::format_rfc3339_millis(time).to_string())
+}
+
+/// Milliseconds, to the microsecond.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Seconds, to the millisecond.
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e3).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clocks_out_of_rfc3339_range_render_as_nothing() {
+        use std::time::UNIX_EPOCH;
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(86400)).as_deref(),
+            Some("1970-01-02T00:00:00.000Z")
+        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), None);
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339(year_10000), None);
+        assert!(rfc3339(year_10000 - Duration::from_secs(1)).is_some());
+        assert!(rfc3339(SystemTime::now()).is_some());
+    }
+}
