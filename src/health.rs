@@ -148,6 +148,28 @@ pub struct HeartbeatReport {
     pub primary_age: Option<Duration>,
 }
 
+impl HeartbeatReport {
+    /// What a heartbeat read says, before it is known whether it decides.
+    fn of(read: &HeartbeatRead, primary_age: Option<Duration>) -> HeartbeatReport {
+        let (age, ts, state) = match read {
+            HeartbeatRead::Row { ts, age } if *age > MAX_PLAUSIBLE_LAG => {
+                (None, Some(ts.clone()), HeartbeatState::Implausible)
+            }
+            HeartbeatRead::Row { ts, age } => (Some(*age), Some(ts.clone()), HeartbeatState::Used),
+            HeartbeatRead::Empty => (None, None, HeartbeatState::Unavailable(None)),
+            HeartbeatRead::Unavailable { code, .. } => {
+                (None, None, HeartbeatState::Unavailable(Some(*code)))
+            }
+        };
+        HeartbeatReport {
+            age,
+            ts,
+            state,
+            primary_age,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeartbeatState {
     /// It decided the lag.
@@ -174,6 +196,28 @@ impl HeartbeatState {
             HeartbeatState::Implausible => "implausible age".into(),
         }
     }
+}
+
+/// What the heartbeat says about the lag.
+#[derive(Debug)]
+enum HeartbeatLag {
+    /// Its row's age is the lag.
+    Decides(Lag),
+    /// Its writer is dead: replica status decides, saying why.
+    WriterStale(String),
+    /// `lag.source: heartbeat` and no usable row: broken, saying why.
+    Missing(String),
+    /// Not asked for, or (`auto`) not there: replica status decides.
+    NotUsed,
+}
+
+/// A considered channel whose SQL thread stopped on an error.
+fn sql_thread_error(considered: &[&ChannelStatus]) -> Option<String> {
+    considered.iter().find_map(|channel| {
+        let err = channel.sql_error.as_ref()?;
+        (channel.sql_thread != ThreadState::Yes)
+            .then(|| format!("sql thread error {}{}", err.errno, on(&channel.name)))
+    })
 }
 
 /// Load counters with the limit they are measured against.
@@ -273,32 +317,8 @@ impl Assessor {
             Some(Ok(HeartbeatRead::Row { age, .. })) => Some(*age),
             _ => None,
         };
-        let mut report = status.heartbeat.as_ref().map(|read| match read {
-            HeartbeatRead::Row { ts, age } if *age > MAX_PLAUSIBLE_LAG => HeartbeatReport {
-                age: None,
-                ts: Some(ts.clone()),
-                state: HeartbeatState::Implausible,
-                primary_age,
-            },
-            HeartbeatRead::Row { ts, age } => HeartbeatReport {
-                age: Some(*age),
-                ts: Some(ts.clone()),
-                state: HeartbeatState::Used,
-                primary_age,
-            },
-            HeartbeatRead::Empty => HeartbeatReport {
-                age: None,
-                ts: None,
-                state: HeartbeatState::Unavailable(None),
-                primary_age,
-            },
-            HeartbeatRead::Unavailable { code, .. } => HeartbeatReport {
-                age: None,
-                ts: None,
-                state: HeartbeatState::Unavailable(Some(*code)),
-                primary_age,
-            },
-        });
+        let mut report =
+            (status.heartbeat.as_ref()).map(|read| HeartbeatReport::of(read, primary_age));
 
         if status.channels.is_empty() {
             self.last_measured.clear();
@@ -322,6 +342,8 @@ impl Assessor {
         assessment
     }
 
+    /// A replica's health: broken replication first, then the heartbeat's
+    /// lag when it decides, else the worst replica-status lag.
     fn replica_health(
         &mut self,
         status: &ServerStatus,
@@ -330,54 +352,77 @@ impl Assessor {
     ) -> (Health, Option<HeartbeatReport>) {
         let read_only = status.read_only;
         let broken = |reason: String| Health::Broken { reason, read_only };
+        let considered = match self.channels_considered(status) {
+            Ok(considered) => considered,
+            Err(reason) => return (broken(reason), report),
+        };
+        if let Some(reason) = sql_thread_error(&considered) {
+            return (broken(reason), report);
+        }
+        // Always computed, so the memory behind estimates stays current.
+        let by_status = self.worst_status_lag(&considered, now);
+        self.watch_heartbeat(&considered, report.as_ref(), now);
+        let health = match self.heartbeat_lag(&considered, &mut report, now) {
+            HeartbeatLag::Decides(lag) => Health::Replica { lag, read_only },
+            HeartbeatLag::Missing(why) => broken(format!("heartbeat {why}")),
+            HeartbeatLag::WriterStale(why) => match by_status {
+                Ok(mut lag) => {
+                    lag.fallback = Some(why);
+                    Health::Replica { lag, read_only }
+                }
+                Err(reason) => broken(format!("{reason}; {why}")),
+            },
+            HeartbeatLag::NotUsed => match by_status {
+                Ok(lag) => Health::Replica { lag, read_only },
+                Err(reason) => broken(reason),
+            },
+        };
+        (health, report)
+    }
 
-        // The channels that matter: all, or the ones named.
-        let mut considered: Vec<&ChannelStatus> = Vec::new();
+    /// The channels that matter: all, or the ones `lag.channels` names
+    /// (`Err` names one that is missing).
+    fn channels_considered<'s>(
+        &self,
+        status: &'s ServerStatus,
+    ) -> Result<Vec<&'s ChannelStatus>, String> {
         if self.lag.channels.is_empty() {
-            considered.extend(&status.channels);
-        } else {
-            for name in &self.lag.channels {
-                match status.channels.iter().find(|c| &c.name == name) {
-                    Some(channel) => considered.push(channel),
-                    None => return (broken(format!("channel {name} missing")), report),
-                }
-            }
+            return Ok(status.channels.iter().collect());
         }
-        for channel in &considered {
-            if channel.sql_thread != ThreadState::Yes
-                && let Some(err) = &channel.sql_error
-            {
-                return (
-                    broken(format!(
-                        "sql thread error {}{}",
-                        err.errno,
-                        on(&channel.name)
-                    )),
-                    report,
-                );
-            }
-        }
+        (self.lag.channels.iter())
+            .map(|name| {
+                (status.channels.iter())
+                    .find(|c| &c.name == name)
+                    .ok_or_else(|| format!("channel {name} missing"))
+            })
+            .collect()
+    }
 
-        // Replica status, always computed so its memory stays current.
-        let mut by_status: Result<Lag, String> = Err(String::new());
-        for channel in &considered {
-            match self.channel_lag(channel, now) {
-                Err(reason) => {
-                    by_status = Err(reason);
-                    break;
-                }
-                Ok(lag) => {
-                    if by_status.as_ref().is_err_and(String::is_empty)
-                        || by_status
-                            .as_ref()
-                            .is_ok_and(|worst| lag.value > worst.value)
-                    {
-                        by_status = Ok(lag);
-                    }
-                }
+    /// The largest replica-status lag among `considered`; `Err` says why
+    /// replication is broken (the first channel that is).
+    fn worst_status_lag(
+        &mut self,
+        considered: &[&ChannelStatus],
+        now: Instant,
+    ) -> Result<Lag, String> {
+        let mut worst: Option<Lag> = None;
+        for channel in considered {
+            let lag = self.channel_lag(channel, now)?;
+            if worst.as_ref().is_none_or(|worst| lag.value > worst.value) {
+                worst = Some(lag);
             }
         }
+        worst.ok_or_else(|| "no replication channel".to_owned())
+    }
 
+    /// Feeds the heartbeat row and the applier positions to the tracker
+    /// that notices a dead writer.
+    fn watch_heartbeat(
+        &mut self,
+        considered: &[&ChannelStatus],
+        report: Option<&HeartbeatReport>,
+        now: Instant,
+    ) {
         let positions = considered
             .iter()
             .filter_map(|c| {
@@ -385,53 +430,47 @@ impl Assessor {
                 Some((c.name.clone(), file, pos))
             })
             .collect();
-        let ts = report.as_ref().and_then(|r| r.ts.as_deref());
+        let ts = report.and_then(|r| r.ts.as_deref());
         self.heartbeat.observe(ts, positions, now);
+    }
 
-        let delay = self.delay_of(considered.iter().copied());
-        if self.lag.source != LagSource::ReplicaStatus {
-            match report.as_ref().and_then(|r| r.age) {
-                Some(age) => {
-                    let primary_age = report.as_ref().and_then(|r| r.primary_age);
-                    if let Some(stale) = self.writer_stale(now, primary_age) {
-                        if let Some(report) = report.as_mut() {
-                            report.state = HeartbeatState::WriterStale;
-                        }
-                        let why = format!("heartbeat writer stale {:.1}s", stale.as_secs_f64());
-                        let health = match by_status {
-                            Ok(mut lag) => {
-                                lag.fallback = Some(why);
-                                Health::Replica { lag, read_only }
-                            }
-                            Err(reason) => broken(format!("{reason}; {why}")),
-                        };
-                        return (health, report);
-                    }
-                    let lag = Lag {
-                        value: age.saturating_sub(delay),
-                        channel: String::new(),
-                        estimated: None,
-                        origin: LagOrigin::Heartbeat,
-                        fallback: None,
-                    };
-                    return (Health::Replica { lag, read_only }, report);
-                }
-                None if self.lag.source == LagSource::Heartbeat => {
-                    let why = report
-                        .as_ref()
-                        .map(|r| r.state.describe())
-                        .unwrap_or_else(|| "not read".into());
-                    return (broken(format!("heartbeat {why}")), report);
-                }
-                // `auto` with no usable table: replica status decides.
-                None => {}
-            }
+    /// What the heartbeat says about the lag under `lag.source`.
+    fn heartbeat_lag(
+        &self,
+        considered: &[&ChannelStatus],
+        report: &mut Option<HeartbeatReport>,
+        now: Instant,
+    ) -> HeartbeatLag {
+        if self.lag.source == LagSource::ReplicaStatus {
+            return HeartbeatLag::NotUsed;
         }
-        let health = match by_status {
-            Ok(lag) => Health::Replica { lag, read_only },
-            Err(reason) => broken(reason),
+        let Some(age) = report.as_ref().and_then(|r| r.age) else {
+            if self.lag.source == LagSource::Heartbeat {
+                let why =
+                    (report.as_ref()).map_or_else(|| "not read".into(), |r| r.state.describe());
+                return HeartbeatLag::Missing(why);
+            }
+            // `auto` with no usable table: replica status decides.
+            return HeartbeatLag::NotUsed;
         };
-        (health, report)
+        let primary_age = report.as_ref().and_then(|r| r.primary_age);
+        if let Some(stale) = self.writer_stale(now, primary_age) {
+            if let Some(report) = report.as_mut() {
+                report.state = HeartbeatState::WriterStale;
+            }
+            return HeartbeatLag::WriterStale(format!(
+                "heartbeat writer stale {:.1}s",
+                stale.as_secs_f64()
+            ));
+        }
+        let delay = self.delay_of(considered.iter().copied());
+        HeartbeatLag::Decides(Lag {
+            value: age.saturating_sub(delay),
+            channel: String::new(),
+            estimated: None,
+            origin: LagOrigin::Heartbeat,
+            fallback: None,
+        })
     }
 
     /// Dead heartbeat writer: by the primary's own row when it answered,
