@@ -47,6 +47,7 @@ pub mod passwords;
 pub mod policy;
 pub mod poller;
 pub mod probe;
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Secrets};
 use crate::maintenance::Maintenance;
 use crate::poller::{Command, Poller, Snapshot};
+use crate::reload::ReloadPlan;
 
 /// The sockets remora serves on, bound by the caller.
 #[derive(Debug)]
@@ -126,16 +128,119 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
 
 /// One listener's serving task, stoppable on its own when its address changes.
 struct Serving {
-    addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
-impl Serving {
-    fn replace(&mut self, next: Serving) -> JoinHandle<()> {
-        self.stop.cancel();
-        let old = std::mem::replace(self, next);
-        old.task
+/// Starts serving tasks: each reads the published snapshots and stops with
+/// its own child of the shutdown token.
+struct Spawner {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    switch: http::Switch,
+    stop: CancellationToken,
+}
+
+impl Spawner {
+    fn agent(&self, listener: TcpListener) -> Serving {
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(agent::serve(listener, self.snapshots.clone(), stop.clone()));
+        Serving { stop, task }
+    }
+
+    fn http(&self, listener: TcpListener) -> Serving {
+        let stop = self.stop.child_token();
+        let switch = Arc::clone(&self.switch);
+        let task = tokio::spawn(http::serve(
+            listener,
+            self.snapshots.clone(),
+            switch,
+            stop.clone(),
+        ));
+        Serving { stop, task }
+    }
+}
+
+/// What `run` serves, and the configuration in force.
+struct Service {
+    current: Reload,
+    agent: Serving,
+    http: Serving,
+    /// Tasks of listeners a reload replaced, finishing their connections.
+    retired: Vec<JoinHandle<()>>,
+    spawner: Spawner,
+    commands: mpsc::Sender<Command>,
+}
+
+/// How a reload ended.
+enum Reloaded {
+    Applied,
+    Rejected,
+    ShuttingDown,
+}
+
+impl Service {
+    /// Applies one reload by its [`ReloadPlan`]: binds the moved listeners
+    /// first (a reload whose addresses cannot be bound is rejected whole and
+    /// the old configuration keeps running), has the poller publish under
+    /// the new configuration, and only then opens the new listeners.
+    async fn reload(&mut self, next: Reload, shutdown: impl Future<Output = ()>) -> Reloaded {
+        let plan = ReloadPlan::between((&self.current.0, &self.current.1), (&next.0, &next.1));
+        let old = (self.current.0.agent.listen, self.current.0.http.listen);
+        let Ok(agent) = rebind("agent.listen", old.0, plan.agent_listen).await else {
+            return Reloaded::Rejected;
+        };
+        let Ok(http) = rebind("http.listen", old.1, plan.http_listen).await else {
+            return Reloaded::Rejected;
+        };
+        self.current = next.clone();
+        let (applied, published) = tokio::sync::oneshot::channel();
+        let command = Command::Reconfigure(Box::new(next), plan, applied);
+        let applied = self.commands.send(command).await.is_ok()
+            && tokio::select! {
+                done = published => done.is_ok(),
+                _ = shutdown => return Reloaded::ShuttingDown,
+            };
+        if !applied {
+            error!("configuration not applied: the poller is gone");
+            return Reloaded::Rejected;
+        }
+        if let Some((listener, addr)) = agent {
+            let next = self.spawner.agent(listener);
+            self.retire(|service| &mut service.agent, next);
+            info!("agent now listening on {addr}");
+        }
+        if let Some((listener, addr)) = http {
+            let next = self.spawner.http(listener);
+            self.retire(|service| &mut service.http, next);
+            info!("http now listening on {addr}");
+        }
+        Reloaded::Applied
+    }
+
+    /// Replaces a listener's task; the old one stops accepting and finishes.
+    fn retire(&mut self, which: fn(&mut Service) -> &mut Serving, next: Serving) {
+        let old = std::mem::replace(which(self), next);
+        old.stop.cancel();
+        self.retired.push(old.task);
+    }
+
+    /// Stops every task and waits for them, at most [`SHUTDOWN_LIMIT`].
+    async fn stop(self, poller: JoinHandle<()>) {
+        self.spawner.stop.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
+            let _ = self.agent.task.await;
+            let _ = self.http.task.await;
+            for task in self.retired {
+                let _ = task.await;
+            }
+            if !poller.is_finished() {
+                let _ = poller.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            info!("shutdown limit reached; abandoning remaining work");
+        }
     }
 }
 
@@ -161,11 +266,51 @@ pub async fn run(
         config.agent.listen,
         config.http.listen
     );
-
     let first = tokio::select! {
         snapshot = poller.poll(None) => snapshot,
         _ = &mut shutdown => return Ok(()),
     };
+    log_first(&first);
+    let (publish, snapshots) = watch::channel(Arc::new(first));
+    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(None);
+    let (commands, command_queue) = mpsc::channel(4);
+    let stop = CancellationToken::new();
+    let mut poller_task =
+        tokio::spawn(poller.run(publish, switch_changes, command_queue, stop.clone()));
+    let spawner = Spawner {
+        snapshots,
+        switch: Arc::new(switch),
+        stop,
+    };
+    let mut service = Service {
+        current: (config, secrets),
+        agent: spawner.agent(listeners.agent),
+        http: spawner.http(listeners.http),
+        retired: Vec::new(),
+        spawner,
+        commands,
+    };
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            ended = &mut poller_task => {
+                // The poller never returns before shutdown; if it did (a panic),
+                // exit so a supervisor restarts us rather than serve a frozen verdict.
+                error!("the poller stopped unexpectedly: {ended:?}");
+                break Err(anyhow::anyhow!("the poller stopped unexpectedly"));
+            }
+            Some(next) = reloads.recv() => {
+                if let Reloaded::ShuttingDown = service.reload(next, &mut shutdown).await {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    service.stop(poller_task).await;
+    outcome
+}
+
+fn log_first(first: &Snapshot) {
     for pool in first.every_pool() {
         info!(
             "first verdict for {}: {}",
@@ -176,112 +321,20 @@ pub async fn run(
     if let Err(err) = &first.observation.result {
         info!("first poll failed: {err}");
     }
-    let (publish, snapshots) = watch::channel(Arc::new(first));
-    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(None);
-    let switch = Arc::new(switch);
-    let (commands, command_queue) = mpsc::channel(4);
-
-    let stop = CancellationToken::new();
-    let mut poller_task =
-        tokio::spawn(poller.run(publish, switch_changes, command_queue, stop.clone()));
-    let serve_agent = |listener: TcpListener, addr| {
-        let token = stop.child_token();
-        Serving {
-            addr,
-            stop: token.clone(),
-            task: tokio::spawn(agent::serve(listener, snapshots.clone(), token)),
-        }
-    };
-    let serve_http = |listener: TcpListener, addr| {
-        let token = stop.child_token();
-        Serving {
-            addr,
-            stop: token.clone(),
-            task: tokio::spawn(http::serve(
-                listener,
-                snapshots.clone(),
-                Arc::clone(&switch),
-                token,
-            )),
-        }
-    };
-    let mut agent = serve_agent(listeners.agent, config.agent.listen);
-    let mut http = serve_http(listeners.http, config.http.listen);
-    let mut retired = Vec::new();
-
-    let outcome = loop {
-        tokio::select! {
-            _ = &mut shutdown => break Ok(()),
-            ended = &mut poller_task => {
-                // The poller never returns before shutdown; if it did (a panic),
-                // exit so a supervisor restarts us rather than serve a frozen verdict.
-                error!("the poller stopped unexpectedly: {ended:?}");
-                break Err(anyhow::anyhow!("the poller stopped unexpectedly"));
-            }
-            Some((config, secrets)) = reloads.recv() => {
-                // Bind first: a reload whose new addresses cannot be bound is
-                // rejected whole, and the old configuration keeps running.
-                let agent_listener = match rebind("agent.listen", agent.addr, config.agent.listen).await {
-                    Ok(listener) => listener,
-                    Err(()) => continue,
-                };
-                let http_listener = match rebind("http.listen", http.addr, config.http.listen).await {
-                    Ok(listener) => listener,
-                    Err(()) => continue,
-                };
-                let (agent_addr, http_addr) = (config.agent.listen, config.http.listen);
-                // The new listeners open only once the poller has published a
-                // snapshot under the new configuration.
-                let (applied, published) = tokio::sync::oneshot::channel();
-                let sent = commands
-                    .send(Command::Reconfigure(Box::new((config, secrets)), applied))
-                    .await;
-                let applied = sent.is_ok() && tokio::select! {
-                    done = published => done.is_ok(),
-                    _ = &mut shutdown => break Ok(()),
-                };
-                if !applied {
-                    error!("configuration not applied: the poller is gone");
-                    continue;
-                }
-                if let Some(listener) = agent_listener {
-                    retired.push(agent.replace(serve_agent(listener, agent_addr)));
-                    info!("agent now listening on {agent_addr}");
-                }
-                if let Some(listener) = http_listener {
-                    retired.push(http.replace(serve_http(listener, http_addr)));
-                    info!("http now listening on {http_addr}");
-                }
-            }
-        }
-    };
-
-    stop.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
-        let _ = agent.task.await;
-        let _ = http.task.await;
-        for task in retired {
-            let _ = task.await;
-        }
-        if !poller_task.is_finished() {
-            let _ = poller_task.await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        info!("shutdown limit reached; abandoning remaining work");
-    }
-    outcome
 }
 
-/// A new listener when `key` changed from `old` to `new`; `Err` (logged) if
-/// it cannot be bound.
-async fn rebind(key: &str, old: SocketAddr, new: SocketAddr) -> Result<Option<TcpListener>, ()> {
-    if old == new {
+/// A new listener (and its address) when `key` moved to `new`; `Err`
+/// (logged) if it cannot be bound.
+async fn rebind(
+    key: &str,
+    old: SocketAddr,
+    new: Option<SocketAddr>,
+) -> Result<Option<(TcpListener, SocketAddr)>, ()> {
+    let Some(new) = new else {
         return Ok(None);
-    }
+    };
     match bind(new).await {
-        Ok(listener) => Ok(Some(listener)),
+        Ok(listener) => Ok(Some((listener, new))),
         Err(err) => {
             error!("reload rejected: cannot listen on {key} {new}: {err}; still serving on {old}");
             Err(())

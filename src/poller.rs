@@ -25,6 +25,7 @@ use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
 use crate::probe::{ErrorKind, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
+use crate::reload::ReloadPlan;
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,9 +249,10 @@ struct Judge {
 /// Commands for the running poller.
 #[derive(Debug)]
 pub enum Command {
-    /// Apply a new, already validated configuration, poll at once, publish,
-    /// then report on the sender: from then on every reader sees it.
-    Reconfigure(Box<(Config, Secrets)>, oneshot::Sender<()>),
+    /// Apply a new, already validated configuration by its plan, poll at
+    /// once, publish, then report on the sender: from then on every reader
+    /// sees it.
+    Reconfigure(Box<(Config, Secrets)>, ReloadPlan, oneshot::Sender<()>),
 }
 
 /// Owns the probes and all history; the only code that produces verdicts.
@@ -481,40 +483,35 @@ impl Poller {
         }
     }
 
-    /// Applies a new configuration, keeping the history that still applies.
-    fn reconfigure(&mut self, config: Config, secrets: Secrets) {
-        let old = std::mem::replace(&mut self.config, config);
-        let config = &self.config;
-        let target_changed = config.mysql != old.mysql || secrets.mysql != self.secrets.mysql;
-        let reads_changed = config.lag != old.lag || config.load.is_some() != old.load.is_some();
-        if target_changed || reads_changed {
-            let old_probe = std::mem::replace(&mut self.probe, build_probe(config, &secrets));
-            tokio::spawn(old_probe.disconnect(Duration::from_secs(1)));
+    /// Applies a new configuration, keeping the history that still applies:
+    /// what `plan` says changed is rebuilt, nothing else.
+    fn reconfigure(&mut self, config: Config, secrets: Secrets, plan: ReloadPlan) {
+        self.config = config;
+        self.secrets = secrets;
+        let (config, secrets) = (&self.config, &self.secrets);
+        if plan.new_probe() {
+            let old = std::mem::replace(&mut self.probe, build_probe(config, secrets));
+            tokio::spawn(old.disconnect(Duration::from_secs(1)));
         }
-        let primary_changed = config.lag.primary != old.lag.primary
-            || secrets.primary != self.secrets.primary
-            || reads_changed;
-        if primary_changed
-            && let Some(old_primary) =
-                std::mem::replace(&mut self.primary, build_primary_probe(config, &secrets))
+        if plan.primary
+            && let Some(old) =
+                std::mem::replace(&mut self.primary, build_primary_probe(config, secrets))
         {
-            tokio::spawn(old_primary.disconnect(Duration::from_secs(1)));
+            tokio::spawn(old.disconnect(Duration::from_secs(1)));
         }
-        if target_changed || config.lag != old.lag {
-            // Lag remembered for another server or under other rules is not evidence.
+        if plan.forgets_lag() {
             self.assessor = Assessor::new(&config.lag);
         }
-        if target_changed {
+        if plan.target {
             self.last_success = None;
         }
-        self.password_files = PasswordFiles::of(config);
-        if config.maintenance.file != old.maintenance.file {
+        if plan.maintenance_file {
             self.maintenance_file = config.maintenance.file.clone().map(FileWatch::new);
         }
+        self.password_files = PasswordFiles::of(config);
         self.rules = rules_of(config);
         let judges = std::mem::take(&mut self.judges);
-        self.judges = self.judges_for(config, judges);
-        self.secrets = secrets;
+        self.judges = self.judges_for(&self.config, judges);
         info!(
             "configuration reloaded: watching {}, pools [{}]",
             self.probe.target(),
@@ -573,9 +570,9 @@ impl Poller {
                     }
                 }
                 Some(command) = commands.recv() => {
-                    let Command::Reconfigure(boxed, applied) = command;
+                    let Command::Reconfigure(boxed, plan, applied) = command;
                     let (config, secrets) = *boxed;
-                    self.reconfigure(config, secrets);
+                    self.reconfigure(config, secrets, plan);
                     ticker = poll_ticker(self.config.poll.interval);
                     let switch = maintenance.borrow().clone();
                     tokio::select! {
@@ -640,12 +637,8 @@ impl PasswordFiles {
 }
 
 fn build_probe(config: &Config, secrets: &Secrets) -> Probe {
-    let warms_up = config
-        .policies()
-        .iter()
-        .any(|(_, policy)| !policy.ramp_up.is_zero());
     Probe::new(&config.mysql, secrets.mysql.as_ref())
-        .with_uptime(warms_up)
+        .with_uptime(crate::reload::warms_up(config))
         .with_heartbeat(
             config
                 .lag
