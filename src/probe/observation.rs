@@ -1,0 +1,208 @@
+//! What one poll saw, by meaning rather than by whatever the server calls
+//! its columns.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::PollError;
+
+/// What one poll saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// When the poll finished (tokio's clock, so paused test time governs it).
+    pub at: Instant,
+    /// The same moment on the wall clock, for operators.
+    pub wall: SystemTime,
+    pub duration: Duration,
+    pub result: Result<ServerStatus, PollError>,
+    /// How the connection to the server is protected.
+    pub tls: TlsState,
+}
+
+crate::labelled! {
+    /// Whether remora's connection to the server is encrypted.
+    #[derive(Default)]
+    pub enum TlsState {
+        /// `mysql.tls.mode: disabled`.
+        #[default]
+        Off => "off",
+        /// TLS as configured.
+        On => "on",
+        /// `preferred`, and the server offers no TLS: plaintext, password included.
+        PlaintextFallback => "plaintext fallback",
+    }
+}
+
+/// A server that answered.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerStatus {
+    pub version: String,
+    pub dialect: Dialect,
+    pub read_only: bool,
+    pub max_connections: Option<u64>,
+    /// One entry per replication channel; empty when the server is not a replica.
+    pub channels: Vec<ChannelStatus>,
+    /// Set when the server is a Galera node with `wsrep_on`.
+    pub galera: Option<GaleraStatus>,
+    /// Set when `load` is configured.
+    pub load: Option<LoadStatus>,
+    /// Set when the heartbeat is read (`lag.source` auto or heartbeat).
+    pub heartbeat: Option<HeartbeatRead>,
+    /// The server's `Uptime`, when a warm-up (`ramp_up`) needs it.
+    pub uptime: Option<Duration>,
+}
+
+/// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct GaleraStatus {
+    /// `wsrep_ready`
+    pub ready: bool,
+    /// `wsrep_cluster_status`: `Primary`, `non-Primary`, `Disconnected`.
+    pub cluster_status: String,
+    /// `wsrep_local_state`: 1 joining, 2 donor/desynced, 3 joined, 4 synced.
+    pub local_state: u64,
+    pub local_state_comment: String,
+    /// `wsrep_local_recv_queue`: write-sets received but not yet applied.
+    pub recv_queue: u64,
+    /// `@@wsrep_desync`: an operator took the node out of flow control.
+    pub desync: bool,
+    /// `@@wsrep_reject_queries`: `NONE`, `ALL`, `ALL_KILL`.
+    pub reject_queries: String,
+}
+
+/// Load counters from `SHOW GLOBAL STATUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadStatus {
+    pub threads_running: u64,
+    pub threads_connected: u64,
+}
+
+/// The newest pt-heartbeat row as the watched server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatRead {
+    /// `ts` as written, and how long ago that was by the server's clock
+    /// (negative ages, from clock skew, read as zero).
+    Row { ts: String, age: Duration },
+    /// The table is there but holds no (matching) row.
+    Empty,
+    /// The table cannot be read: missing, no privilege, ...
+    Unavailable { code: u16, message: String },
+}
+
+/// One row of `SHOW ALL SLAVES STATUS` / `SHOW REPLICA STATUS`, by meaning
+/// rather than by whatever the server calls its columns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelStatus {
+    /// `Connection_name` (MariaDB) or `Channel_Name` (MySQL); `""` is the default channel.
+    pub name: String,
+    pub source_host: Option<String>,
+    pub io_thread: ThreadState,
+    pub sql_thread: ThreadState,
+    /// `Seconds_Behind_Master` / `Seconds_Behind_Source`; `None` is NULL.
+    pub seconds_behind: Option<u64>,
+    /// `SQL_Delay`: the intended delay of a delayed replica.
+    pub sql_delay: Option<u64>,
+    pub io_error: Option<ThreadError>,
+    pub sql_error: Option<ThreadError>,
+    /// Where the SQL thread is, in the source's binlog
+    /// (`Relay_Master_Log_File`, `Exec_Master_Log_Pos`): moves as events apply.
+    pub exec_position: Option<(String, u64)>,
+}
+
+crate::labelled! {
+    /// `Slave_IO_Running` / `Replica_SQL_Running` and friends, labelled as
+    /// the server writes them.
+    #[derive(Default)]
+    pub enum ThreadState {
+        Yes => "Yes",
+        No => "No",
+        Connecting => "Connecting",
+        /// Missing column or a value this version of remora does not know.
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
+impl ThreadState {
+    /// In an operator's words: `running`, `stopped`, `connecting`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ThreadState::Yes => "running",
+            ThreadState::No => "stopped",
+            ThreadState::Connecting => "connecting",
+            ThreadState::Unknown => "in an unknown state",
+        }
+    }
+}
+
+/// `Last_IO_Errno`/`Last_IO_Error` or `Last_SQL_Errno`/`Last_SQL_Error`.
+/// The message can quote row data: it goes to `/status`, never into an agent line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadError {
+    pub errno: u32,
+    pub message: String,
+}
+
+crate::labelled! {
+    /// Which statement and column names a server speaks.
+    #[derive(Default)]
+    pub enum Dialect {
+        /// MariaDB: `SHOW ALL SLAVES STATUS`, one row per named connection, old column names.
+        #[default]
+        MariaDb => "mariadb",
+        /// MySQL 5.7 – 8.0.21: `SHOW SLAVE STATUS`, `Slave_*` / `*_Master` columns.
+        MySqlLegacy => "mysql-legacy",
+        /// MySQL 8.0.22+ (8.4 has nothing else): `SHOW REPLICA STATUS`, `Replica_*` / `*_Source` columns.
+        MySql => "mysql",
+    }
+}
+
+impl Dialect {
+    /// Detects the dialect from `@@version`.
+    pub fn detect(version: &str) -> Dialect {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            return Dialect::MariaDb;
+        }
+        let mut numbers = version
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|part| part.parse::<u32>().unwrap_or(0));
+        let triple = (
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+            numbers.next().unwrap_or(0),
+        );
+        if triple >= (8, 0, 22) {
+            Dialect::MySql
+        } else {
+            Dialect::MySqlLegacy
+        }
+    }
+
+    pub fn replica_status_statement(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SHOW ALL SLAVES STATUS",
+            Dialect::MySqlLegacy => "SHOW SLAVE STATUS",
+            Dialect::MySql => "SHOW REPLICA STATUS",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_follows_version() {
+        assert_eq!(
+            Dialect::detect("10.11.19-MariaDB-0+deb12u1"),
+            Dialect::MariaDb
+        );
+        assert_eq!(Dialect::detect("5.5.5-10.6.12-MariaDB"), Dialect::MariaDb);
+        assert_eq!(Dialect::detect("5.7.44-log"), Dialect::MySqlLegacy);
+        assert_eq!(Dialect::detect("8.0.21"), Dialect::MySqlLegacy);
+        assert_eq!(Dialect::detect("8.0.22"), Dialect::MySql);
+        assert_eq!(Dialect::detect("8.4.3"), Dialect::MySql);
+        assert_eq!(Dialect::detect("9.1.0-commercial"), Dialect::MySql);
+    }
+}
