@@ -76,16 +76,16 @@ impl fmt::Display for Verdict {
 /// The state a lag deserves under `policy`: full weight, a linear fall to
 /// `min_weight`, then drain, then down.
 pub fn state_for_lag(lag: Duration, policy: &Policy) -> State {
-    if lag >= policy.down_at {
+    if lag >= policy.thresholds.down_at {
         return State::Down;
     }
-    if lag >= policy.drain_at {
+    if lag >= policy.thresholds.drain_at {
         return State::Drain;
     }
     State::Up(linear_weight(
         lag.as_secs_f64(),
-        policy.full_weight_below.as_secs_f64(),
-        policy.min_weight_at.as_secs_f64(),
+        policy.thresholds.full_weight_below.as_secs_f64(),
+        policy.thresholds.min_weight_at.as_secs_f64(),
         policy.min_weight,
     ))
 }
@@ -434,6 +434,7 @@ fn ramp_ceiling(warm: Duration, length: Duration, min: Percent) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Thresholds;
     use crate::health::{Lag, LagOrigin};
 
     /// The defaults: 100% below 2s, 10% at 30s, drain at 60s, down at 300s.
@@ -492,11 +493,14 @@ mod tests {
 
     #[test]
     fn degenerate_thresholds_step_instead_of_dividing_by_zero() {
+        let five = Duration::from_secs(5);
         let policy = Policy {
-            full_weight_below: Duration::from_secs(5),
-            min_weight_at: Duration::from_secs(5),
-            drain_at: Duration::from_secs(5),
-            down_at: Duration::from_secs(5),
+            thresholds: Thresholds {
+                full_weight_below: five,
+                min_weight_at: five,
+                drain_at: five,
+                down_at: five,
+            },
             ..policy()
         };
         assert_eq!(
@@ -504,10 +508,8 @@ mod tests {
             State::Up(100)
         );
         assert_eq!(state_for_lag(Duration::from_secs(5), &policy), State::Down);
-        let policy = Policy {
-            min_weight_at: Duration::from_secs(2),
-            ..super::tests::policy()
-        };
+        let mut policy = super::tests::policy();
+        policy.thresholds.min_weight_at = Duration::from_secs(2);
         assert_eq!(
             state_for_lag(Duration::from_secs(2), &policy),
             State::Up(10)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use remora::agent::{MAX_REQUEST, parse_pool};
 use remora::answer::MAX_LINE;
-use remora::config::{Config, Percent, Policy};
+use remora::config::{Config, Percent, Policy, Thresholds};
 use remora::policy::{Damper, State, Verdict, state_for_lag};
 use serde_yaml::Value;
 
@@ -81,13 +81,16 @@ fn policy() -> impl Strategy<Value = Policy> {
     (prop::array::uniform4(0u64..600_000), 1u32..=100, 1u32..=10).prop_map(
         |(mut thresholds, min_weight, recover_after)| {
             thresholds.sort_unstable();
-            let [full, min_at, drain, down] = thresholds.map(Duration::from_millis);
+            let [full_weight_below, min_weight_at, drain_at, down_at] =
+                thresholds.map(Duration::from_millis);
             Policy {
-                full_weight_below: full,
-                min_weight_at: min_at,
+                thresholds: Thresholds {
+                    full_weight_below,
+                    min_weight_at,
+                    drain_at,
+                    down_at,
+                },
                 min_weight: Percent(min_weight),
-                drain_at: drain,
-                down_at: down,
                 recover_after,
                 ..Policy::default()
             }

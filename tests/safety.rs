@@ -228,7 +228,7 @@ async fn a_replica_reporting_two_to_the_sixty_four_seconds_of_lag_is_unknown_not
         reply.starts_with("up ready") && reply.contains("#lag ~"),
         "estimated from the last measurement: {reply}"
     );
-    // Then NULL, as the reproduction did: no panic, still answering.
+    // Then NULL: no panic, still answering.
     fixture.set(|s| {
         s.channels[0].seconds_behind = None;
         s.channels[0].io_running = "Connecting";

@@ -21,7 +21,7 @@ mod secrets;
 mod sections;
 
 pub use mysql::{MysqlConfig, TlsConfig, TlsMode};
-pub use policy::{MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role};
+pub use policy::{MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, Thresholds};
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
     AgentConfig, DonorVerdict, GaleraConfig, HeartbeatTimezone, HttpConfig, LagConfig, LagSource,
@@ -222,7 +222,7 @@ pub(crate) fn show(duration: Duration) -> humantime::FormattedDuration {
 mod tests {
     use super::*;
 
-    const ISSUE_EXAMPLE: &str = "\
+    const DOCUMENTED_FILE: &str = "\
 mysql:
   host: 127.0.0.1
   port: 3307
@@ -248,14 +248,14 @@ policy:
 
     #[test]
     fn the_documented_file_is_accepted_as_written() {
-        let config = Config::from_yaml(ISSUE_EXAMPLE).expect("valid");
+        let config = Config::from_yaml(DOCUMENTED_FILE).expect("valid");
         assert_eq!(config.mysql.port, 3307);
         assert_eq!(
             config.mysql.password_env.as_deref(),
             Some("REMORA_MYSQL_PASSWORD")
         );
         assert_eq!(config.policy.min_weight, Percent(10));
-        assert_eq!(config.policy.down_at, Duration::from_secs(300));
+        assert_eq!(config.policy.thresholds.down_at, Duration::from_secs(300));
         assert_eq!(config.poll.stale_after, Duration::from_secs(5));
     }
 
@@ -287,21 +287,28 @@ policy:
         let names: Vec<&str> = policies.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["", "backup", "main", "writer"]);
         let main = &policies[2].1;
-        assert_eq!(main.drain_at, Duration::from_secs(10));
-        assert_eq!(main.down_at, Duration::from_secs(30));
-        assert_eq!(main.full_weight_below, Duration::from_secs(2), "inherited");
+        assert_eq!(main.thresholds.drain_at, Duration::from_secs(10));
+        assert_eq!(main.thresholds.down_at, Duration::from_secs(30));
         assert_eq!(
-            main.min_weight_at,
+            main.thresholds.full_weight_below,
+            Duration::from_secs(2),
+            "inherited"
+        );
+        assert_eq!(
+            main.thresholds.min_weight_at,
             Duration::from_secs(10),
             "moved below drain_at"
         );
         assert_eq!(main.role, Role::Any);
-        assert_eq!(policies[1].1.down_at, Duration::from_secs(7200));
-        assert_eq!(policies[1].1.min_weight_at, Duration::from_secs(30));
+        assert_eq!(policies[1].1.thresholds.down_at, Duration::from_secs(7200));
+        assert_eq!(
+            policies[1].1.thresholds.min_weight_at,
+            Duration::from_secs(30)
+        );
         // Raised to the pool's own drain_at rather than contradicting it.
         let only_drain = Config::from_yaml("pools: {slow: {drain_at: 1h}}").expect("valid");
         assert_eq!(
-            only_drain.policies()[1].1.down_at,
+            only_drain.policies()[1].1.thresholds.down_at,
             Duration::from_secs(3600)
         );
         assert_eq!(policies[3].1.role, Role::Primary);
@@ -309,7 +316,7 @@ policy:
     }
 
     #[test]
-    fn issue_four_sections_parse() {
+    fn lag_galera_load_and_maintenance_sections_parse() {
         let config = Config::from_yaml(
             "lag:
   source: heartbeat
@@ -493,7 +500,7 @@ maintenance: {file: /etc/remora/maintenance}
 
     #[test]
     fn effective_config_round_trips() {
-        let config = Config::from_yaml(ISSUE_EXAMPLE).expect("valid");
+        let config = Config::from_yaml(DOCUMENTED_FILE).expect("valid");
         let yaml = serde_yaml::to_string(&config).expect("serializable");
         assert_eq!(Config::from_yaml(&yaml).expect("reparses"), config);
     }

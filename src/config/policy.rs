@@ -32,30 +32,22 @@ impl Role {
 }
 
 /// How lag maps to a verdict, and how cautiously a better verdict is believed.
+///
+/// Written as [`PoolConfig`]'s keys: the top-level `policy` takes the
+/// defaults for the keys it leaves out, a pool takes `policy`'s.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "PoolConfig", into = "PoolConfig")]
 pub struct Policy {
     /// Which servers may be up at all.
     pub role: Role,
-    /// Lag below this serves at full weight.
-    #[serde(with = "duration")]
-    pub full_weight_below: Duration,
-    /// Weight falls linearly from 100% at `full_weight_below` to `min_weight` here.
-    #[serde(with = "duration")]
-    pub min_weight_at: Duration,
+    pub thresholds: Thresholds,
+    /// The weight at `min_weight_at` and beyond, until `drain_at`.
     pub min_weight: Percent,
-    /// Lag at or above this: drain (no new connections).
-    #[serde(with = "duration")]
-    pub drain_at: Duration,
-    /// Lag at or above this: down.
-    #[serde(with = "duration")]
-    pub down_at: Duration,
     /// Consecutive polls that must all qualify before a better verdict applies.
     pub recover_after: u32,
     /// Warm-up after recovery: the weight's ceiling rises from `min_weight`
     /// to 100% over this long after down, drain or maintenance ends, and
     /// while the server's uptime is shorter. `0s`: off.
-    #[serde(with = "duration")]
     pub ramp_up: Duration,
 }
 
@@ -63,18 +55,74 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             role: Role::Any,
-            full_weight_below: Duration::from_secs(2),
-            min_weight_at: Duration::from_secs(30),
+            thresholds: Thresholds {
+                full_weight_below: Duration::from_secs(2),
+                min_weight_at: Duration::from_secs(30),
+                drain_at: Duration::from_secs(60),
+                down_at: Duration::from_secs(300),
+            },
             min_weight: Percent(10),
-            drain_at: Duration::from_secs(60),
-            down_at: Duration::from_secs(300),
             recover_after: 3,
             ramp_up: Duration::ZERO,
         }
     }
 }
 
-/// One pool: any `policy` key, overriding the top-level `policy`.
+/// The lag thresholds, in the order they must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Lag below this serves at full weight.
+    pub full_weight_below: Duration,
+    /// Weight falls linearly from 100% at `full_weight_below` to `min_weight` here.
+    pub min_weight_at: Duration,
+    /// Lag at or above this: drain (no new connections).
+    pub drain_at: Duration,
+    /// Lag at or above this: down.
+    pub down_at: Duration,
+}
+
+impl Thresholds {
+    /// The thresholds' keys, in their order.
+    pub const KEYS: [&'static str; 4] =
+        ["full_weight_below", "min_weight_at", "drain_at", "down_at"];
+
+    fn values(self) -> [Duration; 4] {
+        [
+            self.full_weight_below,
+            self.min_weight_at,
+            self.drain_at,
+            self.down_at,
+        ]
+    }
+
+    fn from_values([full_weight_below, min_weight_at, drain_at, down_at]: [Duration; 4]) -> Self {
+        Thresholds {
+            full_weight_below,
+            min_weight_at,
+            drain_at,
+            down_at,
+        }
+    }
+
+    /// The ones `set`, and for each left out the one in `inherited`, moved
+    /// to the nearest set one if it would break their order.
+    fn fitted(set: [Option<Duration>; 4], inherited: Thresholds) -> Thresholds {
+        let inherited = inherited.values();
+        Thresholds::from_values(std::array::from_fn(|i| match set[i] {
+            Some(value) => value,
+            None => {
+                let floor = set[..i].iter().flatten().max().copied();
+                let ceiling = set[i + 1..].iter().flatten().min().copied();
+                inherited[i]
+                    .max(floor.unwrap_or(Duration::ZERO))
+                    .min(ceiling.unwrap_or(Duration::MAX))
+            }
+        }))
+    }
+}
+
+/// Policy keys as written, each optional: the top-level `policy`, and each
+/// pool, which overrides the top-level `policy`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -117,17 +165,21 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// The thresholds set here, in [`Thresholds::KEYS`] order.
+    fn thresholds(&self) -> [Option<Duration>; 4] {
+        [
+            self.full_weight_below,
+            self.min_weight_at,
+            self.drain_at,
+            self.down_at,
+        ]
+    }
+
     /// The thresholds this pool sets must be in order among themselves
     /// (inherited ones are moved to fit them; see [`PoolConfig::policy`]).
     pub(super) fn validate_order(&self, section: &str) -> Result<(), ConfigError> {
-        let set = [
-            ("full_weight_below", self.full_weight_below),
-            ("min_weight_at", self.min_weight_at),
-            ("drain_at", self.drain_at),
-            ("down_at", self.down_at),
-        ];
-        let set: Vec<(&str, Duration)> = set
-            .into_iter()
+        let set: Vec<(&str, Duration)> = (Thresholds::KEYS.into_iter())
+            .zip(self.thresholds())
             .filter_map(|(key, value)| Some((key, value?)))
             .collect();
         check_order(section, &set)
@@ -140,37 +192,51 @@ impl PoolConfig {
     /// under the default `min_weight_at: 30s` gets `min_weight_at: 10s`.
     /// Only thresholds the pool sets itself can conflict.
     pub fn policy(&self, base: &Policy) -> Policy {
-        let set = [
-            self.full_weight_below,
-            self.min_weight_at,
-            self.drain_at,
-            self.down_at,
-        ];
-        let inherited = [
-            base.full_weight_below,
-            base.min_weight_at,
-            base.drain_at,
-            base.down_at,
-        ];
-        let threshold = |i: usize| match set[i] {
-            Some(value) => value,
-            None => {
-                let floor = set[..i].iter().flatten().max().copied();
-                let ceiling = set[i + 1..].iter().flatten().min().copied();
-                inherited[i]
-                    .max(floor.unwrap_or(Duration::ZERO))
-                    .min(ceiling.unwrap_or(Duration::MAX))
-            }
-        };
+        Policy {
+            thresholds: Thresholds::fitted(self.thresholds(), base.thresholds),
+            ..self.over(base)
+        }
+    }
+
+    /// `base` with the keys set here replaced, thresholds as they are.
+    fn over(&self, base: &Policy) -> Policy {
+        let set = self.thresholds();
+        let inherited = base.thresholds.values();
         Policy {
             role: self.role.unwrap_or(base.role),
-            full_weight_below: threshold(0),
-            min_weight_at: threshold(1),
+            thresholds: Thresholds::from_values(std::array::from_fn(|i| {
+                set[i].unwrap_or(inherited[i])
+            })),
             min_weight: self.min_weight.unwrap_or(base.min_weight),
-            drain_at: threshold(2),
-            down_at: threshold(3),
             recover_after: self.recover_after.unwrap_or(base.recover_after),
             ramp_up: self.ramp_up.unwrap_or(base.ramp_up),
+        }
+    }
+}
+
+/// The top-level `policy`: the defaults for what it leaves out. Its
+/// thresholds are not moved to fit: [`Policy::validate`] says what is out
+/// of order.
+impl From<PoolConfig> for Policy {
+    fn from(keys: PoolConfig) -> Policy {
+        keys.over(&Policy::default())
+    }
+}
+
+/// Every key, for the effective configuration (`--check-config`).
+impl From<Policy> for PoolConfig {
+    fn from(policy: Policy) -> PoolConfig {
+        let [full_weight_below, min_weight_at, drain_at, down_at] =
+            policy.thresholds.values().map(Some);
+        PoolConfig {
+            role: Some(policy.role),
+            full_weight_below,
+            min_weight_at,
+            min_weight: Some(policy.min_weight),
+            drain_at,
+            down_at,
+            recover_after: Some(policy.recover_after),
+            ramp_up: Some(policy.ramp_up),
         }
     }
 }
@@ -237,14 +303,11 @@ impl<'de> Deserialize<'de> for Percent {
 impl Policy {
     /// Validates thresholds; `section` prefixes key names in errors.
     pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
-        let ordered = [
-            ("full_weight_below", self.full_weight_below),
-            ("min_weight_at", self.min_weight_at),
-            ("drain_at", self.drain_at),
-            ("down_at", self.down_at),
-        ];
+        let ordered: Vec<(&str, Duration)> = (Thresholds::KEYS.into_iter())
+            .zip(self.thresholds.values())
+            .collect();
         check_order(section, &ordered)?;
-        if self.down_at.is_zero() {
+        if self.thresholds.down_at.is_zero() {
             return Err(Section(section).invalid("down_at", "must be greater than 0"));
         }
         if !(1..=100).contains(&self.min_weight.0) {
