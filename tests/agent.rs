@@ -84,7 +84,7 @@ async fn never_answers_before_the_first_poll_has_an_answer() -> Result<()> {
     let yaml =
         format!("mysql:\n  port: {port}\n  connect_timeout: 1500ms\npoll: {{interval: 1s}}\n");
     let started = Instant::now();
-    let remora = Remora::spawn(remora_bin(), &yaml, &[])?;
+    let remora = Remora::builder(remora_bin(), &yaml).spawn()?;
     // Connect as soon as the listener exists; the reply must wait for the poll.
     let reply = loop {
         match TcpStream::connect(remora.agent).await {

@@ -120,15 +120,18 @@ async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()>
     // Polls are slow on purpose: the switch must not wait for one. HTTP
     // listens on every address, so a non-loopback client can try too.
     let port = free_port()?;
-    let remora = Remora::start_at(
+    let remora = Remora::builder(
         remora_bin(),
         &format!(
             "{}poll: {{interval: 10s, stale_after: 30s}}\n",
             mysql_section(pair.replica.port)
         ),
+    )
+    .listening(
         SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         SocketAddr::from(([0, 0, 0, 0], port)),
     )
+    .start()
     .await?;
     let http = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(remora.reply().await?, "up ready 100%");

@@ -376,15 +376,18 @@ async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_
 async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<()> {
     let pair = Pair::start().await?;
     let port = free_port()?;
-    let remora = Remora::start_at(
+    let remora = Remora::builder(
         remora_bin(),
         &format!(
             "{}poll: {{interval: 200ms}}\n",
             mysql_section(pair.replica.port)
         ),
+    )
+    .listening(
         SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         SocketAddr::from(([0, 0, 0, 0], port)),
     )
+    .start()
     .await?;
     // Last_SQL_Error quotes the row: "Duplicate entry '42' ...".
     pair.break_replication(42).await?;

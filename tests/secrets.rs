@@ -22,14 +22,15 @@ async fn everything_it_shows(remora: &Remora) -> Result<String> {
 #[tokio::test]
 async fn the_password_appears_in_no_log_status_or_reply() -> Result<()> {
     let mut pair = Pair::start().await?;
-    let remora = Remora::start_with_env(
+    let remora = Remora::builder(
         remora_bin(),
         &format!(
             "mysql:\n  port: {}\n  password_env: REMORA_MYSQL_PASSWORD\npoll: {{interval: 200ms}}\n",
             pair.replica.port
         ),
-        &[("RUST_LOG", "trace")],
     )
+    .env("RUST_LOG", "trace")
+    .start()
     .await?;
     assert_eq!(remora.reply().await?, "up ready 100%");
     // Error paths log too: lose the server, then get it back.
@@ -61,15 +62,16 @@ async fn a_wrong_password_is_an_auth_failure_that_does_not_echo_it() -> Result<(
     let secret_file = dir.path().join("password");
     let wrong = WRONG_PASSWORD;
     std::fs::write(&secret_file, format!("{wrong}\n"))?;
-    let remora = Remora::start_with_env(
+    let remora = Remora::builder(
         remora_bin(),
         &format!(
             "mysql:\n  port: {}\n  password_file: {}\npoll: {{interval: 200ms}}\n",
             pair.replica.port,
             secret_file.display()
         ),
-        &[("RUST_LOG", "trace")],
     )
+    .env("RUST_LOG", "trace")
+    .start()
     .await?;
     assert_eq!(
         remora.reply().await?,

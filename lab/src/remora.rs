@@ -59,71 +59,92 @@ impl Drop for Remora {
     }
 }
 
-impl Remora {
-    /// Starts `binary` with `yaml` plus `agent:` and `http:` sections on free
-    /// ports, the lab's remora password in `$REMORA_MYSQL_PASSWORD`, and waits
-    /// until the agent answers (which remora does only after its first poll).
-    pub async fn start(binary: &Path, yaml: &str) -> Result<Remora> {
-        Remora::start_with_env(binary, yaml, &[]).await
+/// How a [`Remora`] is started: [`Remora::start`] for the usual case,
+/// [`Remora::builder`] for the rest.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    binary: PathBuf,
+    yaml: String,
+    env: Vec<(String, String)>,
+    listeners: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl Builder {
+    /// An environment variable for remora (applied last, so it can override
+    /// `RUST_LOG` or the password).
+    pub fn env(mut self, key: &str, value: &str) -> Builder {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
-    /// Like [`Remora::start`] with extra environment (applied last, so it can
-    /// override `RUST_LOG` or the password).
-    pub async fn start_with_env(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
-        let mut remora = Remora::spawn(binary, yaml, env)?;
+    /// Listen here instead of on free loopback ports.
+    pub fn listening(mut self, agent: SocketAddr, http: SocketAddr) -> Builder {
+        self.listeners = Some((agent, http));
+        self
+    }
+
+    /// Starts remora and waits until the agent answers (which remora does
+    /// only after its first poll).
+    pub async fn start(self) -> Result<Remora> {
+        let mut remora = self.spawn()?;
         remora.wait_answering().await?;
         Ok(remora)
     }
 
-    /// Starts remora without waiting for it to answer: free ports, a
-    /// temporary directory, killed on drop.
-    pub fn spawn(binary: &Path, yaml: &str, env: &[(&str, &str)]) -> Result<Remora> {
-        let agent = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-        let http = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-        Remora::spawn_at(binary, yaml, env, agent, http)
-    }
-
-    /// Like [`Remora::start`], listening where told.
-    pub async fn start_at(
-        binary: &Path,
-        yaml: &str,
-        agent: SocketAddr,
-        http: SocketAddr,
-    ) -> Result<Remora> {
-        let mut remora = Remora::spawn_at(binary, yaml, &[], agent, http)?;
-        remora.wait_answering().await?;
-        Ok(remora)
-    }
-
-    fn spawn_at(
-        binary: &Path,
-        yaml: &str,
-        env: &[(&str, &str)],
-        agent: SocketAddr,
-        http: SocketAddr,
-    ) -> Result<Remora> {
+    /// Starts remora without waiting for it to answer: a temporary
+    /// directory, killed on drop.
+    pub fn spawn(self) -> Result<Remora> {
+        let (agent, http) = match self.listeners {
+            Some(listeners) => listeners,
+            None => (
+                SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
+                SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
+            ),
+        };
         let scratch = tempfile::Builder::new()
             .prefix("remora-run-")
             .tempdir()
             .context("creating a temporary directory")?;
+        let env: Vec<(&str, &str)> = (self.env.iter())
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
         let (process, config_path) = launch(
-            binary,
-            yaml,
+            &self.binary,
+            &self.yaml,
             agent,
             http,
             scratch.path(),
             Lifetime::Tied,
-            env,
+            &env,
         )?;
         Ok(Remora {
             agent,
             http,
             config_path,
-            binary: binary.to_owned(),
+            binary: self.binary,
             pending_listeners: None,
             process,
             _scratch: Some(scratch),
         })
+    }
+}
+
+impl Remora {
+    /// Starts `binary` with `yaml` plus `agent:` and `http:` sections on free
+    /// ports, the lab's remora password in `$REMORA_MYSQL_PASSWORD`, and waits
+    /// until the agent answers.
+    pub async fn start(binary: &Path, yaml: &str) -> Result<Remora> {
+        Remora::builder(binary, yaml).start().await
+    }
+
+    /// A remora to start with `yaml`, set up further before it starts.
+    pub fn builder(binary: &Path, yaml: &str) -> Builder {
+        Builder {
+            binary: binary.to_owned(),
+            yaml: yaml.to_owned(),
+            env: Vec::new(),
+            listeners: None,
+        }
     }
 
     pub async fn wait_answering(&mut self) -> Result<()> {
