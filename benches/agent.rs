@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use mysql_async::prelude::Queryable;
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Load, Reference};
 use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
-use remora_lab::{Pair, Remora, agent_reply};
+use remora_lab::{Pair, Remora, agent_reply, measure};
 use tokio::time::Instant;
 
 const CONCURRENCY: [usize; 4] = [1, 8, 64, 256];
@@ -149,14 +149,14 @@ async fn main() -> Result<()> {
     // Idle: one poll a second, nothing else.
     eprintln!("idle...");
     let idle_window = Duration::from_secs(5);
-    let (rss_idle, _) = bench::memory_kib(remora.pid())?;
-    let cpu_before = bench::cpu_time(remora.pid())?;
+    let (rss_idle, _) = measure::memory_kib(remora.pid())?;
+    let cpu_before = measure::cpu_time(remora.pid())?;
     let q_before = questions(&mut monitor).await?;
     let polls_before = polls(&remora).await? + polls(&pools).await?;
     let idle_started = Instant::now();
     tokio::time::sleep(idle_window).await;
     let idle_elapsed = idle_started.elapsed();
-    let idle_cpu = bench::cpu_time(remora.pid())? - cpu_before;
+    let idle_cpu = measure::cpu_time(remora.pid())? - cpu_before;
     let polls_idle = polls(&remora).await? + polls(&pools).await? - polls_before;
     // Our own SHOW GLOBAL STATUS counts once.
     let q_idle = questions(&mut monitor).await? - q_before - 1;
@@ -192,7 +192,7 @@ async fn main() -> Result<()> {
                     Target::Pools => pools.agent,
                 };
                 let request = target.sends();
-                let cpu = bench::cpu_time(remora.pid())?;
+                let cpu = measure::cpu_time(remora.pid())?;
                 let q = questions(&mut monitor).await?;
                 let load = bench::drive(addr, concurrency, run, request, HEALTHY).await;
                 if matches!(target, Target::Remora | Target::Pools) {
@@ -201,7 +201,7 @@ async fn main() -> Result<()> {
                     expected_during += poller_rate * load.elapsed.as_secs_f64();
                 }
                 if target == Target::Remora {
-                    remora_cpu += bench::cpu_time(remora.pid())? - cpu;
+                    remora_cpu += measure::cpu_time(remora.pid())? - cpu;
                     remora_checks += load.checks;
                 }
                 totals[target as usize].merge(load);
@@ -216,7 +216,7 @@ async fn main() -> Result<()> {
             fork_results.push((concurrency, Stats::of(load)));
         }
     }
-    let (_, rss_peak) = bench::memory_kib(remora.pid())?;
+    let (_, rss_peak) = measure::memory_kib(remora.pid())?;
 
     // Detection: fault to first changed reply.
     // Each trial waits for remora to recover, which it sees right after a

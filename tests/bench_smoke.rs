@@ -10,7 +10,7 @@ use anyhow::Result;
 use common::{mysql_section, remora_bin};
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Reference};
 use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
-use remora_lab::{Pair, Remora};
+use remora_lab::{Pair, Remora, measure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_target_answers_correctly() -> Result<()> {
@@ -54,8 +54,8 @@ async fn every_benchmark_target_answers_correctly() -> Result<()> {
         );
         assert!(load.percentile(99.0) > Duration::ZERO);
     }
-    let (rss, peak) = bench::memory_kib(remora.pid())?;
+    let (rss, peak) = measure::memory_kib(remora.pid())?;
     assert!(rss > 0 && peak >= rss);
-    assert!(bench::cpu_time(remora.pid())? > Duration::ZERO);
+    assert!(measure::cpu_time(remora.pid())? > Duration::ZERO);
     Ok(())
 }

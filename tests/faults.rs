@@ -11,10 +11,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{Checker, Latency, latency_kept, mysql_section, remora_bin, weight};
+use common::{Checker, latency_kept, mysql_section, remora_bin, weight};
 use mysql_async::prelude::Queryable;
 use remora_lab::heartbeat::PtHeartbeat;
 use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_GRANT, REMORA_PASSWORD, REMORA_USER};
+use remora_lab::measure::Latency;
 use remora_lab::{Pair, Remora};
 
 const INTERVAL: Duration = Duration::from_millis(250);

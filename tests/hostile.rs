@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Latency, latency_kept, mysql_section, open_fds, remora_bin, rss_kib};
+use common::{latency_kept, mysql_section, remora_bin, rss_kib};
 use remora_lab::bench::{HEALTHY, Reference};
+use remora_lab::measure::{Latency, open_fds};
 use remora_lab::{Remora, agent_request, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

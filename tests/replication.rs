@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use common::{Latency, latency_kept, mysql_section, remora_bin, weight};
+use common::{latency_kept, mysql_section, remora_bin, weight};
+use remora_lab::measure::Latency;
 use remora_lab::{Pair, Remora};
 
 async fn remora_for(port: u16, rest: &str) -> Result<Remora> {

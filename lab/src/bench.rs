@@ -49,12 +49,9 @@ impl Load {
 
     /// The `p`-th percentile latency (0–100).
     pub fn percentile(&mut self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
         self.latencies.sort_unstable();
-        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
-        Duration::from_micros(u64::from(self.latencies[rank]))
+        let micros = crate::measure::percentile(&self.latencies, p).unwrap_or(0);
+        Duration::from_micros(u64::from(micros))
     }
 
     pub fn max(&self) -> Duration {
@@ -256,38 +253,6 @@ impl ForkResponder {
             Err(err) => Err(err.context(process.log_tail(10))),
         }
     }
-}
-
-/// CPU time a process has used, all threads, in nanoseconds
-/// (`/proc/<pid>/task/*/schedstat`: nanosecond resolution).
-pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).context("reading /proc tasks")? {
-        let path = task?.path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|ns| ns.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Ok(Duration::from_nanos(total))
-}
-
-/// `VmRSS` (now) and `VmHWM` (peak) of a process, in KiB.
-pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading status")?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
 /// A one-line description of this machine, for the report.

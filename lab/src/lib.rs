@@ -11,6 +11,7 @@ pub mod galera;
 pub mod haproxy;
 pub mod heartbeat;
 pub mod mariadb;
+pub mod measure;
 pub mod multisource;
 pub mod process;
 pub mod remora;
@@ -25,7 +26,9 @@ pub mod signal {
 pub use haproxy::Haproxy;
 pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
-pub use remora::{Remora, agent_reply, agent_request, http_exchange, http_get};
+pub use remora::{
+    Builder as RemoraBuilder, Remora, agent_reply, agent_request, http_exchange, http_get,
+};
 pub use stack::Stack;
 pub use wait::wait_until;
 

@@ -27,57 +27,9 @@ pub fn mysql_section(port: u16) -> String {
     )
 }
 
-/// How many file descriptors process `pid` has open.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
-}
-
-/// Resident memory of process `pid`, in KiB.
+/// Resident memory of process `pid`, in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Latency percentiles of a set of samples.
-#[derive(Debug, Clone, Copy)]
-pub struct Latency {
-    pub p50: std::time::Duration,
-    pub p99: std::time::Duration,
-    pub max: std::time::Duration,
-}
-
-impl Latency {
-    pub fn of(mut samples: Vec<std::time::Duration>) -> Latency {
-        assert!(!samples.is_empty(), "no samples");
-        samples.sort();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Latency {
-            p50: at(0.5),
-            p99: at(0.99),
-            max: *samples.last().expect("not empty"),
-        }
-    }
-}
-
-impl std::fmt::Display for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.p50.as_secs_f64() * 1e3,
-            self.p99.as_secs_f64() * 1e3,
-            self.max.as_secs_f64() * 1e3
-        )
-    }
+    remora_lab::measure::memory_kib(pid).map_or(0, |(rss, _)| rss)
 }
 
 /// `count` agent checks, one after another `gap` apart; each must read
@@ -127,6 +79,8 @@ pub fn latency_kept(quiet: Latency, during: Latency, factor: u32) -> bool {
 }
 
 use std::net::SocketAddr;
+
+use remora_lab::measure::Latency;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
