@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::{mysql_section, remora_bin};
-use remora_lab::{Remora, agent_reply, free_port, signal};
+use remora_lab::{Remora, agent_reply, free_port, signal, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,7 +49,11 @@ async fn a_client_that_writes_first_still_reads_the_whole_reply() -> Result<()> 
     // the reply from our receive queue.
     let mut stream = TcpStream::connect(remora.agent).await?;
     stream.write_all(b"x\n").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let local = stream.local_addr()?;
+    wait_until("remora's FIN", Duration::from_secs(5), async || {
+        Ok(remora_lab::peer_closed(local)?.then_some(()))
+    })
+    .await?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await?;
     assert_eq!(reply, format!("{REFUSED}\n"));

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::remora_bin;
-use remora_lab::Stack;
 use remora_lab::haproxy::{self, Binds, ServerStat, Targets};
+use remora_lab::{Stack, wait_until};
 
 /// The pools the shipped HAProxy config asks for, with a strict main pool
 /// compressed in time so a test sees every stage within seconds.
@@ -321,7 +321,16 @@ async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_wi
     stack.on_replica.stop();
     stack.pair.stop_lag().await?;
     stack.pair.wait_caught_up(Duration::from_secs(20)).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // HAProxy asks both servers' agents on the same schedule: three more
+    // checks answered beside the primary mean three failed ones beside the
+    // replica, and HAProxy still keeps DRAIN.
+    let asked = stack.on_primary.checks_answered("main").await?;
+    wait_until(
+        "three more agent checks of pool main",
+        Duration::from_secs(20),
+        async || Ok((stack.on_primary.checks_answered("main").await? >= asked + 3).then_some(())),
+    )
+    .await?;
     let frozen = stack.haproxy.server("mysql_main", "replica").await?;
     assert!(frozen.status.starts_with("DRAIN"), "{frozen:?}");
     assert_eq!(

@@ -95,7 +95,8 @@ async fn a_maintenance_file_beats_measured_health_until_it_is_removed() -> Resul
 
     // Even a broken replica answers the operator's way.
     pair.break_replication(5).await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let polled = remora.polls().await?;
+    remora.wait_until_polls(polled + 2).await?;
     assert_eq!(
         remora.reply().await?,
         "up maint #maintenance: kernel upgrade"

@@ -52,6 +52,29 @@ pub fn non_loopback_ipv4() -> Result<std::net::Ipv4Addr> {
         .context("this machine has no non-loopback IPv4 address")
 }
 
+/// Whether the peer of this machine's IPv4 TCP socket bound at `local` has
+/// closed its side (the socket is in CLOSE_WAIT, `/proc/net/tcp`): its
+/// FIN arrived after everything it sent.
+pub fn peer_closed(local: std::net::SocketAddr) -> Result<bool> {
+    const CLOSE_WAIT: &str = "08";
+    let std::net::SocketAddr::V4(local) = local else {
+        anyhow::bail!("{local}: only IPv4 sockets are looked up");
+    };
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(local.ip().octets()),
+        local.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    let state = table.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let address = fields.next()?;
+        let state = fields.nth(1)?;
+        (address == wanted).then_some(state)
+    });
+    Ok(state == Some(CLOSE_WAIT))
+}
+
 /// A loopback port that was free a moment ago and has not been handed out by
 /// this process before (tests run in parallel threads).
 pub fn free_port() -> Result<u16> {

@@ -311,6 +311,19 @@ impl Remora {
         waited.with_context(|| self.log())
     }
 
+    /// Agent checks remora has answered for `pool` (`default`, `unknown` or
+    /// a pool's name), whatever it reported: `remora_agent_checks_total`.
+    pub async fn checks_answered(&self, pool: &str) -> Result<u64> {
+        let (code, metrics) = self.get("/metrics").await?;
+        anyhow::ensure!(code == 200, "/metrics answered {code}");
+        let series = format!("remora_agent_checks_total{{pool=\"{pool}\",");
+        Ok(metrics
+            .lines()
+            .filter(|line| line.starts_with(&series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// Polls remora has made so far (`polls.total` in `/status`): the clock
     /// that bounds in polls are measured with.
     pub async fn polls(&self) -> Result<u64> {
