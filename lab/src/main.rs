@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use remora_lab::haproxy::{Binds, Haproxy, Targets};
@@ -27,31 +27,53 @@ struct Cli {
     command: Command,
 }
 
+/// Where `up` listens.
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[arg(long, env = "PRIMARY_PORT", default_value_t = 3306)]
+    primary_port: u16,
+    #[arg(long, env = "REPLICA_PORT", default_value_t = 3307)]
+    replica_port: u16,
+    /// remora beside the primary: agent port; its HTTP port is this + 1.
+    #[arg(long, env = "PRIMARY_AGENT_PORT", default_value_t = 9258)]
+    primary_agent_port: u16,
+    /// remora beside the replica: agent port; its HTTP port is this + 1.
+    #[arg(long, env = "REPLICA_AGENT_PORT", default_value_t = 9358)]
+    replica_agent_port: u16,
+    /// HAProxy's read frontend.
+    #[arg(long, env = "HAPROXY_MYSQL_BIND", default_value = "127.0.0.1:3310")]
+    haproxy_mysql: SocketAddr,
+    /// HAProxy's writer frontend.
+    #[arg(long, env = "HAPROXY_WRITER_BIND", default_value = "127.0.0.1:3311")]
+    haproxy_writer: SocketAddr,
+    /// HAProxy's stats page.
+    #[arg(long, env = "HAPROXY_STATS_BIND", default_value = "127.0.0.1:8404")]
+    haproxy_stats: SocketAddr,
+}
+
+impl UpArgs {
+    /// The ports, with HAProxy's admin socket in the lab's `dir`.
+    fn ports(self, dir: &Path) -> Ports {
+        Ports {
+            primary: self.primary_port,
+            replica: self.replica_port,
+            primary_agent: self.primary_agent_port,
+            replica_agent: self.replica_agent_port,
+            haproxy: Binds {
+                mysql: self.haproxy_mysql,
+                writer: self.haproxy_writer,
+                stats: self.haproxy_stats,
+                socket: dir.join("haproxy.sock"),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start primary and replica (replication configured), a remora beside
     /// each (examples/remora-pools.yaml) and HAProxy (haproxy/haproxy.cfg).
-    Up {
-        #[arg(long, env = "PRIMARY_PORT", default_value_t = 3306)]
-        primary_port: u16,
-        #[arg(long, env = "REPLICA_PORT", default_value_t = 3307)]
-        replica_port: u16,
-        /// remora beside the primary: agent port; its HTTP port is this + 1.
-        #[arg(long, env = "PRIMARY_AGENT_PORT", default_value_t = 9258)]
-        primary_agent_port: u16,
-        /// remora beside the replica: agent port; its HTTP port is this + 1.
-        #[arg(long, env = "REPLICA_AGENT_PORT", default_value_t = 9358)]
-        replica_agent_port: u16,
-        /// HAProxy's read frontend.
-        #[arg(long, env = "HAPROXY_MYSQL_BIND", default_value = "127.0.0.1:3310")]
-        haproxy_mysql: SocketAddr,
-        /// HAProxy's writer frontend.
-        #[arg(long, env = "HAPROXY_WRITER_BIND", default_value = "127.0.0.1:3311")]
-        haproxy_writer: SocketAddr,
-        /// HAProxy's stats page.
-        #[arg(long, env = "HAPROXY_STATS_BIND", default_value = "127.0.0.1:8404")]
-        haproxy_stats: SocketAddr,
-    },
+    Up(UpArgs),
     /// Stop everything `up` started and delete its data.
     Down,
     /// What runs, and what each remora answers.
@@ -145,50 +167,14 @@ async fn demo() -> Result<()> {
 async fn run(command: Command, dir: &Path) -> Result<()> {
     let lab = Lab::in_dir(dir);
     match command {
-        Command::Up {
-            primary_port,
-            replica_port,
-            primary_agent_port,
-            replica_agent_port,
-            haproxy_mysql,
-            haproxy_writer,
-            haproxy_stats,
-        } => {
-            let ports = Ports {
-                primary: primary_port,
-                replica: replica_port,
-                primary_agent: primary_agent_port,
-                replica_agent: replica_agent_port,
-                haproxy: Binds {
-                    mysql: haproxy_mysql,
-                    writer: haproxy_writer,
-                    stats: haproxy_stats,
-                    socket: dir.join("haproxy.sock"),
-                },
-            };
-            lab.up(ports).await
-        }
+        Command::Up(args) => lab.up(args.ports(dir)).await,
         Command::Down => lab.down(),
         Command::Status => status(&lab.state()?).await,
         Command::CheckOutput { dir } => check_output(&dir),
-        Command::StartLag { seconds } => {
-            lab.pair()?.start_lag(seconds).await?;
-            println!(
-                "replica delayed by {seconds}s; lag shows while the primary is written to (make stuff)"
-            );
-            Ok(())
-        }
-        Command::StopLag => {
-            lab.pair()?.stop_lag().await?;
-            println!("replica delay removed");
-            Ok(())
-        }
+        Command::StartLag { seconds } => start_lag(&lab.pair()?, seconds).await,
+        Command::StopLag => stop_lag(&lab.pair()?).await,
         Command::SlaveLag => slave_lag(&lab.pair()?).await,
-        Command::Stuff => {
-            lab.pair()?.stuff().await?;
-            println!("created and dropped database `stuff` on the primary, with writes");
-            Ok(())
-        }
+        Command::Stuff => stuff(&lab.pair()?).await,
         Command::Demo => unreachable!("handled in main"),
     }
 }
@@ -287,7 +273,14 @@ impl Lab {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         self.record(state)?;
-        let remora = binary_beside_me()?;
+        self.start_servers(ports, state).await?;
+        self.start_remoras(ports, state)?;
+        wait_for_remoras(state).await?;
+        self.start_haproxy(ports, state).await
+    }
+
+    /// The MariaDB pair, replication running.
+    async fn start_servers(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
         let mut pair = Pair::start_in(&self.dir, ports.primary, ports.replica, Lifetime::Detached)
             .await
             .context("starting the pair")?;
@@ -300,7 +293,12 @@ impl Lab {
                 program: "mariadbd".into(),
             });
         }
-        self.record(state)?;
+        self.record(state)
+    }
+
+    /// A remora beside each server: the shipped example, pointed at it.
+    fn start_remoras(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
+        let remora = binary_beside_me()?;
         let example = std::fs::read_to_string(example_config())
             .context("reading examples/remora-pools.yaml")?;
         for (beside, port, agent_port) in [
@@ -309,7 +307,6 @@ impl Lab {
         ] {
             let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
             let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
-            // The shipped example, pointed at this server.
             let yaml = set_keys(&example, &[("mysql", "port", port.into())])?;
             let (process, _) = launch(
                 &remora,
@@ -332,7 +329,11 @@ impl Lab {
             });
             self.record(state)?;
         }
-        wait_for_remoras(state).await?;
+        Ok(())
+    }
+
+    /// HAProxy, asking both remoras.
+    async fn start_haproxy(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
         let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let haproxy = Haproxy::start_in(
             &self.dir,
@@ -411,6 +412,26 @@ fn check_output(dir: &Path) -> Result<()> {
     anyhow::ensure!(found.is_empty(), "remora printed a password");
     anyhow::ensure!(scanned > 0, "no output collected in {}", dir.display());
     println!("no password in anything remora printed ({scanned} outputs scanned)");
+    Ok(())
+}
+
+async fn start_lag(pair: &Pair, seconds: u64) -> Result<()> {
+    pair.start_lag(seconds).await?;
+    println!(
+        "replica delayed by {seconds}s; lag shows while the primary is written to (make stuff)"
+    );
+    Ok(())
+}
+
+async fn stop_lag(pair: &Pair) -> Result<()> {
+    pair.stop_lag().await?;
+    println!("replica delay removed");
+    Ok(())
+}
+
+async fn stuff(pair: &Pair) -> Result<()> {
+    pair.stuff().await?;
+    println!("created and dropped database `stuff` on the primary, with writes");
     Ok(())
 }
 
