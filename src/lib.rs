@@ -6,29 +6,38 @@
 //! Data flows one way, from MySQL to HAProxy:
 //!
 //! ```text
-//!  MySQL ──probe──▶ Observation ──health──▶ Health ──policy──▶ Verdict
-//!                                                                │
-//!                   poller: one writer, one poll per interval    ▼
-//!                                              watch<Arc<Snapshot>>
-//!                                                 │            │
-//!                                   agent (HAProxy agent-check) http (/status, /health)
+//!  MySQL ──probe──▶ Observation ──health──▶ Assessment ──policy──▶ Verdict ──▶ Answer
+//!                                                                               │
+//!                     poller: one writer, one poll per interval                 ▼
+//!                                                         watch<Arc<Snapshot>>
+//!                                                          │                │
+//!                                        agent (HAProxy agent-check)   http (/status, /health, /metrics)
 //! ```
 //!
-//! - [`config`]: YAML → [`config::Config`], validated; secrets masked.
+//! - [`config`]: YAML → [`config::Config`], validated, every error naming its
+//!   key; `mysql`, `policy` (with [`config::Thresholds`]), `secrets` and the
+//!   smaller `sections` each in their own file. Secrets are masked.
 //! - [`probe`]: the only code that talks to MySQL. One poll, every wait under a
-//!   deadline, becomes one [`probe::Observation`]; failures are data.
+//!   deadline, becomes one [`probe::Observation`]; failures are data. Its
+//!   files: the observation types, poll errors, TLS, the queries, row decoding.
 //! - [`health`]: observation → [`health::Assessment`]: role, lag from the
 //!   heartbeat or replica status, measured or estimated (a NULL lag is never
 //!   0), broken replication, Galera state, load.
-//! - [`policy`]: pure. Assessment + policy → target verdict, and the flap
-//!   damper that lets worse verdicts through at once and better ones only
-//!   after `recover_after` qualifying polls.
+//! - [`policy`]: pure. Assessment + policy → target verdict, the flap damper
+//!   that lets worse verdicts through at once and better ones only after
+//!   `recover_after` qualifying polls, and the warm-up ramp.
 //! - [`maintenance`]: the operator's switch, which beats every measurement.
+//! - [`answer`]: what HAProxy is told (up / drain / down / maint, weight,
+//!   reason, the agent line), computed once per snapshot and pool.
 //! - [`poller`]: the loop that owns probes and history and publishes
-//!   [`poller::Snapshot`]s; it also applies reloaded configuration.
+//!   [`poller::Snapshot`]s; it applies a reloaded configuration by the
+//!   [`reload::ReloadPlan`] that [`reload`] works out, purely.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
-//!   memory and never wait on MySQL. `http` also serves `/metrics` and the
-//!   maintenance switch.
+//!   memory and never wait on MySQL. `http` routes and guards the
+//!   maintenance switch; `/status` and `/metrics` render in their own files.
+//! - Shared pieces: [`connections`] (the open-connection cap), [`files`]
+//!   (operator files read without hanging), [`passwords`] (rotation),
+//!   [`kinds`] (enums that list their values).
 //!
 //! [`run`] wires these together on listeners the caller has already bound, so
 //! tests can bind port 0.

@@ -19,7 +19,7 @@ crate::labelled! {
     }
 }
 
-/// Why a poll did not produce a [`ServerStatus`].
+/// Why a poll did not produce a [`ServerStatus`](super::ServerStatus).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollError {
     /// No connection within `connect_timeout` (includes a frozen server that
