@@ -57,15 +57,26 @@ fn every_shipped_config_passes_haproxy_check() -> Result<()> {
     Ok(())
 }
 
+/// POOLS with a longer curve for pool main: lag grows a second per second
+/// and HAProxy asks every second, so 1s to 13s gives it about a dozen
+/// chances to apply a weight between 100% and 10%, where 1s to 5s gave four
+/// (a loaded machine saw only two applied).
+const LONG_CURVE: &str = "poll: {interval: 200ms}
+pools:
+  main: {full_weight_below: 1s, min_weight_at: 13s, min_weight: 10%, drain_at: 15s, down_at: 17s, recover_after: 3}
+  backup: {drain_at: 1h, down_at: 2h}
+  writer: {role: primary}
+";
+
 #[tokio::test]
 async fn haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recovery() -> Result<()> {
-    let stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let stack = Stack::start(remora_bin(), LONG_CURVE, 2).await?;
     let haproxy = &stack.haproxy;
     let _writes = stack.pair.keep_writing(Duration::from_millis(100));
     stack.pair.start_lag(120).await?;
 
     let falling = haproxy
-        .watch_server("mysql_main", "replica", Duration::from_secs(30), |s| {
+        .watch_server("mysql_main", "replica", Duration::from_secs(45), |s| {
             s.status.starts_with("DOWN")
         })
         .await?;
