@@ -56,6 +56,10 @@ pub enum Health {
     Unreachable { reason: String },
     /// Reachable and not a replica.
     Primary { read_only: bool },
+    /// Reachable, read-only (`read_only`, `super_read_only` or
+    /// `innodb_read_only`) and replicating from nowhere: its data never
+    /// changes. Not said of a Galera node, which has rules of its own.
+    ReadOnlyStandalone,
     /// A replica; `lag` is what decides its verdict.
     Replica { lag: Lag, read_only: bool },
     /// A replica that is down whatever its lag: an SQL thread stopped on an
@@ -76,6 +80,7 @@ impl Health {
         match self {
             Health::Unreachable { .. } => "unknown",
             Health::Primary { .. } => "primary",
+            Health::ReadOnlyStandalone => "standalone",
             Health::Replica { .. } | Health::Broken { .. } => "replica",
         }
     }
@@ -329,6 +334,9 @@ impl Assessor {
                 report.state = HeartbeatState::NotReplica;
             }
             assessment.heartbeat = report;
+            if read_only && assessment.galera.is_none() {
+                assessment.health = Health::ReadOnlyStandalone;
+            }
             return assessment;
         }
         // A channel that vanished (RESET SLAVE ALL) must not leave an old
@@ -632,10 +640,21 @@ mod tests {
     }
 
     #[test]
-    fn no_channels_is_a_primary() {
-        let health = by_status()
-            .assess(&observe(Instant::now(), vec![]), None)
-            .health;
+    fn no_channels_is_a_primary_or_when_read_only_a_standalone_copy() {
+        let mut observation = observe(Instant::now(), vec![]);
+        let health = by_status().assess(&observation, None).health;
+        assert_eq!(health, Health::ReadOnlyStandalone);
+        if let Ok(status) = observation.result.as_mut() {
+            status.read_only = false;
+        }
+        let health = by_status().assess(&observation, None).health;
+        assert_eq!(health, Health::Primary { read_only: false });
+        // A Galera node is judged by its own rules.
+        if let Ok(status) = observation.result.as_mut() {
+            status.read_only = true;
+            status.galera = Some(Default::default());
+        }
+        let health = by_status().assess(&observation, None).health;
         assert_eq!(health, Health::Primary { read_only: true });
     }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::answer::Answer;
-use crate::config::{DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role};
+use crate::config::{
+    DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role, StandaloneVerdict,
+};
 use crate::health::{Assessment, Health, Load};
 use crate::probe::GaleraStatus;
 
@@ -251,6 +253,18 @@ pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
         (Health::Primary { .. }, Role::Replica) => Verdict::new(State::Down, "not a replica"),
         (Health::Broken { reason, .. }, _) => Verdict::new(State::Down, reason.clone()),
         (Health::Primary { .. }, Role::Any) => Verdict::new(State::Up(100), ""),
+        (Health::ReadOnlyStandalone, Role::Primary) => {
+            Verdict::new(State::Down, "not writable: read_only is on")
+        }
+        (Health::ReadOnlyStandalone, Role::Replica) => Verdict::new(State::Down, "not a replica"),
+        (Health::ReadOnlyStandalone, Role::Any) => {
+            let state = match policy.standalone_read_only {
+                StandaloneVerdict::Up => State::Up(100),
+                StandaloneVerdict::Drain => State::Drain,
+                StandaloneVerdict::Down => State::Down,
+            };
+            Verdict::new(state, "read-only but not replicating")
+        }
         (Health::Replica { lag, .. }, Role::Any | Role::Replica) => {
             let state = state_for_lag(lag.value, policy);
             // A healthy replica gets a bare `up ready 100%`; anything else,
@@ -569,6 +583,49 @@ mod tests {
                 health_target(&health, &policy).agent_line(),
                 line,
                 "{health:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_only_server_that_replicates_from_nowhere_is_out_unless_told_otherwise() {
+        let cases = [
+            (
+                Role::Any,
+                StandaloneVerdict::Down,
+                "down #read-only but not replicating\n",
+            ),
+            (
+                Role::Any,
+                StandaloneVerdict::Drain,
+                "up drain #read-only but not replicating\n",
+            ),
+            (
+                Role::Any,
+                StandaloneVerdict::Up,
+                "up ready 100% #read-only but not replicating\n",
+            ),
+            (
+                Role::Primary,
+                StandaloneVerdict::Up,
+                "down #not writable: read_only is on\n",
+            ),
+            (
+                Role::Replica,
+                StandaloneVerdict::Up,
+                "down #not a replica\n",
+            ),
+        ];
+        for (role, standalone_read_only, line) in cases {
+            let policy = Policy {
+                role,
+                standalone_read_only,
+                ..policy()
+            };
+            assert_eq!(
+                health_target(&Health::ReadOnlyStandalone, &policy).agent_line(),
+                line,
+                "{role:?} {standalone_read_only:?}"
             );
         }
     }

@@ -395,6 +395,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
             let values: HashMap<&str, String> = HashMap::from([
                 ("version", self.flavor.version().to_owned()),
                 ("read_only", u8::from(read_only).to_string()),
+                ("innodb_read_only", "0".into()),
                 ("max_connections", "151".into()),
                 ("max_allowed_packet", "67108864".into()),
                 ("wait_timeout", "28800".into()),

@@ -21,7 +21,10 @@ mod secrets;
 mod sections;
 
 pub use mysql::{MysqlConfig, TlsConfig, TlsMode};
-pub use policy::{MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, Thresholds};
+pub use policy::{
+    MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, StandaloneVerdict,
+    Thresholds,
+};
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
     AgentConfig, DonorVerdict, GaleraConfig, HeartbeatTimezone, HttpConfig, LagConfig, LagSource,

@@ -49,6 +49,22 @@ pub struct Policy {
     /// to 100% over this long after down, drain or maintenance ends, and
     /// while the server's uptime is shorter. `0s`: off.
     pub ramp_up: Duration,
+    /// What a read-only server that replicates from nowhere gets: its data
+    /// never changes. Galera nodes are judged by their own rules.
+    pub standalone_read_only: StandaloneVerdict,
+}
+
+/// `policy.standalone_read_only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandaloneVerdict {
+    /// Serve the frozen copy at full weight (saying so).
+    Up,
+    /// No new connections.
+    Drain,
+    /// Out.
+    #[default]
+    Down,
 }
 
 impl Default for Policy {
@@ -64,6 +80,7 @@ impl Default for Policy {
             min_weight: Percent(10),
             recover_after: 3,
             ramp_up: Duration::ZERO,
+            standalone_read_only: StandaloneVerdict::Down,
         }
     }
 }
@@ -162,6 +179,8 @@ pub struct PoolConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ramp_up: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone_read_only: Option<StandaloneVerdict>,
 }
 
 impl PoolConfig {
@@ -210,6 +229,7 @@ impl PoolConfig {
             min_weight: self.min_weight.unwrap_or(base.min_weight),
             recover_after: self.recover_after.unwrap_or(base.recover_after),
             ramp_up: self.ramp_up.unwrap_or(base.ramp_up),
+            standalone_read_only: (self.standalone_read_only).unwrap_or(base.standalone_read_only),
         }
     }
 }
@@ -237,6 +257,7 @@ impl From<Policy> for PoolConfig {
             down_at,
             recover_after: Some(policy.recover_after),
             ramp_up: Some(policy.ramp_up),
+            standalone_read_only: Some(policy.standalone_read_only),
         }
     }
 }

@@ -15,9 +15,11 @@ use super::{
 use crate::config::{HeartbeatTimezone, LagConfig};
 
 /// What the first statement of a poll reads, by what is known of the server.
-const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections";
+/// `super_read_only` (MySQL only) turns `read_only` on with it; Aurora
+/// readers show only `innodb_read_only`.
+const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections, @@innodb_read_only";
 const BASICS_WSREP: &str = "SELECT @@version, @@read_only, @@max_connections, \
-     @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+     @@innodb_read_only, @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
 const WSREP_VARIABLES: &str = "SELECT @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
 /// Every status counter remora may use, in one statement.
 const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
@@ -138,7 +140,9 @@ impl Probe {
         let mut status = ServerStatus {
             version,
             dialect,
-            read_only: first(1).and_then(value_number).unwrap_or(0) != 0,
+            read_only: [first(1), first(3)]
+                .into_iter()
+                .any(|flag| flag.and_then(value_number).unwrap_or(0) != 0),
             max_connections: first(2).and_then(value_number),
             ..ServerStatus::default()
         };
@@ -147,7 +151,7 @@ impl Probe {
         }
         // (wsrep_on, wsrep_desync, wsrep_reject_queries)
         let wsrep = if combined {
-            Some((first(3), first(4), first(5)))
+            Some((first(4), first(5), first(6)))
         } else if self.known.wsrep_variables != Some(false) {
             match self.query(conn, WSREP_VARIABLES, "SELECT @@wsrep_on").await {
                 Ok(rows) => {
