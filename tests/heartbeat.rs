@@ -54,13 +54,18 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
         s.sql_delay == 3 && s.seconds_behind_master.is_some_and(|lag| lag >= 2)
     })
     .await?;
-    // The delay may hold back the first row's insert after the table exists.
-    wait_until(
-        "the replica to hold a heartbeat row",
-        Duration::from_secs(20),
-        async || Ok(pair.replica.value(LATEST_ROW).await?),
-    )
-    .await?;
+    // The delay may hold back the first row's insert after the table
+    // exists: wait until both remoras have polled a row.
+    for watching in [&remora, &deducting] {
+        wait_until(
+            "remora to decide the lag by the heartbeat",
+            Duration::from_secs(20),
+            async || {
+                Ok((status(watching).await?["heartbeat"]["decided_lag"] == true).then_some(()))
+            },
+        )
+        .await?;
+    }
 
     let mut compared = 0;
     let mut worst = Duration::ZERO;
