@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::timeout;
 
 use crate::process::{Lifetime, Process};
 use crate::wait_until;
@@ -281,9 +281,9 @@ impl Haproxy {
         limit: Duration,
         condition: impl Fn(&ServerStat) -> bool,
     ) -> Result<Vec<ServerStat>> {
-        let started = Instant::now();
         let mut seen: Vec<ServerStat> = Vec::new();
-        while started.elapsed() < limit {
+        let what = format!("{backend}/{server} to satisfy the condition");
+        let waited = wait_until(&what, limit, async || {
             let stat = self.server(backend, server).await?;
             let done = condition(&stat);
             if seen
@@ -292,13 +292,12 @@ impl Haproxy {
             {
                 seen.push(stat);
             }
-            if done {
-                return Ok(seen);
-            }
-            sleep(Duration::from_millis(50)).await;
+            Ok(done.then_some(()))
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(seen),
+            Err(err) => Err(err.context(format!("saw {seen:#?}"))),
         }
-        Err(anyhow!(
-            "{backend}/{server} never satisfied the condition within {limit:?}; saw {seen:#?}"
-        ))
     }
 }

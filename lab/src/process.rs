@@ -123,14 +123,11 @@ impl Process {
     /// Waits up to `limit` for the process to exit on its own; its exit status
     /// if it did.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.try_exit_status() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        None
+        crate::wait_until("the process to exit", limit, async || {
+            Ok(self.try_exit_status())
+        })
+        .await
+        .ok()
     }
 
     /// SIGTERM, then SIGKILL after `grace`. Returns the exit status when known.

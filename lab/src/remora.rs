@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, timeout};
 
 use crate::mariadb::REMORA_PASSWORD;
 use crate::process::{Lifetime, Process};
@@ -250,17 +250,12 @@ impl Remora {
     ) -> Result<(String, Duration)> {
         let started = Instant::now();
         let mut last = String::new();
-        while started.elapsed() < limit {
+        let waited = wait_until("the agent reply wanted", limit, async || {
             last = self.reply().await?;
-            if condition(&last) {
-                return Ok((last, started.elapsed()));
-            }
-            sleep(Duration::from_millis(20)).await;
-        }
-        Err(anyhow!(
-            "agent reply still {last:?} after {limit:?}; remora log:\n{}",
-            self.log()
-        ))
+            Ok(condition(&last).then(|| (last.clone(), started.elapsed())))
+        })
+        .await;
+        waited.with_context(|| format!("agent reply still {last:?}; remora log:\n{}", self.log()))
     }
 
     /// Samples the agent every 20 ms until `done` accepts a reply or `limit`
@@ -271,22 +266,20 @@ impl Remora {
         limit: Duration,
         done: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>> {
-        let started = Instant::now();
         let mut seen: Vec<String> = Vec::new();
-        while started.elapsed() < limit {
+        let waited = wait_until("an accepted agent reply", limit, async || {
             let reply = self.reply().await?;
+            let accepted = done(&reply);
             if seen.last() != Some(&reply) {
-                seen.push(reply.clone());
+                seen.push(reply);
             }
-            if done(&reply) {
-                return Ok(seen);
-            }
-            sleep(Duration::from_millis(20)).await;
+            Ok(accepted.then_some(()))
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(seen),
+            Err(err) => Err(err.context(format!("saw {seen:#?}\nremora log:\n{}", self.log()))),
         }
-        Err(anyhow!(
-            "no accepted reply within {limit:?}; saw {seen:#?}\nremora log:\n{}",
-            self.log()
-        ))
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
