@@ -67,9 +67,17 @@ pub struct Builder {
     yaml: String,
     env: Vec<(String, String)>,
     listeners: Option<(SocketAddr, SocketAddr)>,
+    run_as: Option<(u32, u32)>,
 }
 
 impl Builder {
+    /// Run remora as this OS user and group (the lab runs as root): its
+    /// configuration is then made readable to it.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Builder {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
     /// An environment variable for remora (applied last, so it can override
     /// `RUST_LOG` or the password).
     pub fn env(mut self, key: &str, value: &str) -> Builder {
@@ -108,14 +116,14 @@ impl Builder {
         let env: Vec<(&str, &str)> = (self.env.iter())
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
-        let (process, config_path) = launch(
+        let (process, config_path) = launch_as(
             &self.binary,
             &self.yaml,
-            agent,
-            http,
+            (agent, http),
             scratch.path(),
             Lifetime::Tied,
             &env,
+            self.run_as,
         )?;
         Ok(Remora {
             agent,
@@ -144,6 +152,7 @@ impl Remora {
             yaml: yaml.to_owned(),
             env: Vec::new(),
             listeners: None,
+            run_as: None,
         }
     }
 
@@ -338,6 +347,21 @@ pub fn launch(
     lifetime: Lifetime,
     env: &[(&str, &str)],
 ) -> Result<(Process, PathBuf)> {
+    launch_as(binary, yaml, (agent, http), dir, lifetime, env, None)
+}
+
+/// [`launch`], as OS user and group `run_as` when given.
+fn launch_as(
+    binary: &Path,
+    yaml: &str,
+    (agent, http): (SocketAddr, SocketAddr),
+    dir: &Path,
+    lifetime: Lifetime,
+    env: &[(&str, &str)],
+    run_as: Option<(u32, u32)>,
+) -> Result<(Process, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config_path = dir.join("remora.yaml");
     std::fs::write(&config_path, with_listeners(yaml, agent, http)?)
@@ -345,6 +369,13 @@ pub fn launch(
     let mut command = remora_command(binary, &config_path);
     for (key, value) in env {
         command.env(key, value);
+    }
+    if let Some((uid, gid)) = run_as {
+        for (path, mode) in [(dir, 0o755), (config_path.as_path(), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", path.display()))?;
+        }
+        command.uid(uid).gid(gid);
     }
     let process = Process::spawn("remora", command, &dir.join("remora.log"), lifetime)?;
     Ok((process, config_path))

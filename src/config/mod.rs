@@ -20,7 +20,7 @@ mod policy;
 mod secrets;
 mod sections;
 
-pub use mysql::{MysqlConfig, TlsConfig, TlsMode};
+pub use mysql::{Address, MysqlConfig, TlsConfig, TlsMode};
 pub use policy::{
     MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, StandaloneVerdict,
     Thresholds,
@@ -252,7 +252,7 @@ policy:
     #[test]
     fn the_documented_file_is_accepted_as_written() {
         let config = Config::from_yaml(DOCUMENTED_FILE).expect("valid");
-        assert_eq!(config.mysql.port, 3307);
+        assert_eq!(config.mysql.port(), 3307);
         assert_eq!(
             config.mysql.password_env.as_deref(),
             Some("REMORA_MYSQL_PASSWORD")
@@ -337,7 +337,7 @@ maintenance: {file: /etc/remora/maintenance}
         .expect("valid");
         assert_eq!(config.lag.source, LagSource::Heartbeat);
         assert_eq!(config.lag.heartbeat_table_sql(), "`monitoring`.`hb`");
-        assert_eq!(config.lag.primary.as_ref().map(|p| p.port), Some(3306));
+        assert_eq!(config.lag.primary.as_ref().map(|p| p.port()), Some(3306));
         assert_eq!(config.galera.donor, DonorVerdict::Down);
         assert_eq!(
             config.load.as_ref().and_then(|l| l.threads_running_min_at),
@@ -370,6 +370,22 @@ maintenance: {file: /etc/remora/maintenance}
             ("mysql:\n  port: many\n", &["mysql.port", "line 2"]),
             ("mysql:\n  port: 0\n", &["mysql.port"]),
             ("mysql:\n  host: ''\n", &["mysql.host"]),
+            (
+                "mysql:\n  socket: /run/mysqld/mysqld.sock\n  host: db\n",
+                &["mysql.socket", "mysql.host", "not both"],
+            ),
+            (
+                "mysql:\n  socket: /run/mysqld/mysqld.sock\n  port: 3306\n",
+                &["mysql.socket", "mysql.port", "not both"],
+            ),
+            (
+                "mysql:\n  socket: mysqld.sock\n",
+                &["mysql.socket", "absolute"],
+            ),
+            (
+                "mysql:\n  socket: /run/mysqld/mysqld.sock\n  tls: {mode: required}\n",
+                &["mysql.tls.mode", "socket"],
+            ),
             ("mysql:\n  user: ''\n", &["mysql.user"]),
             (
                 "mysql:\n  connect_timeout: 5 parsecs\n",

@@ -12,8 +12,16 @@ use super::{ConfigError, Section, duration};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MysqlConfig {
-    pub host: String,
-    pub port: u16,
+    /// TCP host (default `127.0.0.1`); see [`MysqlConfig::host`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TCP port (default 3306); see [`MysqlConfig::port`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A unix socket instead of TCP: a sidecar on the same host needs no
+    /// network, and `unix_socket` / `auth_socket` accounts need no password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
     pub user: String,
     /// Name of an environment variable holding the password.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,8 +75,9 @@ impl TlsMode {
 impl Default for MysqlConfig {
     fn default() -> Self {
         MysqlConfig {
-            host: "127.0.0.1".into(),
-            port: 3306,
+            host: None,
+            port: None,
+            socket: None,
             user: "remora".into(),
             password_env: None,
             password_file: None,
@@ -79,15 +88,44 @@ impl Default for MysqlConfig {
     }
 }
 
+/// Where a server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address<'a> {
+    Tcp(&'a str, u16),
+    Socket(&'a std::path::Path),
+}
+
+impl std::fmt::Display for Address<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(host, port) => write!(f, "{host}:{port}"),
+            Address::Socket(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 impl MysqlConfig {
+    /// The TCP host: `127.0.0.1` unless set.
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
+    }
+
+    /// The TCP port: 3306 unless set.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(3306)
+    }
+
+    /// The socket when set, else host and port.
+    pub fn address(&self) -> Address<'_> {
+        match &self.socket {
+            Some(path) => Address::Socket(path),
+            None => Address::Tcp(self.host(), self.port()),
+        }
+    }
+
     /// `section` names this block in errors (`mysql`, `lag.primary`).
     pub(super) fn validate(&self, section: &str) -> Result<(), ConfigError> {
-        if self.host.trim().is_empty() {
-            return Err(Section(section).invalid("host", "must not be empty"));
-        }
-        if self.port == 0 {
-            return Err(Section(section).invalid("port", "must be between 1 and 65535"));
-        }
+        self.validate_address(section)?;
         if self.user.is_empty() {
             return Err(Section(section).invalid("user", "must not be empty"));
         }
@@ -133,6 +171,38 @@ impl MysqlConfig {
                     format!("cannot read {}: {err}", ca.display()),
                 )
             })?;
+        }
+        Ok(())
+    }
+
+    fn validate_address(&self, section: &str) -> Result<(), ConfigError> {
+        if let Some(socket) = &self.socket {
+            let tcp = [("host", self.host.is_some()), ("port", self.port.is_some())];
+            if let Some((key, _)) = tcp.iter().find(|(_, set)| *set) {
+                return Err(Section(section).invalid(
+                    "socket",
+                    format!("set either {section}.socket or {section}.{key}, not both"),
+                ));
+            }
+            if !socket.is_absolute() {
+                return Err(Section(section).invalid(
+                    "socket",
+                    format!("must be an absolute path, got {}", socket.display()),
+                ));
+            }
+            if self.tls.mode != TlsMode::Disabled {
+                return Err(Section(section).invalid(
+                    "tls.mode",
+                    "must be disabled with a socket: it never leaves the host, and the \
+                     server does not offer TLS on it",
+                ));
+            }
+        }
+        if self.host().trim().is_empty() {
+            return Err(Section(section).invalid("host", "must not be empty"));
+        }
+        if self.port() == 0 {
+            return Err(Section(section).invalid("port", "must be between 1 and 65535"));
         }
         Ok(())
     }

@@ -138,8 +138,14 @@ impl Probe {
             // meant to stay); a reset costs a round trip per poll.
             .with_reset_connection(false);
         let opts = OptsBuilder::default()
-            .ip_or_hostname(config.host.clone())
-            .tcp_port(config.port)
+            .ip_or_hostname(config.host())
+            .tcp_port(config.port())
+            .socket(
+                config
+                    .socket
+                    .as_ref()
+                    .map(|path| path.display().to_string()),
+            )
             .user(Some(config.user.clone()))
             .pass(password.map(|secret| secret.expose().to_owned()))
             // Check the server the way its clients reach it, over TCP, rather than
@@ -151,9 +157,9 @@ impl Probe {
             pool: Pool::new(opts.clone().ssl_opts(tls::ssl_opts(&config.tls, None))),
             opts,
             tls: config.tls.clone(),
-            target: format!("{}@{}:{}", config.user, config.host, config.port),
+            target: format!("{}@{}", config.user, config.address()),
             host: config
-                .host
+                .host()
                 .chars()
                 .filter(char::is_ascii_graphic)
                 .take(64)
