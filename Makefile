@@ -14,7 +14,7 @@ export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.

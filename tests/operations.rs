@@ -280,10 +280,10 @@ async fn metrics_describe_the_verdict_and_count_checks_by_pool() -> Result<()> {
         0.0
     );
     assert_eq!(value(r#"remora_replica_seconds_behind{channel=""}"#), 0.0);
-    assert_eq!(
-        value(r#"remora_lag_seconds{source="replica_status",estimated="false"}"#),
-        0.0
-    );
+    assert_eq!(value("remora_lag_seconds"), 0.0);
+    assert_eq!(value("remora_lag_estimated"), 0.0);
+    assert_eq!(value(r#"remora_lag_source{source="replica_status"}"#), 1.0);
+    assert_eq!(value(r#"remora_lag_source{source="heartbeat"}"#), 0.0);
     assert_eq!(
         value(r#"remora_poll_errors_total{kind="connect_timeout"}"#),
         0.0

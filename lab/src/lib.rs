@@ -14,6 +14,7 @@ pub mod mariadb;
 pub mod measure;
 pub mod multisource;
 pub mod process;
+pub mod prometheus;
 pub mod remora;
 pub mod stack;
 pub mod wait;

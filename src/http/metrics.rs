@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::answer::Reported;
 use crate::health::Health;
+use crate::health::LagOrigin;
 use crate::poller::Snapshot;
 use crate::probe::{ChannelStatus, ErrorKind, ServerStatus, ThreadState, TlsState};
 
@@ -91,26 +92,39 @@ fn poll_errors(out: &mut Exposition, snapshot: &Snapshot) {
     );
 }
 
-/// The lag that decides, and the heartbeat's age.
+/// The lag that decides, where it came from, and the heartbeat's age. One
+/// series each, whatever the source: a source that flips (heartbeat to
+/// replica status) moves a one-hot, it does not end the lag's series.
 fn lag(out: &mut Exposition, snapshot: &Snapshot) {
     let assessment = &snapshot.assessment;
     let lag = match &assessment.health {
-        Health::Primary { .. } => Some((0.0, "primary", false)),
+        Health::Primary { .. } => Some((0.0, LagSource::Primary, false)),
         health => health.lag().map(|lag| {
-            (
-                lag.value.as_secs_f64(),
-                lag.origin.as_str(),
-                lag.is_estimated(),
-            )
+            let source = match lag.origin {
+                LagOrigin::Heartbeat => LagSource::Heartbeat,
+                LagOrigin::ReplicaStatus => LagSource::ReplicaStatus,
+            };
+            (lag.value.as_secs_f64(), source, lag.is_estimated())
         }),
     };
     if let Some((value, source, estimated)) = lag {
-        let estimated = if estimated { "true" } else { "false" };
-        out.family(
+        out.gauge(
             "remora_lag_seconds",
+            "The lag that decides the verdict (0 on a primary; absent while unknown).",
+            value,
+        );
+        out.gauge(
+            "remora_lag_estimated",
+            "1 while the lag is estimated (it could not be measured this poll).",
+            bool_value(estimated),
+        );
+        out.family(
+            "remora_lag_source",
             "gauge",
-            "The lag that decides the verdict, by where it came from.",
-            [(vec![("source", source), ("estimated", estimated)], value)],
+            "Where the lag came from, one-hot.",
+            LagSource::ALL
+                .iter()
+                .map(|each| (vec![("source", each.as_str())], bool_value(*each == source))),
         );
     }
     if let Some(age) = assessment.heartbeat.as_ref().and_then(|h| h.age) {
@@ -244,6 +258,16 @@ fn agent_checks(out: &mut Exposition, snapshot: &Snapshot) {
             })
         }),
     );
+}
+
+crate::labelled! {
+    /// Where the lag in `/metrics` came from: a replica's own sources, or
+    /// none at all on a primary (lag 0).
+    enum LagSource {
+        Heartbeat => "heartbeat",
+        ReplicaStatus => "replica_status",
+        Primary => "primary",
+    }
 }
 
 /// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then

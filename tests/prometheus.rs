@@ -1,0 +1,170 @@
+//! remora and Prometheus for real: the shipped alerts pass their unit tests
+//! under `promtool`, `/metrics` passes `promtool check metrics`, a real
+//! Prometheus scrapes a remora and answers queries on what it scraped, and
+//! the shipped alerts and Grafana dashboard name only series remora exports.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{mysql_section, remora_bin};
+use remora_lab::prometheus::Prometheus;
+use remora_lab::{Pair, Remora, wait_until};
+
+fn shipped(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running promtool (Debian's prometheus package)")?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    Ok(text)
+}
+
+/// The metric families remora's `/metrics` declares (`# TYPE` lines).
+fn families(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every `remora_…` name a shipped file uses.
+fn remora_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("remora_") {
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        names.insert(name);
+    }
+    names
+}
+
+async fn remora_on(pair: &Pair) -> Result<Remora> {
+    Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\npools:\n  main: {{drain_at: 10s, down_at: 30s}}\n",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await
+}
+
+#[test]
+fn the_shipped_alerts_pass_their_unit_tests() -> Result<()> {
+    let rules = shipped("examples/prometheus/alerts.yml");
+    let tests = shipped("examples/prometheus/alerts_test.yml");
+    promtool(&["check", "rules", &rules.display().to_string()], None)?;
+    let out = promtool(&["test", "rules", &tests.display().to_string()], None)?;
+    ensure!(out.contains("SUCCESS"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = remora_on(&pair).await?;
+    let (code, metrics) = remora.get("/metrics").await?;
+    assert_eq!(code, 200);
+    // Lint findings are printed and fail the check.
+    promtool(&["check", "metrics"], Some(&metrics))?;
+
+    let alerts = shipped("examples/prometheus/alerts.yml");
+    let prometheus = Prometheus::start(&[remora.http], &[&alerts]).await?;
+    let weights = wait_until(
+        "Prometheus to have scraped remora_weight_percent",
+        Duration::from_secs(30),
+        async || {
+            let found = prometheus.query("remora_weight_percent").await?;
+            Ok((found.len() >= 2).then_some(found))
+        },
+    )
+    .await
+    .with_context(|| prometheus.log())?;
+    let pools: BTreeSet<&str> = weights
+        .iter()
+        .filter_map(|series| series["metric"]["pool"].as_str())
+        .collect();
+    assert_eq!(pools, BTreeSet::from(["default", "main"]), "{weights:?}");
+    for series in &weights {
+        assert_eq!(series["value"][1], "100", "{series}");
+        assert_eq!(series["metric"]["job"], "remora", "{series}");
+    }
+    // The lag is one series, and the shipped alerts load and evaluate.
+    let lag = prometheus.query("remora_lag_seconds").await?;
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    let rules = wait_until(
+        "Prometheus to evaluate the shipped alerts",
+        Duration::from_secs(30),
+        async || {
+            let rules = prometheus.rules().await?;
+            Ok(
+                (rules.len() == 5 && rules.iter().all(|(_, health)| health == "ok"))
+                    .then_some(rules),
+            )
+        },
+    )
+    .await
+    .with_context(|| prometheus.log())?;
+    assert!(
+        rules
+            .iter()
+            .any(|(name, _)| name == "RemoraServerOutOfEveryPool"),
+        "{rules:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_shipped_alerts_and_dashboard_use_only_series_remora_exports() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = remora_on(&pair).await?;
+    let exported = families(&remora.get("/metrics").await?.1);
+    for file in [
+        "examples/prometheus/alerts.yml",
+        "examples/grafana/remora.json",
+    ] {
+        let text = std::fs::read_to_string(shipped(file))?;
+        let used = remora_names(&text);
+        ensure!(!used.is_empty(), "{file} names no remora series");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        ensure!(
+            unknown.is_empty(),
+            "{file} uses {unknown:?}, not in /metrics"
+        );
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shipped(
+        "examples/grafana/remora.json",
+    ))?)?;
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 6));
+    Ok(())
+}
