@@ -48,6 +48,7 @@ pub mod config;
 pub mod connections;
 pub mod files;
 pub mod health;
+pub mod history;
 pub mod http;
 #[macro_use]
 pub mod kinds;
@@ -280,6 +281,7 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
     };
     log_first(&first);
+    poller.record(None, &first);
     let (publish, snapshots) = watch::channel(Arc::new(first));
     let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(None);
     let (commands, command_queue) = mpsc::channel(4);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::{Answer, Reported};
 use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
 use crate::health::{Assessment, Assessor};
+use crate::history::{History, SharedHistory, reason_kind};
 use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
@@ -63,6 +64,8 @@ pub struct PoolVerdict {
     /// `""` for the top-level policy.
     pub name: String,
     pub role: Role,
+    /// What this poll alone called for, before flap damping and the warm-up.
+    pub target: Verdict,
     pub decision: Decision,
     /// The verdict's answer, or the maintenance switch's while it is on.
     pub answer: Answer,
@@ -116,6 +119,9 @@ pub struct Snapshot {
     pub polls: PollCounters,
     /// Checks that named a pool that does not exist.
     pub unknown_checks: Arc<CheckCounters>,
+    /// Every poll and verdict change, for `/history` and `/events` (never
+    /// read by the agent).
+    pub history: SharedHistory,
     /// What is told instead of anything better than down once no poll has
     /// succeeded for `stale_after`.
     stale: Answer,
@@ -277,6 +283,8 @@ pub struct Poller {
     maintenance_file: Option<FileWatch>,
     /// The last file-based maintenance seen, to log changes once.
     file_maintenance: Option<Maintenance>,
+    /// Every published snapshot, recorded; shared with the readers.
+    history: SharedHistory,
 }
 
 impl Poller {
@@ -296,6 +304,7 @@ impl Poller {
             password_files: PasswordFiles::of(config),
             maintenance_file: config.maintenance.file.clone().map(FileWatch::new),
             file_maintenance: None,
+            history: History::shared(config.history.keep, config.poll.interval),
         };
         poller.judges = poller.judges_for(config, Vec::new());
         poller
@@ -370,6 +379,7 @@ impl Poller {
             admin_token_file: config.http.admin_token_file.clone(),
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
+            history: Arc::clone(&self.history),
         }
     }
 
@@ -420,7 +430,9 @@ impl Poller {
             .iter_mut()
             .map(|judge| {
                 let target = policy::target(assessment, &judge.policy, &self.rules);
-                let damped = judge.damper.apply(target, judge.policy.recover_after);
+                let damped = judge
+                    .damper
+                    .apply(target.clone(), judge.policy.recover_after);
                 let decision = judge.ramp.apply(
                     damped,
                     maintenance.is_none(),
@@ -431,6 +443,7 @@ impl Poller {
                 PoolVerdict {
                     name: judge.name.clone(),
                     role: judge.policy.role,
+                    target,
                     answer: answer_under(maintenance, &decision.verdict),
                     decision,
                     checks: Arc::clone(self.checks.entry(judge.name.clone()).or_default()),
@@ -504,6 +517,13 @@ impl Poller {
         }
         if plan.target {
             self.last_success = None;
+        }
+        if plan.history {
+            let mut history = self
+                .history
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            history.resize(config.history.keep, config.poll.interval);
         }
         if plan.maintenance_file {
             self.maintenance_file = config.maintenance.file.clone().map(FileWatch::new);
@@ -582,6 +602,7 @@ impl Poller {
                 }
             };
             log_transitions(&publish.borrow(), &snapshot);
+            self.record(Some(&publish.borrow()), &snapshot);
             publish.send_replace(Arc::new(snapshot));
             if let Some(applied) = applied {
                 // The reload waits for this before opening new listeners.
@@ -589,6 +610,16 @@ impl Poller {
             }
         }
         self.close().await;
+    }
+
+    /// Keeps `snapshot` in the history, with the verdict changes since `old`.
+    pub fn record(&self, old: Option<&Snapshot>, snapshot: &Snapshot) {
+        // Poisoned only by a panic while recording: the history is still whole.
+        let mut history = self
+            .history
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        history.record(old, snapshot);
     }
 
     /// Closes the MySQL pools, waiting at most half a second.
@@ -703,15 +734,6 @@ fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Ob
     }
 }
 
-/// The words of a reason before its first figure: `lag 3.1s` and `lag 4.0s`
-/// are the same kind, `lag` and `sql thread error` are not.
-fn reason_kind(reason: &str) -> &str {
-    let end = reason
-        .find(|c: char| c.is_ascii_digit() || c == '~')
-        .unwrap_or(reason.len());
-    &reason[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,6 +746,7 @@ mod tests {
         PoolVerdict {
             name: name.into(),
             role: Role::Any,
+            target: verdict.clone(),
             answer: Answer::of(&verdict),
             decision: Decision {
                 verdict,
@@ -768,6 +791,7 @@ mod tests {
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),
+            history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
             stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }
@@ -897,17 +921,6 @@ mod tests {
         let long = "x".repeat(500);
         let answer = Answer::of(&Verdict::new(State::Up(100), "")).adding(&unknown_pool(&long));
         assert!(answer.line().len() <= crate::answer::MAX_LINE);
-    }
-
-    #[test]
-    fn reason_kinds() {
-        assert_eq!(reason_kind("lag 3.1s"), reason_kind("lag 40.0s"));
-        assert_eq!(reason_kind("lag ~3.1s: io thread stopped"), "lag ");
-        assert_eq!(reason_kind("sql thread error 1062"), "sql thread error ");
-        assert_ne!(
-            reason_kind("mysql unreachable: connection refused"),
-            reason_kind("mysql connect timeout (1s)")
-        );
     }
 
     /// Extreme observations (0, 2^64-1, NULLs everywhere, clocks going

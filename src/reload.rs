@@ -22,6 +22,8 @@ pub struct ReloadPlan {
     pub lag_rules: bool,
     /// Another `maintenance.file` to watch.
     pub maintenance_file: bool,
+    /// Another `history.keep` or `poll.interval`: the history's size.
+    pub history: bool,
     /// `agent.listen`'s new address, when it moved.
     pub agent_listen: Option<SocketAddr>,
     /// `http.listen`'s new address, when it moved.
@@ -46,6 +48,7 @@ impl ReloadPlan {
                 || new_secrets.primary != old_secrets.primary,
             lag_rules: new.lag != old.lag,
             maintenance_file: new.maintenance.file != old.maintenance.file,
+            history: new.history != old.history || new.poll.interval != old.poll.interval,
             agent_listen: moved(old.agent.listen, new.agent.listen),
             http_listen: moved(old.http.listen, new.http.listen),
         }
@@ -111,6 +114,14 @@ mod tests {
                 ReloadPlan {
                     lag_rules: true,
                     ..reads
+                },
+            ),
+            (
+                "a longer history",
+                "history: {keep: 2h}\n",
+                ReloadPlan {
+                    history: true,
+                    ..none
                 },
             ),
             (

@@ -27,8 +27,8 @@ pub use policy::{
 };
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
-    AgentConfig, DonorVerdict, GaleraConfig, HeartbeatTimezone, HttpConfig, LagConfig, LagSource,
-    LoadConfig, MaintenanceConfig, PollConfig,
+    AgentConfig, DonorVerdict, GaleraConfig, HeartbeatTimezone, HistoryConfig, HttpConfig,
+    LagConfig, LagSource, LoadConfig, MaintenanceConfig, PollConfig,
 };
 
 /// The whole configuration file.
@@ -58,6 +58,8 @@ pub struct Config {
     pub load: Option<LoadConfig>,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// A configuration that cannot be used. The message names the offending key
@@ -161,6 +163,16 @@ impl Config {
                     "must be at least poll.interval ({}), got {}",
                     show(self.poll.interval),
                     show(self.poll.stale_after)
+                ),
+            ));
+        }
+        let samples = crate::history::samples_for(self.history.keep, self.poll.interval);
+        if samples > crate::history::MAX_SAMPLES {
+            return Err(invalid(
+                "history.keep",
+                format!(
+                    "at most {} polls (history.keep / poll.interval), got {samples}",
+                    crate::history::MAX_SAMPLES
                 ),
             ));
         }

@@ -126,6 +126,23 @@ pub struct LoadConfig {
     pub connections_min_at: Option<Percent>,
 }
 
+/// What is kept in memory for `/history` and `/events`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How far back `/history` reaches: one sample per poll.
+    #[serde(with = "duration")]
+    pub keep: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// An operator's switch that beats every measurement.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

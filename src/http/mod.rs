@@ -5,6 +5,8 @@
 //!   or in maintenance (for HAProxy's `http-check disable-on-404`), 503 when
 //!   down; the body is the agent line;
 //! - `GET /metrics`: Prometheus text exposition 0.0.4;
+//! - `GET /events`: verdict changes, newest first, and `GET /history`
+//!   (`?format=json|csv`): every poll kept (`history.keep`);
 //! - `POST /maintenance` (body: `drain|maint [reason]`) and
 //!   `DELETE /maintenance`: the operator's switch, from loopback only.
 //!
@@ -14,6 +16,7 @@
 //! lives longer than [`CONNECTION_DEADLINE`], and beyond [`MAX_CONNECTIONS`]
 //! open at once a new one closes the oldest (see [`crate::connections`]).
 
+mod history;
 mod metrics;
 mod status;
 
@@ -121,7 +124,25 @@ async fn route(
     let method = request.method().clone();
     let read_only = matches!(method, Method::GET | Method::HEAD);
     match path.as_str() {
-        "/status" | "/health" | "/metrics" if !read_only => not_allowed("GET, HEAD"),
+        "/status" | "/health" | "/metrics" | "/events" | "/history" if !read_only => {
+            not_allowed("GET, HEAD")
+        }
+        "/events" | "/history" => {
+            let snapshot = Arc::clone(&snapshots.borrow());
+            let kept = &snapshot.history;
+            match (path.as_str(), query_param(request.uri().query(), "format")) {
+                ("/events", _) => reply(StatusCode::OK, "application/json", history::events(kept)),
+                ("/history", None | Some("json")) => {
+                    reply(StatusCode::OK, "application/json", history::json(kept))
+                }
+                ("/history", Some("csv")) => reply(StatusCode::OK, "text/csv", history::csv(kept)),
+                _ => reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "format is json or csv\n".into(),
+                ),
+            }
+        }
         "/maintenance" => match method {
             Method::POST | Method::DELETE => {
                 let token_file = snapshots.borrow().admin_token_file.clone();

@@ -1,0 +1,325 @@
+//! What remora saw and decided, poll by poll, kept in memory for
+//! `history.keep`: a bounded ring of samples (`GET /history`) and of the
+//! verdict changes among them (`GET /events`, newest first).
+//!
+//! The poller is the only writer, once per poll; HTTP readers copy what
+//! they render under a short lock. The agent never touches it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::answer::{Answer, Reported};
+use crate::health::{Assessment, Health, LagOrigin};
+use crate::poller::Snapshot;
+use crate::probe::{ErrorKind, ThreadState};
+
+/// Most verdict changes kept, whatever `history.keep` says.
+pub const MAX_EVENTS: usize = 1000;
+
+/// Most polls kept: a day at one a second, some 20 MB with three pools.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// How many polls `interval` apart fill `keep`.
+pub fn samples_for(keep: Duration, interval: Duration) -> usize {
+    let polls = keep.as_secs_f64() / interval.as_secs_f64().max(1e-3);
+    if polls >= usize::MAX as f64 {
+        usize::MAX
+    } else {
+        polls.ceil() as usize
+    }
+}
+
+/// The history, shared by the poller (writer) and HTTP (readers).
+pub type SharedHistory = Arc<Mutex<History>>;
+
+/// The inputs behind a verdict, as one poll saw them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inputs {
+    /// Lag in seconds; `None` while unknown (broken, unreachable).
+    pub lag: Option<f64>,
+    /// `heartbeat`, `replica_status`, or `primary` (lag 0).
+    pub source: Option<&'static str>,
+    pub estimated: bool,
+    /// The channel's IO and SQL threads (the channel the lag is from, else the first).
+    pub io_thread: Option<ThreadState>,
+    pub sql_thread: Option<ThreadState>,
+    /// The replication error, if a thread stopped on one.
+    pub errno: Option<u32>,
+    /// Why the poll failed, if it did.
+    pub error: Option<ErrorKind>,
+}
+
+/// One pool in one poll: what the latest poll alone called for, and what
+/// was published (after flap damping and the warm-up).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolSample {
+    pub target: StateSample,
+    pub published: StateSample,
+    /// The published reason, shared with the previous sample when unchanged.
+    #[serde(serialize_with = "shared_str")]
+    pub reason: Arc<str>,
+}
+
+/// A state and its weight, two bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StateSample {
+    pub state: Reported,
+    pub weight: u8,
+}
+
+impl StateSample {
+    fn of(answer: &Answer) -> StateSample {
+        StateSample {
+            state: answer.reported,
+            weight: answer.weight,
+        }
+    }
+}
+
+/// One poll.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// Milliseconds since 1970 (0 for a clock set before it); RFC 3339 in JSON.
+    #[serde(rename = "at", serialize_with = "rfc3339")]
+    pub at_ms: u64,
+    pub inputs: Inputs,
+    /// The default policy first, then each pool, as in [`History::pools`].
+    pub pools: Box<[PoolSample]>,
+}
+
+/// A published verdict change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    #[serde(rename = "at", serialize_with = "rfc3339")]
+    pub at_ms: u64,
+    pub pool: String,
+    /// The agent lines before and after.
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub inputs: Inputs,
+}
+
+/// The ring of samples and the ring of events.
+#[derive(Debug)]
+pub struct History {
+    samples: VecDeque<Sample>,
+    events: VecDeque<Event>,
+    capacity: usize,
+    /// Pool labels, in sample order; a reload that changes them starts afresh.
+    pools: Vec<String>,
+    keep: Duration,
+}
+
+impl History {
+    /// A history holding `keep` worth of polls `interval` apart (at most
+    /// [`MAX_SAMPLES`]; the configuration refuses more).
+    pub fn new(keep: Duration, interval: Duration) -> History {
+        History {
+            samples: VecDeque::new(),
+            events: VecDeque::new(),
+            capacity: samples_for(keep, interval).min(MAX_SAMPLES),
+            pools: Vec::new(),
+            keep,
+        }
+    }
+
+    pub fn shared(keep: Duration, interval: Duration) -> SharedHistory {
+        Arc::new(Mutex::new(History::new(keep, interval)))
+    }
+
+    /// Records one published snapshot, and the verdict changes since `old`.
+    pub fn record(&mut self, old: Option<&Snapshot>, new: &Snapshot) {
+        let inputs = Inputs::of(&new.assessment, new);
+        let labels: Vec<String> = new.every_pool().map(|p| p.label().to_owned()).collect();
+        if labels != self.pools {
+            self.samples.clear();
+            self.pools = labels;
+        }
+        let previous = self.samples.back();
+        let pools = new
+            .every_pool()
+            .enumerate()
+            .map(|(i, pool)| {
+                let published = &pool.answer;
+                let reason = match previous.map(|p| &p.pools[i].reason) {
+                    Some(same) if **same == *published.reason => Arc::clone(same),
+                    _ => Arc::from(published.reason.as_str()),
+                };
+                PoolSample {
+                    target: StateSample::of(&Answer::of(&pool.target)),
+                    published: StateSample::of(published),
+                    reason,
+                }
+            })
+            .collect();
+        let at_ms = millis_since_epoch(new.observation.wall);
+        if let Some(old) = old {
+            self.note_changes(old, new, at_ms, &inputs);
+        }
+        if self.capacity == 0 {
+            return;
+        }
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(Sample {
+            at_ms,
+            inputs,
+            pools,
+        });
+    }
+
+    fn note_changes(&mut self, old: &Snapshot, new: &Snapshot, at_ms: u64, inputs: &Inputs) {
+        for after in new.every_pool() {
+            let Some(before) = old.every_pool().find(|p| p.name == after.name) else {
+                continue;
+            };
+            if !is_news(&before.answer, &after.answer) {
+                continue;
+            }
+            if self.events.len() == MAX_EVENTS {
+                self.events.pop_back();
+            }
+            self.events.push_front(Event {
+                at_ms,
+                pool: after.label().to_owned(),
+                from: before.answer.text().to_owned(),
+                to: after.answer.text().to_owned(),
+                reason: after.answer.reason.clone(),
+                inputs: inputs.clone(),
+            });
+        }
+    }
+
+    /// Verdict changes, newest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.iter().cloned().collect()
+    }
+
+    /// The samples, oldest first, and the pool labels they are in.
+    pub fn samples(&self) -> (Vec<String>, Vec<Sample>) {
+        (self.pools.clone(), self.samples.iter().cloned().collect())
+    }
+
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
+    /// Keeps `keep` worth of polls `interval` apart from now on (a reload),
+    /// dropping the oldest samples if that is fewer.
+    pub fn resize(&mut self, keep: Duration, interval: Duration) {
+        let resized = History::new(keep, interval);
+        self.capacity = resized.capacity;
+        self.keep = keep;
+        while self.samples.len() > self.capacity {
+            self.samples.pop_front();
+        }
+    }
+}
+
+/// A change worth an event: another state or weight, or a down whose kind of
+/// reason changed (the same rule as the log).
+fn is_news(old: &Answer, new: &Answer) -> bool {
+    (old.reported, old.weight) != (new.reported, new.weight)
+        || (new.reported == Reported::Down && reason_kind(&old.reason) != reason_kind(&new.reason))
+}
+
+/// The words of a reason before its first figure: `lag 3.1s` and `lag 4.0s`
+/// are the same kind, `lag` and `sql thread error` are not.
+pub fn reason_kind(reason: &str) -> &str {
+    let end = reason
+        .find(|c: char| c.is_ascii_digit() || c == '~')
+        .unwrap_or(reason.len());
+    &reason[..end]
+}
+
+impl Inputs {
+    fn of(assessment: &Assessment, snapshot: &Snapshot) -> Inputs {
+        let lag = assessment.health.lag();
+        let (lag_seconds, source) = match &assessment.health {
+            Health::Primary { .. } => (Some(0.0), Some("primary")),
+            _ => (
+                lag.map(|lag| lag.value.as_secs_f64()),
+                lag.map(|lag| match lag.origin {
+                    LagOrigin::Heartbeat => "heartbeat",
+                    LagOrigin::ReplicaStatus => "replica_status",
+                }),
+            ),
+        };
+        let status = snapshot.observation.result.as_ref();
+        let channel = status.ok().and_then(|status| {
+            let wanted = lag.map(|lag| lag.channel.as_str());
+            (status.channels.iter())
+                .find(|c| Some(c.name.as_str()) == wanted)
+                .or(status.channels.first())
+        });
+        Inputs {
+            lag: lag_seconds,
+            source,
+            estimated: lag.is_some_and(|lag| lag.is_estimated()),
+            io_thread: channel.map(|c| c.io_thread),
+            sql_thread: channel.map(|c| c.sql_thread),
+            errno: channel.and_then(|c| {
+                (c.sql_error.as_ref())
+                    .or(c.io_error.as_ref())
+                    .map(|err| err.errno)
+            }),
+            error: status.err().map(|err| err.kind()),
+        }
+    }
+}
+
+fn shared_str<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(text)
+}
+
+fn rfc3339<S: serde::Serializer>(at_ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    let time = UNIX_EPOCH.checked_add(Duration::from_millis(*at_ms));
+    serializer.serialize_some(&time.and_then(crate::http::rfc3339))
+}
+
+fn millis_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_kinds() {
+        assert_eq!(reason_kind("lag 3.1s"), reason_kind("lag 40.0s"));
+        assert_eq!(reason_kind("lag ~3.1s: io thread stopped"), "lag ");
+        assert_eq!(reason_kind("sql thread error 1062"), "sql thread error ");
+        assert_ne!(
+            reason_kind("mysql unreachable: connection refused"),
+            reason_kind("mysql connect timeout (1s)")
+        );
+    }
+
+    #[test]
+    fn a_sample_with_three_pools_stays_small() {
+        let per_sample = std::mem::size_of::<Sample>() + 3 * std::mem::size_of::<PoolSample>();
+        // Reasons are shared between samples while they do not change.
+        assert!(per_sample <= 200, "{per_sample} bytes");
+    }
+
+    #[test]
+    fn an_hour_at_a_second_is_3600_samples_and_absurd_keeps_are_bounded() {
+        let second = Duration::from_secs(1);
+        assert_eq!(samples_for(Duration::from_secs(3600), second), 3600);
+        assert_eq!(samples_for(Duration::ZERO, second), 0);
+        assert_eq!(
+            samples_for(Duration::MAX, Duration::from_millis(1)),
+            usize::MAX
+        );
+        let huge = History::new(Duration::MAX, Duration::from_millis(1));
+        assert_eq!(huge.capacity, MAX_SAMPLES);
+    }
+}

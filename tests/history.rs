@@ -1,0 +1,104 @@
+//! Why remora did what it did: `/events` lists each change of what the agent
+//! answered with the inputs behind it, and `/history` every poll, as JSON and
+//! CSV. On the real pair, with lag induced on the replica.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::{mysql_section, remora_bin};
+use remora_lab::{Pair, Remora, wait_until};
+use serde_json::Value;
+
+#[tokio::test]
+async fn events_say_what_changed_and_why_and_history_keeps_every_poll() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\npools:\n  main: {{full_weight_below: 1s, \
+             min_weight_at: 4s, min_weight: 10%, drain_at: 6s, down_at: 60s, recover_after: 2}}\n",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await?;
+    let _writes = pair.keep_writing(Duration::from_millis(100));
+    pair.start_lag(30).await?;
+    let events = wait_until("pool main to drain", Duration::from_secs(30), async || {
+        let (_, body) = remora.get("/events").await?;
+        let events: Value = serde_json::from_str(&body)?;
+        let drained = events["events"].as_array().is_some_and(|all| {
+            all.iter().any(|e| {
+                e["pool"] == "main"
+                    && e["to"]
+                        .as_str()
+                        .is_some_and(|to| to.starts_with("up drain"))
+            })
+        });
+        Ok(drained.then_some(events))
+    })
+    .await?;
+    let main: Vec<&Value> = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["pool"] == "main")
+        .collect();
+    // Newest first: the drain, then the weights it fell through, from 100%.
+    assert!(
+        main[0]["to"]
+            .as_str()
+            .is_some_and(|to| to.starts_with("up drain")),
+        "{main:#?}"
+    );
+    let oldest = main.last().context("an event")?;
+    assert_eq!(oldest["from"], "up ready 100%", "{main:#?}");
+    assert!(main.len() >= 3, "fell through weights: {main:#?}");
+    let times: Vec<&str> = main.iter().filter_map(|e| e["at"].as_str()).collect();
+    assert_eq!(times.len(), main.len(), "every event has its time");
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let drain = main[0];
+    let lag = drain["inputs"]["lag"]
+        .as_f64()
+        .context("the lag behind the drain")?;
+    assert!(lag >= 6.0, "{drain}");
+    assert_eq!(drain["inputs"]["source"], "replica_status", "{drain}");
+    assert_eq!(drain["inputs"]["io_thread"], "Yes", "{drain}");
+    assert_eq!(drain["reason"], format!("lag {lag:.1}s"), "{drain}");
+
+    // Every poll is in the history, with target and published verdicts.
+    let polls = remora.polls().await?;
+    let (_, body) = remora.get("/history").await?;
+    let history: Value = serde_json::from_str(&body)?;
+    let samples = history["samples"].as_array().context("samples")?;
+    assert!(
+        samples.len() as u64 + 2 >= polls,
+        "{} samples, {polls} polls",
+        samples.len()
+    );
+    assert_eq!(history["pools"], serde_json::json!(["default", "main"]));
+    let (code, csv) = remora.get("/history?format=csv").await?;
+    assert_eq!(code, 200);
+    let mut lines = csv.lines();
+    let header = lines.next().context("a header")?;
+    assert!(header.starts_with("t,lag,source,"), "{header}");
+    assert!(
+        header.ends_with(",main_target,main_verdict,main_weight,main_reason"),
+        "{header}"
+    );
+    let verdict_column = header
+        .split(',')
+        .position(|c| c == "main_verdict")
+        .context("column")?;
+    let verdicts: Vec<&str> = lines
+        .filter_map(|line| line.split(',').nth(verdict_column))
+        .collect();
+    assert_eq!(verdicts.first(), Some(&"up"), "{csv}");
+    assert!(verdicts.contains(&"drain"), "{csv}");
+    assert_eq!(remora.get("/history?format=xml").await?.0, 400);
+    Ok(())
+}
