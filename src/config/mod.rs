@@ -35,31 +35,45 @@ pub use sections::{
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub mysql: MysqlConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub poll: PollConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub agent: AgentConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub http: HttpConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub policy: Policy,
     /// Named pools, each `policy` with overrides; HAProxy picks one with
     /// `agent-send "<name>\n"`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_is_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub pools: BTreeMap<String, PoolConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub lag: LagConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub galera: GaleraConfig,
     /// Optional: scale the weight down under load too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub maintenance: MaintenanceConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_is_default")]
     pub history: HistoryConfig,
+}
+
+/// A section written with nothing under it (`maintenance:` and only
+/// comments) means its defaults, as a section left out does.
+fn empty_is_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A configuration that cannot be used. The message names the offending key
@@ -360,6 +374,15 @@ maintenance: {file: /etc/remora/maintenance}
             err.to_string().starts_with("lag.primary.password_env"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_section_with_only_comments_means_its_defaults() {
+        let config = Config::from_yaml(
+            "maintenance:\n  # file: /etc/remora/maintenance\npolicy:\nhistory:\n",
+        )
+        .expect("valid");
+        assert_eq!(config, Config::default());
     }
 
     #[test]
