@@ -58,6 +58,7 @@ pub mod policy;
 pub mod poller;
 pub mod probe;
 pub mod reload;
+pub mod trend;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -27,6 +27,7 @@ use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
 use crate::probe::{ErrorKind, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 use crate::reload::ReloadPlan;
+use crate::trend::{LagTrend, LagTrendNow};
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,6 +123,8 @@ pub struct Snapshot {
     /// Every poll and verdict change, for `/history` and `/events` (never
     /// read by the agent).
     pub history: SharedHistory,
+    /// Whether the replica is catching up, for the default policy.
+    pub trend: Option<LagTrendNow>,
     /// What is told instead of anything better than down once no poll has
     /// succeeded for `stale_after`.
     stale: Answer,
@@ -285,6 +288,7 @@ pub struct Poller {
     file_maintenance: Option<Maintenance>,
     /// Every published snapshot, recorded; shared with the readers.
     history: SharedHistory,
+    trend: LagTrend,
 }
 
 impl Poller {
@@ -305,6 +309,7 @@ impl Poller {
             maintenance_file: config.maintenance.file.clone().map(FileWatch::new),
             file_maintenance: None,
             history: History::shared(config.history.keep, config.poll.interval),
+            trend: LagTrend::default(),
         };
         poller.judges = poller.judges_for(config, Vec::new());
         poller
@@ -347,6 +352,7 @@ impl Poller {
         let (observation, primary) = self.observe().await;
         self.count(&observation);
         let assessment = self.assessor.assess(&observation, primary.as_ref());
+        let trend = self.trend_of(&observation, &assessment);
         let from_file = self.read_maintenance_file().await;
         let maintenance = http_maintenance.cloned().or(from_file);
         let mut pools = self.judge(&observation, &assessment, maintenance.as_ref());
@@ -380,6 +386,7 @@ impl Poller {
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
             history: Arc::clone(&self.history),
+            trend,
         }
     }
 
@@ -397,6 +404,18 @@ impl Poller {
             }
             None => (self.probe.poll().await, None),
         }
+    }
+
+    /// The lag's trend after this poll, with the default policy's way back.
+    fn trend_of(
+        &mut self,
+        observation: &Observation,
+        assessment: &Assessment,
+    ) -> Option<LagTrendNow> {
+        let lag = assessment.health.lag();
+        let trend = self.trend.observe(observation.at, lag)?;
+        let full_weight_below = self.config.policy.thresholds.full_weight_below;
+        Some(LagTrendNow::of(trend, lag?, full_weight_below))
     }
 
     /// Counts the poll, and remembers it if it succeeded.
@@ -514,6 +533,7 @@ impl Poller {
         }
         if plan.forgets_lag() {
             self.assessor = Assessor::new(&config.lag);
+            self.trend = LagTrend::default();
         }
         if plan.target {
             self.last_success = None;
@@ -792,6 +812,7 @@ mod tests {
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),
             history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
+            trend: None,
             stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }

@@ -1,6 +1,7 @@
 //! Why remora did what it did: `/events` lists each change of what the agent
-//! answered with the inputs behind it, and `/history` every poll, as JSON and
-//! CSV. On the real pair, with lag induced on the replica.
+//! answered with the inputs behind it, `/history` every poll, as JSON and
+//! CSV, and `/status` whether the lag is growing. On the real pair, with lag
+//! induced on the replica.
 
 mod common;
 
@@ -69,6 +70,16 @@ async fn events_say_what_changed_and_why_and_history_keeps_every_poll() -> Resul
     assert_eq!(drain["inputs"]["source"], "replica_status", "{drain}");
     assert_eq!(drain["inputs"]["io_thread"], "Yes", "{drain}");
     assert_eq!(drain["reason"], format!("lag {lag:.1}s"), "{drain}");
+
+    // The lag grows a second per second under MASTER_DELAY with writes
+    // flowing: falling behind, and no way back to announce.
+    let status = remora.status().await?;
+    let rate = status["lag"]["rate"].as_f64().context("a lag rate")?;
+    assert!((0.5..1.5).contains(&rate), "{status}");
+    assert_eq!(status["lag"]["eta_seconds"], Value::Null, "{status}");
+    let (_, metrics) = remora.get("/metrics").await?;
+    assert!(metrics.contains("\nremora_lag_rate "), "{metrics}");
+    assert!(!metrics.contains("\nremora_lag_eta_seconds "), "{metrics}");
 
     // Every poll is in the history, with target and published verdicts.
     let polls = remora.polls().await?;

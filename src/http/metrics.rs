@@ -127,6 +127,20 @@ fn lag(out: &mut Exposition, snapshot: &Snapshot) {
                 .map(|each| (vec![("source", each.as_str())], bool_value(*each == source))),
         );
     }
+    if let Some(trend) = snapshot.trend {
+        out.gauge(
+            "remora_lag_rate",
+            "Seconds of lag per second over the last polls: positive is falling behind.",
+            trend.rate,
+        );
+        if let Some(eta) = trend.eta_seconds {
+            out.gauge(
+                "remora_lag_eta_seconds",
+                "While catching up: seconds until the lag is back under full_weight_below.",
+                eta,
+            );
+        }
+    }
     if let Some(age) = assessment.heartbeat.as_ref().and_then(|h| h.age) {
         out.gauge(
             "remora_heartbeat_age_seconds",

@@ -15,6 +15,7 @@ use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
 use crate::poller::{PollTime, PoolVerdict, Snapshot};
 use crate::probe::{ChannelStatus, GaleraStatus, Observation, ThreadError};
+use crate::trend::LagTrendNow;
 
 /// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
 /// message) can quote row data: only a reader on this host sees them whole;
@@ -87,7 +88,7 @@ impl<'a> Status<'a> {
             read_only: server.map(|status| status.read_only),
             server_version: server.map(|status| status.version.as_str()),
             dialect: server.map(|status| status.dialect.as_str()),
-            lag: LagStatus::of(&assessment.health),
+            lag: LagStatus::of(&assessment.health, snapshot.trend),
             heartbeat: assessment.heartbeat.as_ref().map(HeartbeatStatus::of),
             replication: server.map_or_else(Vec::new, |status| {
                 let view = |channel| ChannelView::of(channel, audience);
@@ -213,6 +214,11 @@ struct Measured<'a> {
 #[derive(Debug, Serialize)]
 struct LagStatus<'a> {
     seconds: f64,
+    /// Seconds of lag per second over the last polls: positive is falling
+    /// behind; null until there are enough measured polls.
+    rate: Option<f64>,
+    /// While catching up: seconds until back under `full_weight_below`.
+    eta_seconds: Option<f64>,
     estimated: bool,
     estimated_because: Option<&'a str>,
     channel: Option<&'a str>,
@@ -221,24 +227,30 @@ struct LagStatus<'a> {
 }
 
 impl<'a> LagStatus<'a> {
-    fn of(health: &'a Health) -> Option<Self> {
+    fn of(health: &'a Health, trend: Option<LagTrendNow>) -> Option<Self> {
         match health {
             // Not a replica: nothing to lag behind.
             Health::Primary { .. } => Some(LagStatus {
                 seconds: 0.0,
+                rate: None,
+                eta_seconds: None,
                 estimated: false,
                 estimated_because: None,
                 channel: None,
                 source: "primary",
                 fallback: None,
             }),
-            health => health.lag().map(LagStatus::measured),
+            health => health.lag().map(|lag| LagStatus::measured(lag, trend)),
         }
     }
 
-    fn measured(lag: &'a Lag) -> Self {
+    fn measured(lag: &'a Lag, trend: Option<LagTrendNow>) -> Self {
         LagStatus {
             seconds: seconds(lag.value),
+            rate: trend.map(|trend| (trend.rate * 1e3).round() / 1e3),
+            eta_seconds: trend
+                .and_then(|trend| trend.eta_seconds)
+                .map(|eta| eta.round()),
             estimated: lag.is_estimated(),
             estimated_because: lag.estimated.as_deref(),
             channel: Some(&lag.channel),
