@@ -14,7 +14,7 @@ export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
@@ -22,13 +22,14 @@ DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
 COMPOSE := docker compose
 LAB_SQL := mariadb -uroot -psecret
 
-.PHONY: help deps build demo test lint bench soak up down status start-lag stop-lag slave-lag stuff
+.PHONY: help deps build deb demo test lint bench soak up down status start-lag stop-lag slave-lag stuff
 
 help:
 	@sed -n 's/^#   //p' Makefile
 	@echo "lab: make up | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
 	@echo "make bench   the benchmark (a few minutes); writes benches/BENCHMARKS.md"
 	@echo "make soak    ten minutes of lag cycles and faults under 200 checks/s"
+	@echo "make deb     the Debian package (target/debian/remora_*.deb)"
 
 deps:
 	@missing=""; \
@@ -44,6 +45,12 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+	@command -v cargo-deb >/dev/null || { echo "installing cargo-deb (make deb, and its test)"; $(CARGO) install --locked --quiet cargo-deb; }
+
+# The Debian package, in target/debian/: binary, hardened systemd unit,
+# /etc/remora/remora.yaml (a conffile), the system user.
+deb: deps
+	$(CARGO) deb
 
 build: deps
 	$(CARGO) build --workspace --bins

@@ -226,7 +226,7 @@ fn the_systemd_unit_verifies() -> Result<()> {
     // systemd-analyze checks that ExecStart exists: point it at the binary
     // cargo built, and the config at the shipped example.
     let unit = std::fs::read_to_string(repo("examples/remora.service"))?
-        .replace("/usr/local/bin/remora", env!("CARGO_BIN_EXE_remora"))
+        .replace("/usr/bin/remora", env!("CARGO_BIN_EXE_remora"))
         .replace(
             "/etc/remora/remora.yaml",
             &repo("examples/remora.yaml").display().to_string(),
