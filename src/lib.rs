@@ -32,9 +32,13 @@
 //! - [`poller`]: the loop that owns probes and history and publishes
 //!   [`poller::Snapshot`]s; it applies a reloaded configuration by the
 //!   [`reload::ReloadPlan`] that [`reload`] works out, purely.
+//! - [`history`]: every poll and verdict change of the last `history.keep`,
+//!   written by the poller, read by `/history` and `/events`; [`trend`]: the
+//!   lag's slope and the time until it is back under `full_weight_below`.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
 //!   memory and never wait on MySQL. `http` routes and guards the
-//!   maintenance switch; `/status` and `/metrics` render in their own files.
+//!   maintenance switch; `/status`, `/metrics` and the history render in
+//!   their own files.
 //! - Shared pieces: [`connections`] (the open-connection cap), [`files`]
 //!   (operator files read without hanging), [`passwords`] (rotation),
 //!   [`kinds`] (enums that list their values).

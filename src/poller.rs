@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
-use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, show};
+use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, Thresholds, show};
 use crate::health::{Assessment, Assessor};
 use crate::history::{History, SharedHistory, reason_kind};
 use crate::maintenance::{FileWatch, Maintenance};
@@ -125,6 +125,8 @@ pub struct Snapshot {
     pub history: SharedHistory,
     /// Whether the replica is catching up, for the default policy.
     pub trend: Option<LagTrendNow>,
+    /// The default policy's lag thresholds, drawn on the page's chart.
+    pub thresholds: Thresholds,
     /// What is told instead of anything better than down once no poll has
     /// succeeded for `stale_after`.
     stale: Answer,
@@ -387,6 +389,7 @@ impl Poller {
             unknown_checks: Arc::clone(&self.unknown_checks),
             history: Arc::clone(&self.history),
             trend,
+            thresholds: config.policy.thresholds,
         }
     }
 
@@ -813,6 +816,7 @@ mod tests {
             unknown_checks: Arc::default(),
             history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
             trend: None,
+            thresholds: Policy::default().thresholds,
             stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }

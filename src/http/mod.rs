@@ -1,5 +1,6 @@
 //! HTTP on `http.listen`, all answered from the same snapshot as the agent:
 //!
+//! - `GET /`: a live page for a person: verdicts, a chart, the last changes;
 //! - `GET /status`: the verdict and everything behind it, as JSON;
 //! - `GET /health[?pool=NAME]`: 200 when up with weight > 0, 404 when drained
 //!   or in maintenance (for HAProxy's `http-check disable-on-404`), 503 when
@@ -18,6 +19,7 @@
 
 mod history;
 mod metrics;
+mod page;
 mod status;
 
 pub use metrics::render as metrics;
@@ -124,7 +126,15 @@ async fn route(
     let method = request.method().clone();
     let read_only = matches!(method, Method::GET | Method::HEAD);
     match path.as_str() {
-        "/status" | "/health" | "/metrics" | "/events" | "/history" if !read_only => {
+        "/" if read_only => {
+            let snapshot = Arc::clone(&snapshots.borrow());
+            reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page::render(&snapshot, Instant::now()),
+            )
+        }
+        "/" | "/status" | "/health" | "/metrics" | "/events" | "/history" if !read_only => {
             not_allowed("GET, HEAD")
         }
         "/events" | "/history" => {

@@ -1,0 +1,358 @@
+//! `GET /`: one self-contained HTML page for a person on the host (or
+//! through a port-forward): every pool's verdict in large type, the
+//! maintenance state, a chart of lag and weights over the last 15 minutes
+//! with the thresholds and the verdict changes on it, the last changes and
+//! the last error. Inline SVG drawn here, no script, no external asset: it
+//! works air-gapped, and refreshes itself every few seconds.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::answer::Reported;
+use crate::config::Thresholds;
+use crate::history::{Event, History, Sample};
+use crate::poller::Snapshot;
+
+/// How far back the chart reaches.
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The shortest time the chart spans, for a remora that has just started.
+const MIN_SPAN: Duration = Duration::from_secs(60);
+/// Events listed under the chart.
+const LISTED: usize = 10;
+const WIDTH: f64 = 960.0;
+const HEIGHT: f64 = 280.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 48.0;
+const TOP: f64 = 12.0;
+const BOTTOM: f64 = 28.0;
+/// Weight lines, one colour per pool in order.
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// The page.
+pub fn render(snapshot: &Snapshot, now: Instant) -> String {
+    let (pools, samples, events) = {
+        let history = snapshot.history.lock().unwrap_or_else(|p| p.into_inner());
+        let (pools, samples) = window(&history);
+        (pools, samples, history.events())
+    };
+    let mut page = String::with_capacity(64 * 1024);
+    page.push_str(HEAD);
+    verdicts(&mut page, snapshot, now);
+    page.push_str("<h2>Lag and weights, up to the last 15 minutes</h2>\n");
+    chart(&mut page, &pools, &samples, &events, &snapshot.thresholds);
+    page.push_str(
+        "<p class=\"links\">Everything kept: <a href=\"/history?format=csv\">history (CSV)</a>, \
+         <a href=\"/history\">JSON</a>, <a href=\"/events\">events</a>, \
+         <a href=\"/status\">status</a>, <a href=\"/metrics\">metrics</a>.</p>\n",
+    );
+    event_list(&mut page, &events);
+    last_error(&mut page, snapshot, &samples);
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+const HEAD: &str = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+<meta http-equiv=\"refresh\" content=\"5\">\n<title>remora</title>\n<style>\n\
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\n\
+.pools{display:flex;flex-wrap:wrap;gap:1em}\n\
+.pool{padding:.8em 1.2em;border-radius:.5em;min-width:14em;color:#fff}\n\
+.pool .name{font-size:1em;opacity:.9}\n.pool .verdict{font-size:2.4em;font-weight:700}\n\
+.pool .reason{font-size:1em}\n.up{background:#2e7d32}.partial{background:#f9a825;color:#222}\n\
+.drain{background:#ef6c00}.maint{background:#6a1b9a}.down{background:#c62828}\n\
+.maintenance{margin:.8em 0;font-size:1.2em}\n\
+table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}\n\
+svg{background:#fff;border:1px solid #ddd}\n.error{color:#c62828}\n\
+</style>\n</head>\n<body>\n<h1>remora</h1>\n";
+
+/// Every pool's answer in large type, and the maintenance state.
+fn verdicts(page: &mut String, snapshot: &Snapshot, now: Instant) {
+    page.push_str("<div class=\"pools\" id=\"verdicts\">\n");
+    for pool in snapshot.every_pool() {
+        let answer = snapshot.answer(now, pool);
+        let (class, big) = match answer.reported {
+            Reported::Up if answer.weight == 100 => ("up", "UP 100%".to_owned()),
+            Reported::Up => ("partial", format!("UP {}%", answer.weight)),
+            Reported::Drain => ("drain", "DRAIN".to_owned()),
+            Reported::Maint => ("maint", "MAINT".to_owned()),
+            Reported::Down => ("down", "DOWN".to_owned()),
+        };
+        let _ = writeln!(
+            page,
+            "<div class=\"pool {class}\" data-pool=\"{}\"><div class=\"name\">{}</div>\
+             <div class=\"verdict\">{big}</div><div class=\"reason\">{}</div></div>",
+            escape(pool.label()),
+            escape(pool.label()),
+            escape(&answer.reason),
+        );
+    }
+    page.push_str("</div>\n");
+    let maintenance = match &snapshot.maintenance {
+        Some(m) => format!(
+            "Maintenance <b>on</b> ({}): {}",
+            escape(&m.source.to_string()),
+            escape(&m.text())
+        ),
+        None => "Maintenance off.".to_owned(),
+    };
+    let _ = writeln!(
+        page,
+        "<p class=\"maintenance\" id=\"maintenance\">{maintenance}</p>"
+    );
+}
+
+/// The samples of the last [`WINDOW`], with the pool labels.
+fn window(history: &History) -> (Vec<String>, Vec<Sample>) {
+    let (pools, mut samples) = history.samples();
+    let from = millis(SystemTime::now()).saturating_sub(WINDOW.as_millis() as u64);
+    samples.retain(|sample| sample.at_ms >= from);
+    (pools, samples)
+}
+
+/// Lag (left axis, seconds) and every pool's weight (right axis, %), the
+/// default policy's thresholds as dashed lines, changes as marks on the
+/// time axis.
+fn chart(
+    page: &mut String,
+    pools: &[String],
+    samples: &[Sample],
+    events: &[Event],
+    thresholds: &Thresholds,
+) {
+    // The last 15 minutes, or since the first sample when that is more
+    // recent (a remora just started), but never less than a minute.
+    let end = millis(SystemTime::now());
+    let first = samples.first().map_or(end, |s| s.at_ms);
+    let span = end
+        .saturating_sub(first)
+        .clamp(MIN_SPAN.as_millis() as u64, WINDOW.as_millis() as u64);
+    let start = end.saturating_sub(span);
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let x = |at: u64| LEFT + plot_w * (at.saturating_sub(start) as f64 / span as f64);
+    let lines = [
+        ("full weight below", thresholds.full_weight_below),
+        ("min weight at", thresholds.min_weight_at),
+        ("drain at", thresholds.drain_at),
+        ("down at", thresholds.down_at),
+    ];
+    let highest = samples
+        .iter()
+        .filter_map(|s| s.inputs.lag)
+        .fold(0.0, f64::max);
+    // Room above the highest lag, and for the first threshold at least.
+    let top = (highest * 1.25)
+        .max(thresholds.full_weight_below.as_secs_f64() * 2.0)
+        .max(1.0);
+    let lag_y = |lag: f64| TOP + plot_h * (1.0 - (lag / top).min(1.0));
+    let weight_y = |weight: u8| TOP + plot_h * (1.0 - f64::from(weight) / 100.0);
+    let _ = writeln!(
+        page,
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"lag and weights, last 15 minutes\">"
+    );
+    let _ = writeln!(
+        page,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#ccc\"/>"
+    );
+    for (name, at) in lines {
+        let y = lag_y(at.as_secs_f64());
+        if at.as_secs_f64() <= top {
+            let _ = writeln!(
+                page,
+                "<line class=\"threshold\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" \
+                 stroke=\"#999\" stroke-dasharray=\"4 4\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
+                 fill=\"#777\">{name} {}s</text>",
+                LEFT + plot_w,
+                LEFT + 4.0,
+                y - 2.0,
+                at.as_secs()
+            );
+        }
+    }
+    for event in events.iter().filter(|e| e.at_ms >= start) {
+        let ex = x(event.at_ms);
+        let _ = writeln!(
+            page,
+            "<line class=\"event\" x1=\"{ex:.1}\" x2=\"{ex:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#e53935\" \
+             stroke-opacity=\".5\"><title>{} {}: {} -&gt; {}</title></line>",
+            TOP + plot_h,
+            escape(&rfc3339_ms(event.at_ms)),
+            escape(&event.pool),
+            escape(&event.from),
+            escape(&event.to)
+        );
+    }
+    let lag_path = path(
+        samples
+            .iter()
+            .map(|s| (x(s.at_ms), s.inputs.lag.map(lag_y))),
+    );
+    let _ = writeln!(
+        page,
+        "<path class=\"lag\" d=\"{lag_path}\" fill=\"none\" stroke=\"#d32f2f\" stroke-width=\"2\"/>"
+    );
+    for (i, pool) in pools.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let weights = path(samples.iter().map(|s| {
+            (
+                x(s.at_ms),
+                s.pools.get(i).map(|p| weight_y(p.published.weight)),
+            )
+        }));
+        let _ = writeln!(
+            page,
+            "<path class=\"weight\" data-pool=\"{}\" d=\"{weights}\" fill=\"none\" stroke=\"{colour}\" \
+             stroke-width=\"1.5\"/>",
+            escape(pool)
+        );
+    }
+    axes(page, top, span, plot_w, plot_h, pools);
+    page.push_str("</svg>\n");
+}
+
+/// Axis labels and the legend.
+fn axes(page: &mut String, top: f64, span: u64, plot_w: f64, plot_h: f64, pools: &[String]) {
+    let bottom = TOP + plot_h;
+    let ago = humantime::format_duration(Duration::from_secs(span.div_ceil(1000)));
+    let _ = writeln!(
+        page,
+        "<text x=\"4\" y=\"{:.1}\" font-size=\"11\" fill=\"#d32f2f\">{top:.0}s</text>\
+         <text x=\"4\" y=\"{bottom:.1}\" font-size=\"11\" fill=\"#d32f2f\">0s lag</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">100%</text>\
+         <text x=\"{:.1}\" y=\"{bottom:.1}\" font-size=\"11\">0%</text>\
+         <text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"11\">{ago} ago</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">now</text>",
+        TOP + 10.0,
+        LEFT + plot_w + 4.0,
+        TOP + 10.0,
+        LEFT + plot_w + 4.0,
+        bottom + 18.0,
+        LEFT + plot_w - 24.0,
+        bottom + 18.0,
+    );
+    let mut legend = String::from("lag (red)");
+    for (i, pool) in pools.iter().enumerate() {
+        let _ = write!(
+            legend,
+            ", weight {} ({})",
+            escape(pool),
+            COLOURS[i % COLOURS.len()]
+        );
+    }
+    let _ = writeln!(
+        page,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">{legend}</text>",
+        LEFT + 90.0,
+        bottom + 18.0
+    );
+}
+
+/// An SVG path through the points; an unknown value breaks the line.
+fn path(points: impl Iterator<Item = (f64, Option<f64>)>) -> String {
+    let mut d = String::new();
+    let mut drawing = false;
+    for (x, y) in points {
+        match y {
+            Some(y) => {
+                let _ = write!(d, "{}{x:.1},{y:.1} ", if drawing { "L" } else { "M" });
+                drawing = true;
+            }
+            None => drawing = false,
+        }
+    }
+    d
+}
+
+fn event_list(page: &mut String, events: &[Event]) {
+    page.push_str("<h2>Last changes</h2>\n");
+    if events.is_empty() {
+        page.push_str("<p id=\"events\">No change since remora started.</p>\n");
+        return;
+    }
+    page.push_str("<table id=\"events\">\n<tr><th>at</th><th>pool</th><th>from</th><th>to</th><th>lag</th></tr>\n");
+    for event in events.iter().take(LISTED) {
+        let lag = event
+            .inputs
+            .lag
+            .map_or("unknown".to_owned(), |lag| format!("{lag:.1}s"));
+        let _ = writeln!(
+            page,
+            "<tr class=\"event\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{lag}</td></tr>",
+            escape(&rfc3339_ms(event.at_ms)),
+            escape(&event.pool),
+            escape(&event.from),
+            escape(&event.to),
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+/// The last poll's error, or the last one the history holds.
+fn last_error(page: &mut String, snapshot: &Snapshot, samples: &[Sample]) {
+    let now = snapshot
+        .observation
+        .result
+        .as_ref()
+        .err()
+        .map(|err| err.phrase());
+    let earlier = samples
+        .iter()
+        .rev()
+        .find_map(|s| s.inputs.error.map(|kind| (s.at_ms, kind)));
+    let text = match (now, earlier) {
+        (Some(phrase), _) => format!("<span class=\"error\">Now: {}</span>", escape(&phrase)),
+        (None, Some((at, kind))) => format!("Last at {}: {kind}", escape(&rfc3339_ms(at))),
+        (None, None) => "None in the last 15 minutes.".to_owned(),
+    };
+    let _ = writeln!(page, "<h2>Last error</h2>\n<p id=\"last-error\">{text}</p>");
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+fn rfc3339_ms(at_ms: u64) -> String {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(at_ms))
+        .and_then(super::rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_break_where_the_value_is_unknown() {
+        let d = path(
+            [
+                (1.0, Some(2.0)),
+                (2.0, Some(3.0)),
+                (3.0, None),
+                (4.0, Some(5.0)),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(d, "M1.0,2.0 L2.0,3.0 M4.0,5.0 ");
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            escape("<b>\"x\" & y</b>"),
+            "&lt;b&gt;&quot;x&quot; &amp; y&lt;/b&gt;"
+        );
+    }
+}

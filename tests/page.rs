@@ -1,0 +1,104 @@
+//! The live page in a real browser: Debian's chromium, headless, loads `/`
+//! from a remora watching a lagging replica; the DOM shows every pool's
+//! verdict, the chart with its lines and the changes listed, and a
+//! screenshot is kept under `target/`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{mysql_section, remora_bin};
+use remora_lab::{Pair, Remora, wait_until};
+
+/// chromium, headless, as root needs it; `--dump-dom` prints the DOM after
+/// the page loaded, `--screenshot` writes a PNG.
+fn chromium(args: &[&str], url: &str) -> Result<String> {
+    let profile = tempfile::tempdir()?;
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .context("running chromium (Debian's chromium package)")?;
+    ensure!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn the_page_shows_verdicts_the_chart_and_the_changes_in_a_real_browser() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\npools:\n  main: {{full_weight_below: 1s, \
+             min_weight_at: 4s, min_weight: 10%, drain_at: 6s, down_at: 60s, recover_after: 2}}\n",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await?;
+    let _writes = pair.keep_writing(Duration::from_millis(100));
+    pair.start_lag(30).await?;
+    let ask = async |pool: &[u8]| remora_lab::agent_request(remora.agent, pool).await;
+    wait_until("pool main to drain", Duration::from_secs(30), async || {
+        Ok(ask(b"main\n").await?.starts_with("up drain").then_some(()))
+    })
+    .await?;
+
+    let (code, html) = remora.get("/").await?;
+    assert_eq!(code, 200);
+    assert!(html.len() < 300 * 1024, "{} bytes", html.len());
+    ensure!(
+        !html.contains("<script src") && !html.contains("<link"),
+        "no external asset"
+    );
+
+    let url = format!("http://{}/", remora.http);
+    let dom = chromium(&["--dump-dom"], &url)?;
+    for wanted in [
+        "id=\"verdicts\"",
+        "data-pool=\"default\"",
+        "data-pool=\"main\"",
+        "DRAIN",
+        "id=\"chart\"",
+        "class=\"lag\"",
+        "class=\"threshold\"",
+        "class=\"weight\"",
+        "id=\"events\"",
+        "class=\"event\"",
+        "Maintenance off",
+    ] {
+        ensure!(
+            dom.contains(wanted),
+            "{wanted} missing from the DOM:\n{dom}"
+        );
+    }
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/remora-page.png");
+    chromium(
+        &[
+            "--window-size=1100,1000",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &url,
+    )?;
+    let png = std::fs::read(&shot).context("the screenshot")?;
+    ensure!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    Ok(())
+}
