@@ -14,7 +14,7 @@ export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
@@ -67,11 +67,12 @@ lint:
 OUTPUT_DIR := $(CURDIR)/target/remora-output
 
 # The tests build the `checked` profile (Cargo.toml): optimized, with debug
-# assertions and overflow checks.
+# assertions and overflow checks. The scan uses the lab binary they built
+# (`cargo run -p remora-lab` would rebuild its dependencies with other features).
 test: deps lint
 	rm -rf $(OUTPUT_DIR)
 	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace --profile checked
-	$(CARGO) run -q --profile checked -p remora-lab -- check-output $(OUTPUT_DIR)
+	$(CURDIR)/target/checked/remora-lab check-output $(OUTPUT_DIR)
 
 # Not part of `make test` (which runs two cycles of it): ten minutes of lag
 # cycles and faults under 200 checks/s; SOAK_SECONDS=N to change the length.
