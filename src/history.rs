@@ -71,7 +71,7 @@ pub struct StateSample {
 }
 
 impl StateSample {
-    fn of(answer: &Answer) -> StateSample {
+    pub(crate) fn of(answer: &Answer) -> StateSample {
         StateSample {
             state: answer.reported,
             weight: answer.weight,
@@ -223,7 +223,7 @@ impl History {
 
 /// A change worth an event: another state or weight, or a down whose kind of
 /// reason changed (the same rule as the log).
-fn is_news(old: &Answer, new: &Answer) -> bool {
+pub(crate) fn is_news(old: &Answer, new: &Answer) -> bool {
     (old.reported, old.weight) != (new.reported, new.weight)
         || (new.reported == Reported::Down && reason_kind(&old.reason) != reason_kind(&new.reason))
 }

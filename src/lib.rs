@@ -62,6 +62,7 @@ pub mod policy;
 pub mod poller;
 pub mod probe;
 pub mod reload;
+pub mod replay;
 pub mod trend;
 
 use std::future::Future;

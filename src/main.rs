@@ -28,6 +28,14 @@ struct Cli {
     /// up, 1 otherwise.
     #[arg(long)]
     once: bool,
+    /// Replay a trace (the CSV of GET /history?format=csv, or one written by
+    /// hand: t,lag,...) under this configuration and print what each pool
+    /// would have answered, and a summary; exit 2 on a malformed trace.
+    #[arg(long, value_name = "TRACE", conflicts_with_all = ["once", "check_config"])]
+    replay: Option<PathBuf>,
+    /// With --replay: also write the chart, as the page draws it, to this file.
+    #[arg(long, value_name = "OUT.svg", requires = "replay")]
+    svg: Option<PathBuf>,
 }
 
 /// Exit status for a configuration that cannot be used.
@@ -42,6 +50,9 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         return check_config(&cli.config);
+    }
+    if let Some(trace) = &cli.replay {
+        return replay(&cli.config, trace, cli.svg.as_deref());
     }
     let (config, secrets) = match load(&cli.config) {
         Ok(loaded) => loaded,
@@ -110,6 +121,62 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Longest trace read.
+const MAX_TRACE_BYTES: usize = 256 * 1024 * 1024;
+
+/// `--replay`: the policy code over a trace, offline; no secret is needed.
+fn replay(config: &Path, trace: &Path, svg: Option<&Path>) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("remora: invalid configuration: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let text = match remora::files::read_regular(trace, MAX_TRACE_BYTES) {
+        Ok((bytes, false)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok((_, true)) => {
+            eprintln!(
+                "remora: {}: larger than {MAX_TRACE_BYTES} bytes",
+                trace.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(err) => {
+            eprintln!(
+                "remora: cannot read {}: {}",
+                trace.display(),
+                remora::files::phrase(&err)
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rows = match remora::replay::parse(&text) {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!("remora: {}: {err}", trace.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let replayed = remora::replay::run(&config, &rows);
+    print!("{}", replayed.report());
+    if let Some(out) = svg {
+        let chart = remora::http::page::Chart {
+            pools: &replayed.pools,
+            samples: &replayed.samples,
+            events: &replayed.changes,
+            thresholds: &config.policy.thresholds,
+            end_ms: replayed.samples.last().map_or(0, |s| s.at_ms),
+            longest: Duration::MAX,
+        };
+        if let Err(err) = std::fs::write(out, remora::http::page::svg(&chart)) {
+            eprintln!("remora: cannot write {}: {err}", out.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Reads, validates and resolves the secrets of a configuration file.

@@ -80,6 +80,7 @@ async fn the_page_shows_verdicts_the_chart_and_the_changes_in_a_real_browser() -
         "id=\"events\"",
         "class=\"event\"",
         "Maintenance off",
+        "falling behind",
     ] {
         ensure!(
             dom.contains(wanted),

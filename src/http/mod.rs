@@ -19,7 +19,7 @@
 
 mod history;
 mod metrics;
-mod page;
+pub mod page;
 mod status;
 
 pub use metrics::render as metrics;

@@ -102,6 +102,19 @@ fn verdicts(page: &mut String, snapshot: &Snapshot, now: Instant) {
         page,
         "<p class=\"maintenance\" id=\"maintenance\">{maintenance}</p>"
     );
+    if let (Some(lag), Some(trend)) = (snapshot.assessment.health.lag(), snapshot.trend) {
+        let direction = match trend.eta_seconds {
+            Some(eta) => format!("catching up: back under full weight in about {eta:.0} s"),
+            None if trend.rate > 0.01 => "falling behind".to_owned(),
+            None => "steady".to_owned(),
+        };
+        let _ = writeln!(
+            page,
+            "<p id=\"trend\">Lag {:.1} s, {direction} ({:+.2} s per second).</p>",
+            lag.value.as_secs_f64(),
+            trend.rate
+        );
+    }
 }
 
 /// The samples of the last [`WINDOW`], with the pool labels.
@@ -112,9 +125,24 @@ fn window(history: &History) -> (Vec<String>, Vec<Sample>) {
     (pools, samples)
 }
 
-/// Lag (left axis, seconds) and every pool's weight (right axis, %), the
-/// default policy's thresholds as dashed lines, changes as marks on the
-/// time axis.
+/// What a chart shows: the samples up to `end_ms`, at most `longest` of them.
+pub struct Chart<'a> {
+    pub pools: &'a [String],
+    pub samples: &'a [Sample],
+    pub events: &'a [Event],
+    /// The default policy's, drawn as dashed lines.
+    pub thresholds: &'a Thresholds,
+    pub end_ms: u64,
+    pub longest: Duration,
+}
+
+/// The chart alone, as a standalone SVG document (`remora --replay --svg`).
+pub fn svg(chart: &Chart<'_>) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    draw(&mut out, chart);
+    out
+}
+
 fn chart(
     page: &mut String,
     pools: &[String],
@@ -122,13 +150,38 @@ fn chart(
     events: &[Event],
     thresholds: &Thresholds,
 ) {
-    // The last 15 minutes, or since the first sample when that is more
-    // recent (a remora just started), but never less than a minute.
-    let end = millis(SystemTime::now());
+    draw(
+        page,
+        &Chart {
+            pools,
+            samples,
+            events,
+            thresholds,
+            end_ms: millis(SystemTime::now()),
+            longest: WINDOW,
+        },
+    );
+}
+
+/// Lag (left axis, seconds) and every pool's weight (right axis, %), the
+/// default policy's thresholds as dashed lines, changes as marks on the
+/// time axis.
+fn draw(page: &mut String, chart: &Chart<'_>) {
+    let Chart {
+        pools,
+        samples,
+        events,
+        thresholds,
+        end_ms: end,
+        longest,
+    } = *chart;
+    // Up to `longest`, or since the first sample when that is more recent
+    // (a remora just started), but never less than a minute.
     let first = samples.first().map_or(end, |s| s.at_ms);
-    let span = end
-        .saturating_sub(first)
-        .clamp(MIN_SPAN.as_millis() as u64, WINDOW.as_millis() as u64);
+    let span = end.saturating_sub(first).clamp(
+        MIN_SPAN.as_millis() as u64,
+        u64::try_from(longest.as_millis()).unwrap_or(u64::MAX),
+    );
     let start = end.saturating_sub(span);
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let x = |at: u64| LEFT + plot_w * (at.saturating_sub(start) as f64 / span as f64);
