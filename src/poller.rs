@@ -27,7 +27,7 @@ use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
 use crate::probe::{ErrorKind, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 use crate::reload::ReloadPlan;
-use crate::trend::{LagTrend, LagTrendNow};
+use crate::trend::{LagTrend, LagTrendNow, with_direction};
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -357,7 +357,7 @@ impl Poller {
         let trend = self.trend_of(&observation, &assessment);
         let from_file = self.read_maintenance_file().await;
         let maintenance = http_maintenance.cloned().or(from_file);
-        let mut pools = self.judge(&observation, &assessment, maintenance.as_ref());
+        let mut pools = self.judge(&observation, &assessment, maintenance.as_ref(), trend);
         let default = pools.remove(0);
         debug!(
             "poll took {:?}: {} -> {}",
@@ -442,6 +442,7 @@ impl Poller {
         observation: &Observation,
         assessment: &Assessment,
         maintenance: Option<&Maintenance>,
+        trend: Option<LagTrendNow>,
     ) -> Vec<PoolVerdict> {
         let uptime = observation
             .result
@@ -455,13 +456,14 @@ impl Poller {
                 let damped = judge
                     .damper
                     .apply(target.clone(), judge.policy.recover_after);
-                let decision = judge.ramp.apply(
+                let mut decision = judge.ramp.apply(
                     damped,
                     maintenance.is_none(),
                     observation.at,
                     uptime,
                     &judge.policy,
                 );
+                decision.verdict = with_direction(decision.verdict, trend);
                 PoolVerdict {
                     name: judge.name.clone(),
                     role: judge.policy.role,

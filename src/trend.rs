@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::health::Lag;
+use crate::policy::{State, Verdict};
 
 /// Measured lags the slope is fitted over, at most.
 const POINTS: usize = 10;
@@ -54,6 +55,27 @@ impl LagTrendNow {
             eta_seconds: trend.eta(lag.value, full_weight_below),
         }
     }
+}
+
+/// `verdict` with the lag's direction added to its reason, where that helps
+/// the operator: a measured lag that costs weight, growing or shrinking
+/// (`lag 16.0s; falling behind`, `lag 40.0s; catching up`).
+pub fn with_direction(mut verdict: Verdict, trend: Option<LagTrendNow>) -> Verdict {
+    let Some(trend) = trend else {
+        return verdict;
+    };
+    let direction = if trend.rate > STEADY {
+        "falling behind"
+    } else if trend.rate < -STEADY {
+        "catching up"
+    } else {
+        return verdict;
+    };
+    let measured_lag = verdict.reason.starts_with("lag ") && !verdict.reason.starts_with("lag ~");
+    if measured_lag && verdict.state != State::Up(100) {
+        verdict.reason = format!("{}; {direction}", verdict.reason);
+    }
+    verdict
 }
 
 /// The last measured lags, owned by the poller.
@@ -181,6 +203,62 @@ mod tests {
         );
         let steady = feed(&mut LagTrend::default(), start, &[3.0, 3.0, 3.0, 3.0]).expect("a trend");
         assert!(!steady.is_catching_up() && !steady.is_falling_behind());
+    }
+
+    #[test]
+    fn the_reason_says_which_way_the_lag_goes_when_it_costs_weight() {
+        let behind = Some(LagTrendNow {
+            rate: 1.0,
+            eta_seconds: None,
+        });
+        let back = Some(LagTrendNow {
+            rate: -2.0,
+            eta_seconds: Some(10.0),
+        });
+        let steady = Some(LagTrendNow {
+            rate: 0.0,
+            eta_seconds: None,
+        });
+        let cases = [
+            (
+                State::Up(55),
+                "lag 16.0s",
+                behind,
+                "lag 16.0s; falling behind",
+            ),
+            (State::Drain, "lag 40.0s", back, "lag 40.0s; catching up"),
+            (State::Up(55), "lag 16.0s", steady, "lag 16.0s"),
+            (State::Up(55), "lag 16.0s", None, "lag 16.0s"),
+            // Full weight needs no direction; an estimate says why it is one.
+            (
+                State::Up(100),
+                "lag 0.5s (replica status: heartbeat writer stale 6.0s)",
+                behind,
+                "lag 0.5s (replica status: heartbeat writer stale 6.0s)",
+            ),
+            (
+                State::Up(85),
+                "lag ~5.1s: io thread stopped",
+                behind,
+                "lag ~5.1s: io thread stopped",
+            ),
+            (
+                State::Down,
+                "sql thread error 1062",
+                behind,
+                "sql thread error 1062",
+            ),
+            (
+                State::Up(40),
+                "recovering 1/3: now lag 2.0s",
+                back,
+                "recovering 1/3: now lag 2.0s",
+            ),
+        ];
+        for (state, reason, trend, wanted) in cases {
+            let verdict = with_direction(Verdict::new(state, reason), trend);
+            assert_eq!(verdict.reason, wanted, "{state:?} {reason:?} {trend:?}");
+        }
     }
 
     #[test]

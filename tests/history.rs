@@ -69,7 +69,11 @@ async fn events_say_what_changed_and_why_and_history_keeps_every_poll() -> Resul
     assert!(lag >= 6.0, "{drain}");
     assert_eq!(drain["inputs"]["source"], "replica_status", "{drain}");
     assert_eq!(drain["inputs"]["io_thread"], "Yes", "{drain}");
-    assert_eq!(drain["reason"], format!("lag {lag:.1}s"), "{drain}");
+    assert_eq!(
+        drain["reason"],
+        format!("lag {lag:.1}s; falling behind"),
+        "{drain}"
+    );
 
     // The lag grows a second per second under MASTER_DELAY with writes
     // flowing: falling behind, and no way back to announce.
