@@ -5,41 +5,17 @@
 
 mod common;
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
-use common::{mysql_section, remora_bin};
-use remora_lab::{Pair, Remora, wait_until};
+use common::drained_replica;
+use remora_lab::Pair;
 use serde_json::Value;
 
 #[tokio::test]
 async fn events_say_what_changed_and_why_and_history_keeps_every_poll() -> Result<()> {
     let pair = Pair::start().await?;
-    let remora = Remora::start(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 200ms}}\npools:\n  main: {{full_weight_below: 1s, \
-             min_weight_at: 4s, min_weight: 10%, drain_at: 6s, down_at: 60s, recover_after: 2}}\n",
-            mysql_section(pair.replica.port)
-        ),
-    )
-    .await?;
-    let _writes = pair.keep_writing(Duration::from_millis(100));
-    pair.start_lag(30).await?;
-    let events = wait_until("pool main to drain", Duration::from_secs(30), async || {
-        let (_, body) = remora.get("/events").await?;
-        let events: Value = serde_json::from_str(&body)?;
-        let drained = events["events"].as_array().is_some_and(|all| {
-            all.iter().any(|e| {
-                e["pool"] == "main"
-                    && e["to"]
-                        .as_str()
-                        .is_some_and(|to| to.starts_with("up drain"))
-            })
-        });
-        Ok(drained.then_some(events))
-    })
-    .await?;
+    let (remora, _writes) = drained_replica(&pair).await?;
+    let (_, body) = remora.get("/events").await?;
+    let events: Value = serde_json::from_str(&body)?;
     let main: Vec<&Value> = events["events"]
         .as_array()
         .context("events")?

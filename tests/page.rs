@@ -7,11 +7,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{mysql_section, remora_bin};
-use remora_lab::{Pair, Remora, wait_until};
+use common::drained_replica;
+use remora_lab::Pair;
 
 /// chromium, headless, as root needs it; `--dump-dom` prints the DOM after
 /// the page loaded, `--screenshot` writes a PNG.
@@ -41,22 +40,7 @@ fn chromium(args: &[&str], url: &str) -> Result<String> {
 #[tokio::test]
 async fn the_page_shows_verdicts_the_chart_and_the_changes_in_a_real_browser() -> Result<()> {
     let pair = Pair::start().await?;
-    let remora = Remora::start(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 200ms}}\npools:\n  main: {{full_weight_below: 1s, \
-             min_weight_at: 4s, min_weight: 10%, drain_at: 6s, down_at: 60s, recover_after: 2}}\n",
-            mysql_section(pair.replica.port)
-        ),
-    )
-    .await?;
-    let _writes = pair.keep_writing(Duration::from_millis(100));
-    pair.start_lag(30).await?;
-    let ask = async |pool: &[u8]| remora_lab::agent_request(remora.agent, pool).await;
-    wait_until("pool main to drain", Duration::from_secs(30), async || {
-        Ok(ask(b"main\n").await?.starts_with("up drain").then_some(()))
-    })
-    .await?;
+    let (remora, _writes) = drained_replica(&pair).await?;
 
     let (code, html) = remora.get("/").await?;
     assert_eq!(code, 200);

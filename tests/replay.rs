@@ -10,13 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{mysql_section, remora_bin};
+use common::{drained_replica, remora_bin};
 use remora::config::Config;
 use remora::replay;
-use remora_lab::{Pair, Remora, wait_until};
-
-const POOLS: &str = "pools:\n  main: {full_weight_below: 1s, min_weight_at: 4s, min_weight: 10%, \
-                     drain_at: 6s, down_at: 60s, recover_after: 3}\n";
+use remora_lab::{Pair, wait_until};
 
 /// Per row of the CSV export: each pool's published (verdict, weight).
 fn published(csv: &str) -> Result<Vec<Vec<(String, u8)>>> {
@@ -40,21 +37,8 @@ fn published(csv: &str) -> Result<Vec<Vec<(String, u8)>>> {
 #[tokio::test]
 async fn a_recorded_incident_replays_to_the_verdicts_remora_published() -> Result<()> {
     let pair = Pair::start().await?;
-    let remora = Remora::start(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 200ms}}\n{POOLS}",
-            mysql_section(pair.replica.port)
-        ),
-    )
-    .await?;
-    let _writes = pair.keep_writing(Duration::from_millis(100));
-    pair.start_lag(30).await?;
+    let (remora, _writes) = drained_replica(&pair).await?;
     let ask = async |pool: &[u8]| remora_lab::agent_request(remora.agent, pool).await;
-    wait_until("pool main to drain", Duration::from_secs(30), async || {
-        Ok(ask(b"main\n").await?.starts_with("up drain").then_some(()))
-    })
-    .await?;
     pair.stop_lag().await?;
     wait_until(
         "pool main back at full weight",
@@ -86,7 +70,7 @@ async fn a_recorded_incident_replays_to_the_verdicts_remora_published() -> Resul
     // Relaxed: drain only at an hour. The same incident never drains main.
     let relaxed = Config::from_yaml(
         "pools:\n  main: {full_weight_below: 1s, min_weight_at: 4s, min_weight: 10%, \
-         drain_at: 1h, down_at: 2h, recover_after: 3}\n",
+         drain_at: 1h, down_at: 2h, recover_after: 2}\n",
     )?;
     let what_if = replay::run(&relaxed, &rows);
     let summary = what_if.summary(main);

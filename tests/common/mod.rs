@@ -200,3 +200,32 @@ impl Drop for Checker {
         self.stop.cancel();
     }
 }
+
+/// Pool `main` on a short curve: full weight below 1 s, 10% at 4 s, drain
+/// at 6 s, and two polls to recover.
+pub const SHORT_CURVE: &str = "pools:\n  main: {full_weight_below: 1s, min_weight_at: 4s, \
+                               min_weight: 10%, drain_at: 6s, down_at: 60s, recover_after: 2}\n";
+
+/// A remora polling `pair`'s replica every 200 ms with [`SHORT_CURVE`], once
+/// the replica has fallen behind (MASTER_DELAY 30 with writes flowing) far
+/// enough for pool `main` to drain. Keep the writer: the lag grows while it lives.
+pub async fn drained_replica(
+    pair: &remora_lab::Pair,
+) -> Result<(remora_lab::Remora, remora_lab::Writer)> {
+    let remora = remora_lab::Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\n{SHORT_CURVE}",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await?;
+    let writes = pair.keep_writing(Duration::from_millis(100));
+    pair.start_lag(30).await?;
+    remora_lab::wait_until("pool main to drain", Duration::from_secs(30), async || {
+        let reply = remora_lab::agent_request(remora.agent, b"main\n").await?;
+        Ok(reply.starts_with("up drain").then_some(()))
+    })
+    .await?;
+    Ok((remora, writes))
+}
