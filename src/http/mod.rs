@@ -139,19 +139,11 @@ async fn route(
         }
         "/events" | "/history" => {
             let snapshot = Arc::clone(&snapshots.borrow());
-            let kept = &snapshot.history;
-            match (path.as_str(), query_param(request.uri().query(), "format")) {
-                ("/events", _) => reply(StatusCode::OK, "application/json", history::events(kept)),
-                ("/history", None | Some("json")) => {
-                    reply(StatusCode::OK, "application/json", history::json(kept))
-                }
-                ("/history", Some("csv")) => reply(StatusCode::OK, "text/csv", history::csv(kept)),
-                _ => reply(
-                    StatusCode::BAD_REQUEST,
-                    "text/plain",
-                    "format is json or csv\n".into(),
-                ),
-            }
+            kept(
+                &path,
+                query_param(request.uri().query(), "format"),
+                &snapshot,
+            )
         }
         "/maintenance" => match method {
             Method::POST | Method::DELETE => {
@@ -195,6 +187,23 @@ async fn route(
             }
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// `/events`, and `/history` as JSON or CSV.
+fn kept(path: &str, format: Option<&str>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let kept = &snapshot.history;
+    match (path, format) {
+        ("/events", _) => reply(StatusCode::OK, "application/json", history::events(kept)),
+        ("/history", None | Some("json")) => {
+            reply(StatusCode::OK, "application/json", history::json(kept))
+        }
+        ("/history", Some("csv")) => reply(StatusCode::OK, "text/csv", history::csv(kept)),
+        _ => reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "format is json or csv\n".into(),
+        ),
     }
 }
 

@@ -163,97 +163,138 @@ fn chart(
     );
 }
 
+/// Where a time, a lag and a weight go on the chart.
+struct Scale {
+    start: u64,
+    span: u64,
+    /// The lag at the top of the plot, seconds.
+    top: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+impl Scale {
+    /// Up to `longest` of the samples, or since the first when that is more
+    /// recent (a remora just started), never less than a minute; room above
+    /// the highest lag, and for the first threshold at least.
+    fn of(chart: &Chart<'_>) -> Scale {
+        let first = chart.samples.first().map_or(chart.end_ms, |s| s.at_ms);
+        let span = chart.end_ms.saturating_sub(first).clamp(
+            MIN_SPAN.as_millis() as u64,
+            u64::try_from(chart.longest.as_millis()).unwrap_or(u64::MAX),
+        );
+        let highest = (chart.samples.iter())
+            .filter_map(|s| s.inputs.lag)
+            .fold(0.0, f64::max);
+        Scale {
+            start: chart.end_ms.saturating_sub(span),
+            span,
+            top: (highest * 1.25)
+                .max(chart.thresholds.full_weight_below.as_secs_f64() * 2.0)
+                .max(1.0),
+            plot_w: WIDTH - LEFT - RIGHT,
+            plot_h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn x(&self, at_ms: u64) -> f64 {
+        LEFT + self.plot_w * (at_ms.saturating_sub(self.start) as f64 / self.span as f64)
+    }
+
+    fn lag_y(&self, lag: f64) -> f64 {
+        TOP + self.plot_h * (1.0 - (lag / self.top).min(1.0))
+    }
+
+    fn weight_y(&self, weight: u8) -> f64 {
+        TOP + self.plot_h * (1.0 - f64::from(weight) / 100.0)
+    }
+}
+
 /// Lag (left axis, seconds) and every pool's weight (right axis, %), the
 /// default policy's thresholds as dashed lines, changes as marks on the
 /// time axis.
 fn draw(page: &mut String, chart: &Chart<'_>) {
-    let Chart {
-        pools,
-        samples,
-        events,
-        thresholds,
-        end_ms: end,
-        longest,
-    } = *chart;
-    // Up to `longest`, or since the first sample when that is more recent
-    // (a remora just started), but never less than a minute.
-    let first = samples.first().map_or(end, |s| s.at_ms);
-    let span = end.saturating_sub(first).clamp(
-        MIN_SPAN.as_millis() as u64,
-        u64::try_from(longest.as_millis()).unwrap_or(u64::MAX),
+    let scale = Scale::of(chart);
+    let _ = writeln!(
+        page,
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"lag and weights\">"
     );
-    let start = end.saturating_sub(span);
-    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let x = |at: u64| LEFT + plot_w * (at.saturating_sub(start) as f64 / span as f64);
+    let _ = writeln!(
+        page,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
+        scale.plot_w, scale.plot_h
+    );
+    threshold_lines(page, &scale, chart.thresholds);
+    change_marks(page, &scale, chart.events);
+    series(page, &scale, chart.pools, chart.samples);
+    axes(
+        page,
+        scale.top,
+        scale.span,
+        scale.plot_w,
+        scale.plot_h,
+        chart.pools,
+    );
+    page.push_str("</svg>\n");
+}
+
+/// The thresholds within the plot, as dashed lines with their names.
+fn threshold_lines(page: &mut String, scale: &Scale, thresholds: &Thresholds) {
     let lines = [
         ("full weight below", thresholds.full_weight_below),
         ("min weight at", thresholds.min_weight_at),
         ("drain at", thresholds.drain_at),
         ("down at", thresholds.down_at),
     ];
-    let highest = samples
-        .iter()
-        .filter_map(|s| s.inputs.lag)
-        .fold(0.0, f64::max);
-    // Room above the highest lag, and for the first threshold at least.
-    let top = (highest * 1.25)
-        .max(thresholds.full_weight_below.as_secs_f64() * 2.0)
-        .max(1.0);
-    let lag_y = |lag: f64| TOP + plot_h * (1.0 - (lag / top).min(1.0));
-    let weight_y = |weight: u8| TOP + plot_h * (1.0 - f64::from(weight) / 100.0);
-    let _ = writeln!(
-        page,
-        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"lag and weights, last 15 minutes\">"
-    );
-    let _ = writeln!(
-        page,
-        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#ccc\"/>"
-    );
-    for (name, at) in lines {
-        let y = lag_y(at.as_secs_f64());
-        if at.as_secs_f64() <= top {
-            let _ = writeln!(
-                page,
-                "<line class=\"threshold\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" \
-                 stroke=\"#999\" stroke-dasharray=\"4 4\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
-                 fill=\"#777\">{name} {}s</text>",
-                LEFT + plot_w,
-                LEFT + 4.0,
-                y - 2.0,
-                at.as_secs()
-            );
-        }
-    }
-    for event in events.iter().filter(|e| e.at_ms >= start) {
-        let ex = x(event.at_ms);
+    for (name, at) in lines
+        .into_iter()
+        .filter(|(_, at)| at.as_secs_f64() <= scale.top)
+    {
+        let y = scale.lag_y(at.as_secs_f64());
         let _ = writeln!(
             page,
-            "<line class=\"event\" x1=\"{ex:.1}\" x2=\"{ex:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#e53935\" \
+            "<line class=\"threshold\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" \
+             stroke=\"#999\" stroke-dasharray=\"4 4\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
+             fill=\"#777\">{name} {}s</text>",
+            LEFT + scale.plot_w,
+            LEFT + 4.0,
+            y - 2.0,
+            at.as_secs()
+        );
+    }
+}
+
+/// Each verdict change in the plot's time, as a vertical mark with its story.
+fn change_marks(page: &mut String, scale: &Scale, events: &[Event]) {
+    for event in events.iter().filter(|e| e.at_ms >= scale.start) {
+        let x = scale.x(event.at_ms);
+        let _ = writeln!(
+            page,
+            "<line class=\"event\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#e53935\" \
              stroke-opacity=\".5\"><title>{} {}: {} -&gt; {}</title></line>",
-            TOP + plot_h,
+            TOP + scale.plot_h,
             escape(&rfc3339_ms(event.at_ms)),
             escape(&event.pool),
             escape(&event.from),
             escape(&event.to)
         );
     }
-    let lag_path = path(
-        samples
-            .iter()
-            .map(|s| (x(s.at_ms), s.inputs.lag.map(lag_y))),
-    );
+}
+
+/// The lag line, and one weight line per pool.
+fn series(page: &mut String, scale: &Scale, pools: &[String], samples: &[Sample]) {
+    let lag =
+        path((samples.iter()).map(|s| (scale.x(s.at_ms), s.inputs.lag.map(|l| scale.lag_y(l)))));
     let _ = writeln!(
         page,
-        "<path class=\"lag\" d=\"{lag_path}\" fill=\"none\" stroke=\"#d32f2f\" stroke-width=\"2\"/>"
+        "<path class=\"lag\" d=\"{lag}\" fill=\"none\" stroke=\"#d32f2f\" stroke-width=\"2\"/>"
     );
     for (i, pool) in pools.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let weights = path(samples.iter().map(|s| {
-            (
-                x(s.at_ms),
-                s.pools.get(i).map(|p| weight_y(p.published.weight)),
-            )
+            let weight = s.pools.get(i).map(|p| scale.weight_y(p.published.weight));
+            (scale.x(s.at_ms), weight)
         }));
         let _ = writeln!(
             page,
@@ -262,8 +303,6 @@ fn draw(page: &mut String, chart: &Chart<'_>) {
             escape(pool)
         );
     }
-    axes(page, top, span, plot_w, plot_h, pools);
-    page.push_str("</svg>\n");
 }
 
 /// Axis labels and the legend.
