@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::answer::{Answer, Reported};
-use crate::health::{Assessment, Health, LagOrigin};
+use crate::health::{Assessment, Health};
 use crate::poller::Snapshot;
 use crate::probe::{ErrorKind, ThreadState};
 
@@ -244,10 +244,7 @@ impl Inputs {
             Health::Primary { .. } => (Some(0.0), Some("primary")),
             _ => (
                 lag.map(|lag| lag.value.as_secs_f64()),
-                lag.map(|lag| match lag.origin {
-                    LagOrigin::Heartbeat => "heartbeat",
-                    LagOrigin::ReplicaStatus => "replica_status",
-                }),
+                lag.map(|lag| lag.origin.as_str()),
             ),
         };
         let status = snapshot.observation.result.as_ref();

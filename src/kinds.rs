@@ -28,6 +28,15 @@ macro_rules! labelled {
                     $($name::$variant => $label),+
                 }
             }
+
+            /// The value labelled `label`, in any ASCII case.
+            #[allow(dead_code)]
+            pub fn from_label(label: &str) -> Option<$name> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|value| value.as_str().eq_ignore_ascii_case(label))
+            }
         }
 
         impl serde::Serialize for $name {
@@ -58,5 +67,7 @@ mod tests {
         let labels: Vec<&str> = Colour::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(labels, ["red", "green"]);
         assert_eq!(Colour::Green.to_string(), "green");
+        assert_eq!(Colour::from_label("RED"), Some(Colour::Red));
+        assert_eq!(Colour::from_label("blue"), None);
     }
 }

@@ -15,10 +15,11 @@ use tokio::time::Instant;
 
 use crate::answer::Answer;
 use crate::config::{
-    DonorVerdict, GaleraConfig, LoadConfig, Percent, Policy, Role, StandaloneVerdict,
+    Config,
+    DonorVerdict, GaleraConfig, GroupReplicationConfig, LoadConfig, Percent, Policy, Role, StandaloneVerdict,
 };
-use crate::health::{Assessment, Health, Load};
-use crate::probe::GaleraStatus;
+use crate::health::{Assessment, Health, Lag, Load};
+use crate::probe::{GaleraStatus, GroupStatus, MemberState};
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,7 +112,18 @@ pub fn linear_weight(value: f64, full_below: f64, min_at: f64, min: Percent) -> 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {
     pub galera: GaleraConfig,
+    pub group_replication: GroupReplicationConfig,
     pub load: Option<LoadConfig>,
+}
+
+impl Rules {
+    pub fn of(config: &Config) -> Rules {
+        Rules {
+            galera: config.galera.clone(),
+            group_replication: config.group_replication.clone(),
+            load: config.load.clone(),
+        }
+    }
 }
 
 /// What one poll deserves under `policy`, before flap damping: the worst of
@@ -120,6 +132,12 @@ pub fn target(assessment: &Assessment, policy: &Policy, rules: &Rules) -> Verdic
     let mut verdict = health_target(&assessment.health, policy);
     if let Some(galera) = &assessment.galera {
         verdict = worse(verdict, galera_target(galera, policy, &rules.galera));
+    }
+    if let Some(group) = &assessment.group {
+        verdict = worse(
+            verdict,
+            group_target(group, policy, &rules.group_replication),
+        );
     }
     if let (Some(config), Some(load)) = (&rules.load, &assessment.load) {
         verdict = worse(verdict, load_target(load, policy, config));
@@ -265,17 +283,72 @@ pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
             };
             Verdict::new(state, "read-only but not replicating")
         }
-        (Health::Replica { lag, .. }, Role::Any | Role::Replica) => {
-            let state = state_for_lag(lag.value, policy);
-            // A healthy replica gets a bare `up ready 100%`; anything else,
-            // an estimate or a heartbeat fallback included, says which lag drove it.
-            if state == State::Up(100) && lag.is_plain() {
-                Verdict::new(state, "")
-            } else {
-                Verdict::new(state, lag.to_string())
-            }
+        (Health::GroupMember { primary: true, .. }, Role::Primary) => {
+            Verdict::new(State::Up(100), "")
         }
+        (Health::GroupMember { primary: false, .. }, Role::Primary) => {
+            Verdict::new(State::Down, "not writable: group replication secondary")
+        }
+        (Health::GroupMember { primary: true, .. }, Role::Replica) => {
+            Verdict::new(State::Down, "not a replica: group replication primary")
+        }
+        (Health::GroupMember { lag: None, .. }, Role::Any | Role::Replica) => {
+            Verdict::new(State::Up(100), "")
+        }
+        (
+            Health::Replica { lag, .. }
+            | Health::GroupMember {
+                lag: Some(lag),
+                ..
+            },
+            Role::Any | Role::Replica,
+        ) => lag_target(lag, policy),
     }
+}
+
+/// A replica's verdict by its lag. A healthy replica gets a bare
+/// `up ready 100%`; anything else, an estimate or a heartbeat fallback
+/// included, says which lag drove it.
+fn lag_target(lag: &Lag, policy: &Policy) -> Verdict {
+    let state = state_for_lag(lag.value, policy);
+    if state == State::Up(100) && lag.is_plain() {
+        Verdict::new(state, "")
+    } else {
+        Verdict::new(state, lag.to_string())
+    }
+}
+
+/// A Group Replication member serves only when `ONLINE` in a partition
+/// that holds the majority; its weight falls as its applier queue grows.
+fn group_target(group: &GroupStatus, policy: &Policy, config: &GroupReplicationConfig) -> Verdict {
+    let down = |reason: String| Verdict::new(State::Down, reason);
+    match group.state {
+        MemberState::Online => {}
+        MemberState::Recovering => return down("group replication member recovering".into()),
+        MemberState::Offline => return down("group replication member offline".into()),
+        MemberState::Error => return down("group replication member in error state".into()),
+        state => return down(format!("group replication member state {state}")),
+    }
+    if !group.has_majority() {
+        return down(format!(
+            "group replication minority partition ({} of {} members reachable)",
+            group.reachable, group.members
+        ));
+    }
+    let queue = group.applier_queue.unwrap_or(0);
+    let weight = linear_weight(
+        queue as f64,
+        config.applier_queue_full_below as f64,
+        config.applier_queue_min_at as f64,
+        policy.min_weight,
+    );
+    if weight < 100 {
+        return Verdict::new(
+            State::Up(weight),
+            format!("group replication applier queue {queue}"),
+        );
+    }
+    Verdict::new(State::Up(100), "")
 }
 
 /// A published verdict and, when it is held below the latest target, how far
@@ -688,6 +761,7 @@ mod tests {
             health,
             heartbeat: None,
             galera: None,
+            group: None,
             load: None,
         }
     }
@@ -713,7 +787,7 @@ mod tests {
                 recv_queue_full_below: Some(10),
                 recv_queue_min_at: Some(100),
             },
-            load: None,
+            ..Rules::default()
         };
         let cases = [
             (synced(), "up ready 100%\n"),
@@ -779,7 +853,7 @@ mod tests {
                 donor: DonorVerdict::Down,
                 ..GaleraConfig::default()
             },
-            load: None,
+            ..Rules::default()
         };
         let mut a = assessment(Health::Primary { read_only: false });
         a.galera = Some(GaleraStatus {
@@ -796,13 +870,13 @@ mod tests {
     fn load_lowers_the_weight_but_never_raises_it() {
         let policy = policy();
         let rules = Rules {
-            galera: GaleraConfig::default(),
             load: Some(LoadConfig {
                 threads_running_full_below: Some(16),
                 threads_running_min_at: Some(64),
                 connections_full_below: Some(Percent(80)),
                 connections_min_at: Some(Percent(100)),
             }),
+            ..Rules::default()
         };
         let with_load = |health, running, connected| {
             let mut a = assessment(health);

@@ -302,7 +302,7 @@ impl Poller {
             primary: build_primary_probe(config, secrets),
             assessor: Assessor::new(&config.lag),
             judges: Vec::new(),
-            rules: rules_of(config),
+            rules: Rules::of(config),
             last_success: None,
             polls: PollCounters::default(),
             checks: HashMap::new(),
@@ -554,7 +554,7 @@ impl Poller {
             self.maintenance_file = config.maintenance.file.clone().map(FileWatch::new);
         }
         self.password_files = PasswordFiles::of(config);
-        self.rules = rules_of(config);
+        self.rules = Rules::of(config);
         let judges = std::mem::take(&mut self.judges);
         self.judges = self.judges_for(&self.config, judges);
         info!(
@@ -702,6 +702,7 @@ fn build_probe(config: &Config, secrets: &Secrets) -> Probe {
                 .then(|| HeartbeatQuery::new(&config.lag)),
         )
         .with_load(config.load.is_some())
+        .with_applier(config.lag.reads_applier())
 }
 
 fn build_primary_probe(config: &Config, secrets: &Secrets) -> Option<Probe> {
@@ -712,12 +713,6 @@ fn build_primary_probe(config: &Config, secrets: &Secrets) -> Option<Probe> {
     )
 }
 
-fn rules_of(config: &Config) -> Rules {
-    Rules {
-        galera: config.galera.clone(),
-        load: config.load.clone(),
-    }
-}
 
 /// Logs each pool's verdict changes once.
 fn log_transitions(old: &Snapshot, new: &Snapshot) {
@@ -800,6 +795,7 @@ mod tests {
                 },
                 heartbeat: None,
                 galera: None,
+                group: None,
                 load: None,
             },
             default,

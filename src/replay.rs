@@ -220,9 +220,10 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
     let policies = config.policies();
     let mut judges: Vec<(Damper, Ramp)> = policies.iter().map(|_| Default::default()).collect();
     let start = Instant::now();
+    // A trace records lag, not load: the load rules have nothing to read.
     let rules = Rules {
-        galera: config.galera.clone(),
         load: None,
+        ..Rules::of(config)
     };
     let pools: Vec<String> = policies
         .iter()
@@ -320,6 +321,7 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
         health,
         heartbeat: None,
         galera: None,
+        group: None,
         load: None,
     }
 }

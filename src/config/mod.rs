@@ -27,8 +27,8 @@ pub use policy::{
 };
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
-    AgentConfig, DonorVerdict, GaleraConfig, HeartbeatTimezone, HistoryConfig, HttpConfig,
-    LagConfig, LagSource, LoadConfig, MaintenanceConfig, PollConfig,
+    AgentConfig, DonorVerdict, GaleraConfig, GroupReplicationConfig, HeartbeatTimezone,
+    HistoryConfig, HttpConfig, LagConfig, LagSource, LoadConfig, MaintenanceConfig, PollConfig,
 };
 
 /// The whole configuration file.
@@ -57,6 +57,8 @@ pub struct Config {
     pub lag: LagConfig,
     #[serde(default, deserialize_with = "empty_is_default")]
     pub galera: GaleraConfig,
+    #[serde(default, deserialize_with = "empty_is_default")]
+    pub group_replication: GroupReplicationConfig,
     /// Optional: scale the weight down under load too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadConfig>,
@@ -198,6 +200,7 @@ impl Config {
         }
         self.lag.validate()?;
         self.galera.validate()?;
+        self.group_replication.validate()?;
         if let Some(load) = &self.load {
             load.validate()?;
         }

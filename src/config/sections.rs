@@ -61,7 +61,12 @@ impl Default for LagConfig {
 impl LagConfig {
     /// Whether the heartbeat table is read at all.
     pub fn reads_heartbeat(&self) -> bool {
-        self.source != LagSource::ReplicaStatus
+        matches!(self.source, LagSource::Auto | LagSource::Heartbeat)
+    }
+
+    /// Whether MySQL 8's applier timestamps are read, where they exist.
+    pub fn reads_applier(&self) -> bool {
+        matches!(self.source, LagSource::Auto | LagSource::Applier)
     }
 }
 
@@ -75,6 +80,9 @@ pub enum LagSource {
     Heartbeat,
     /// `Seconds_Behind_Master` / `Seconds_Behind_Source` only.
     ReplicaStatus,
+    /// MySQL 8.0+: the original commit time of the transactions being
+    /// applied (performance_schema); unreadable tables are down.
+    Applier,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -97,6 +105,37 @@ pub struct GaleraConfig {
     /// ...falling to `policy.min_weight` at this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recv_queue_min_at: Option<u64>,
+}
+
+/// How a Group Replication member's applier queue weighs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupReplicationConfig {
+    /// Weight 100% below this `COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE`...
+    pub applier_queue_full_below: u64,
+    /// ...falling to `policy.min_weight` at this one (by default the
+    /// flow-control threshold, where the group starts throttling writers).
+    pub applier_queue_min_at: u64,
+}
+
+impl Default for GroupReplicationConfig {
+    fn default() -> Self {
+        GroupReplicationConfig {
+            applier_queue_full_below: 100,
+            applier_queue_min_at: 25_000,
+        }
+    }
+}
+
+impl GroupReplicationConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        check_pair(
+            "group_replication.applier_queue_full_below",
+            Some(self.applier_queue_full_below),
+            "group_replication.applier_queue_min_at",
+            Some(self.applier_queue_min_at),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

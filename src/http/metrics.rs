@@ -11,7 +11,7 @@ use crate::answer::Reported;
 use crate::health::Health;
 use crate::health::LagOrigin;
 use crate::poller::Snapshot;
-use crate::probe::{ChannelStatus, ErrorKind, ServerStatus, ThreadState, TlsState};
+use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 
 /// The `/metrics` page.
 pub fn render(snapshot: &Snapshot, now: Instant) -> String {
@@ -23,7 +23,7 @@ pub fn render(snapshot: &Snapshot, now: Instant) -> String {
     if let Ok(status) = &snapshot.observation.result {
         replica_status(&mut out, status);
     }
-    galera_and_load(&mut out, snapshot);
+    galera_group_and_load(&mut out, snapshot);
     out.gauge(
         "remora_maintenance",
         "1 while an operator's maintenance switch is on.",
@@ -98,14 +98,10 @@ fn poll_errors(out: &mut Exposition, snapshot: &Snapshot) {
 fn lag(out: &mut Exposition, snapshot: &Snapshot) {
     let assessment = &snapshot.assessment;
     let lag = match &assessment.health {
-        Health::Primary { .. } => Some((0.0, LagSource::Primary, false)),
-        health => health.lag().map(|lag| {
-            let source = match lag.origin {
-                LagOrigin::Heartbeat => LagSource::Heartbeat,
-                LagOrigin::ReplicaStatus => LagSource::ReplicaStatus,
-            };
-            (lag.value.as_secs_f64(), source, lag.is_estimated())
-        }),
+        Health::Primary { .. } => Some((0.0, PRIMARY, false)),
+        health => health
+            .lag()
+            .map(|lag| (lag.value.as_secs_f64(), lag.origin.as_str(), lag.is_estimated())),
     };
     if let Some((value, source, estimated)) = lag {
         out.gauge(
@@ -122,9 +118,9 @@ fn lag(out: &mut Exposition, snapshot: &Snapshot) {
             "remora_lag_source",
             "gauge",
             "Where the lag came from, one-hot.",
-            LagSource::ALL
-                .iter()
-                .map(|each| (vec![("source", each.as_str())], bool_value(*each == source))),
+            (LagOrigin::ALL.iter().map(|origin| origin.as_str()))
+                .chain([PRIMARY])
+                .map(|each| (vec![("source", each)], bool_value(each == source))),
         );
     }
     if let Some(trend) = snapshot.trend {
@@ -198,7 +194,7 @@ fn thread_states(
     );
 }
 
-fn galera_and_load(out: &mut Exposition, snapshot: &Snapshot) {
+fn galera_group_and_load(out: &mut Exposition, snapshot: &Snapshot) {
     if let Some(galera) = &snapshot.assessment.galera {
         out.gauge(
             "remora_galera_local_state",
@@ -210,6 +206,39 @@ fn galera_and_load(out: &mut Exposition, snapshot: &Snapshot) {
             "wsrep_local_recv_queue.",
             galera.recv_queue as f64,
         );
+    }
+    if let Some(group) = &snapshot.assessment.group {
+        out.family(
+            "remora_group_replication_member_state",
+            "gauge",
+            "This member's MEMBER_STATE, one-hot.",
+            MemberState::ALL.iter().map(|state| {
+                let on = bool_value(*state == group.state);
+                (vec![("state", state.as_str())], on)
+            }),
+        );
+        out.gauge(
+            "remora_group_replication_primary",
+            "1 when this member's MEMBER_ROLE is PRIMARY.",
+            bool_value(group.primary),
+        );
+        out.gauge(
+            "remora_group_replication_reachable_members",
+            "Members this one sees ONLINE or RECOVERING.",
+            group.reachable as f64,
+        );
+        out.gauge(
+            "remora_group_replication_members",
+            "Members this one lists.",
+            group.members as f64,
+        );
+        if let Some(queue) = group.applier_queue {
+            out.gauge(
+                "remora_group_replication_applier_queue",
+                "COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE.",
+                queue as f64,
+            );
+        }
     }
     if let Some(load) = &snapshot.assessment.load {
         out.gauge(
@@ -274,15 +303,8 @@ fn agent_checks(out: &mut Exposition, snapshot: &Snapshot) {
     );
 }
 
-crate::labelled! {
-    /// Where the lag in `/metrics` came from: a replica's own sources, or
-    /// none at all on a primary (lag 0).
-    enum LagSource {
-        Heartbeat => "heartbeat",
-        ReplicaStatus => "replica_status",
-        Primary => "primary",
-    }
-}
+/// The lag source of a primary (lag 0), beside a replica's [`LagOrigin`]s.
+const PRIMARY: &str = "primary";
 
 /// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then
 /// samples; label values escaped.

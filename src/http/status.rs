@@ -14,7 +14,7 @@ use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
 use crate::poller::{PollTime, PoolVerdict, Snapshot};
-use crate::probe::{ChannelStatus, GaleraStatus, Observation, ThreadError};
+use crate::probe::{ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError};
 use crate::trend::LagTrendNow;
 
 /// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
@@ -60,6 +60,8 @@ pub struct Status<'a> {
     heartbeat: Option<HeartbeatStatus<'a>>,
     replication: Vec<ChannelView<'a>>,
     galera: Option<&'a GaleraStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_replication: Option<&'a GroupStatus>,
     load: Option<&'a Load>,
     last_poll: LastPoll,
     last_success: Option<LastSuccess>,
@@ -95,6 +97,7 @@ impl<'a> Status<'a> {
                 status.channels.iter().map(view).collect()
             }),
             galera: assessment.galera.as_ref(),
+            group_replication: assessment.group.as_ref(),
             load: assessment.load.as_ref(),
             last_poll: LastPoll::of(observation, audience),
             last_success: snapshot

@@ -15,6 +15,7 @@
 //! never an error for the caller: an unreachable database is data.
 
 mod error;
+mod mysql8;
 mod observation;
 mod queries;
 mod rows;
@@ -22,11 +23,14 @@ mod tls;
 
 use error::PRIVILEGE_ERRORS;
 pub use error::{ErrorKind, PollError};
+pub use mysql8::age;
 pub use observation::{
-    ChannelStatus, Dialect, GaleraStatus, HeartbeatRead, LoadStatus, Observation, ServerStatus,
-    ThreadError, ThreadState, TlsState,
+    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, ChannelStatus, Dialect,
+    GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, LoadStatus, MemberState, Observation,
+    ServerStatus, ThreadError, ThreadState, TlsState,
 };
 pub use queries::HeartbeatQuery;
+use queries::ER_UNKNOWN_SYSTEM_VARIABLE;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -44,6 +48,8 @@ struct Known {
     wsrep_variables: Option<bool>,
     /// The pooled connection on which `wsrep_sync_wait = 0` was set.
     sync_wait_off_on: Option<u32>,
+    /// `@@aurora_version` exists.
+    aurora: Option<bool>,
 }
 
 /// Talks to one server through one pool for the life of the process.
@@ -59,6 +65,7 @@ pub struct Probe {
     heartbeat: Option<HeartbeatQuery>,
     read_load: bool,
     read_uptime: bool,
+    read_applier: bool,
     known: Known,
     tls_state: TlsState,
     logins: LoginBackoff,
@@ -121,6 +128,7 @@ impl fmt::Debug for Probe {
             .field("query_timeout", &self.query_timeout)
             .field("heartbeat", &self.heartbeat)
             .field("read_load", &self.read_load)
+            .field("read_applier", &self.read_applier)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +177,7 @@ impl Probe {
             heartbeat: None,
             read_load: false,
             read_uptime: false,
+            read_applier: false,
             known: Known::default(),
             tls_state: match config.tls.mode {
                 TlsMode::Disabled => TlsState::Off,
@@ -187,6 +196,12 @@ impl Probe {
     /// Also read the server's `Uptime` each poll.
     pub fn with_uptime(mut self, read_uptime: bool) -> Probe {
         self.read_uptime = read_uptime;
+        self
+    }
+
+    /// Also read MySQL 8's applier timestamps each poll, on a server that has them.
+    pub fn with_applier(mut self, read_applier: bool) -> Probe {
+        self.read_applier = read_applier;
         self
     }
 

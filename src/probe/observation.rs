@@ -51,6 +51,106 @@ pub struct ServerStatus {
     pub heartbeat: Option<HeartbeatRead>,
     /// The server's `Uptime`, when a warm-up (`ramp_up`) needs it.
     pub uptime: Option<Duration>,
+    /// MySQL 8 applier timestamps, when read (`lag.source` auto or applier,
+    /// or a Group Replication member).
+    pub applier: Option<ApplierRead>,
+    /// Set when this server is a Group Replication member.
+    pub group: Option<GroupRead>,
+    /// Set on Aurora MySQL (`@@aurora_version` exists).
+    pub aurora: Option<AuroraStatus>,
+}
+
+/// What the performance_schema replication tables say (MySQL 8.0+).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplierRead {
+    /// One entry per channel in `replication_connection_status`.
+    Channels(Vec<ApplierChannel>),
+    /// The tables could not be read: 1142 without the `SELECT` grant on
+    /// performance_schema, 1146 or 1054 on a server without them.
+    Unavailable { code: u16 },
+}
+
+/// One channel's receiver and workers, as ages on the server's clock.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApplierChannel {
+    pub name: String,
+    /// The receiver's `SERVICE_STATE` is `ON`.
+    pub receiving: bool,
+    /// Every transaction received is applied:
+    /// `GTID_SUBSET(RECEIVED_TRANSACTION_SET, @@GLOBAL.gtid_executed)`.
+    pub caught_up: Option<bool>,
+    /// Since the receiver last heard from its source (a heartbeat or a
+    /// queued transaction); `None` when it never has.
+    pub source_silent: Option<Duration>,
+    /// Now minus the original commit time of the oldest transaction a worker
+    /// is applying; `None` when no worker is applying one.
+    pub applying: Option<Duration>,
+    /// Now minus the newest original commit time a worker has applied.
+    pub last_applied: Option<Duration>,
+}
+
+/// What `performance_schema.replication_group_members` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupRead {
+    /// This server's own row is there: it is a member.
+    Member(GroupStatus),
+    /// The table could not be read (1142: no `SELECT` grant).
+    Unavailable { code: u16 },
+}
+
+/// A Group Replication member, in its own view of the group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStatus {
+    pub state: MemberState,
+    /// `MEMBER_ROLE` is `PRIMARY` (every member, in multi-primary mode).
+    pub primary: bool,
+    /// Members this one sees `ONLINE` or `RECOVERING`...
+    pub reachable: usize,
+    /// ...of all the rows it lists.
+    pub members: usize,
+    /// `COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE` of its own stats row.
+    pub applier_queue: Option<u64>,
+}
+
+impl GroupStatus {
+    /// In a partition that holds a majority of the group: more than half
+    /// of the members `ONLINE` or `RECOVERING` (MySQL Router's rule).
+    pub fn has_majority(&self) -> bool {
+        self.reachable * 2 > self.members
+    }
+}
+
+crate::labelled! {
+    /// `MEMBER_STATE`, as Group Replication writes it.
+    pub enum MemberState {
+        Online => "ONLINE",
+        Recovering => "RECOVERING",
+        Offline => "OFFLINE",
+        Error => "ERROR",
+        Unreachable => "UNREACHABLE",
+        /// A state this version of remora does not know.
+        Unknown => "unknown",
+    }
+}
+
+/// Aurora MySQL's view of its cluster (`information_schema.replica_host_status`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuroraStatus {
+    /// `@@aurora_server_id`: this instance.
+    pub server_id: String,
+    pub rows: Vec<AuroraReplica>,
+}
+
+/// One row of `replica_host_status`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuroraReplica {
+    pub server_id: String,
+    /// `MASTER_SESSION_ID` on the writer's row.
+    pub session_id: String,
+    /// `REPLICA_LAG_IN_MILLISECONDS`, a double; `None` when NULL.
+    pub lag_ms: Option<f64>,
+    /// Since `LAST_UPDATE_TIMESTAMP`, on the server's clock.
+    pub updated: Option<Duration>,
 }
 
 /// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).

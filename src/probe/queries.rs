@@ -9,8 +9,8 @@ use tokio::time::timeout;
 
 use super::rows::{number_of, status_map, value_number, value_signed, value_text};
 use super::{
-    ChannelStatus, Dialect, GaleraStatus, HeartbeatRead, Known, LoadStatus, PollError, Probe,
-    ServerStatus,
+    ChannelStatus, Dialect, GaleraStatus, GroupRead, HeartbeatRead, Known, LoadStatus, PollError,
+    Probe, ServerStatus,
 };
 use crate::config::{HeartbeatTimezone, LagConfig};
 
@@ -27,7 +27,7 @@ const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
      'wsrep_local_state_comment', 'wsrep_local_recv_queue', \
      'Threads_running', 'Threads_connected', 'Uptime')";
 /// Server error: the variable does not exist (no wsrep in this build).
-const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+pub(super) const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 
 /// How the heartbeat row is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,7 @@ impl Probe {
             )
             .await?;
         status.channels = rows.iter().map(ChannelStatus::from_row).collect();
+        self.read_topology(conn, &mut status).await?;
 
         let galera = status.galera.is_some();
         if galera || self.read_load || self.read_uptime {
@@ -114,6 +115,28 @@ impl Probe {
             status.heartbeat = Some(read_heartbeat(conn, heartbeat, self.query_timeout).await?);
         }
         Ok(status)
+    }
+
+    /// On MySQL: Group Replication, applier timestamps and Aurora, each
+    /// only where it can exist.
+    async fn read_topology(
+        &mut self,
+        conn: &mut Conn,
+        status: &mut ServerStatus,
+    ) -> Result<(), PollError> {
+        if status.dialect == Dialect::MariaDb {
+            return Ok(());
+        }
+        if status.dialect == Dialect::MySql {
+            status.group = self.read_group(conn).await?;
+            if self.read_applier || matches!(status.group, Some(GroupRead::Member(_))) {
+                status.applier = Some(self.read_applier(conn).await?);
+            }
+        }
+        if self.is_aurora(conn).await? {
+            status.aurora = Some(self.read_aurora(conn).await?);
+        }
+        Ok(())
     }
 
     /// Version, read_only, max_connections and, on MariaDB, the wsrep switches.
@@ -180,7 +203,7 @@ impl Probe {
         Ok(status)
     }
 
-    async fn query(
+    pub(super) async fn query(
         &self,
         conn: &mut Conn,
         statement: &str,

@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod mysql8;
+
 use crate::config::{LagConfig, LagSource};
 use crate::probe::{
-    ChannelStatus, GaleraStatus, HeartbeatRead, Observation, PollError, ServerStatus, ThreadState,
+    ChannelStatus, GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, Observation, PollError,
+    ServerStatus, ThreadState,
 };
 
 /// Everything a poll says, interpreted.
@@ -34,6 +37,8 @@ pub struct Assessment {
     pub heartbeat: Option<HeartbeatReport>,
     /// Set on a Galera node.
     pub galera: Option<GaleraStatus>,
+    /// Set on a Group Replication member.
+    pub group: Option<GroupStatus>,
     /// Set when `load` is configured.
     pub load: Option<Load>,
 }
@@ -44,6 +49,7 @@ impl Assessment {
             health: Health::Unreachable { reason },
             heartbeat: None,
             galera: None,
+            group: None,
             load: None,
         }
     }
@@ -66,12 +72,17 @@ pub enum Health {
     /// error, a channel that matters is missing, or lag unknown with nothing
     /// to estimate from.
     Broken { reason: String, read_only: bool },
+    /// A Group Replication member: the group's rules (state, majority,
+    /// queue) are in [`Assessment::group`]; `lag` is a secondary's
+    /// applier-timestamp lag, when it could be read.
+    GroupMember { primary: bool, lag: Option<Lag> },
 }
 
 impl Health {
     pub fn lag(&self) -> Option<&Lag> {
         match self {
             Health::Replica { lag, .. } => Some(lag),
+            Health::GroupMember { lag, .. } => lag.as_ref(),
             _ => None,
         }
     }
@@ -82,6 +93,8 @@ impl Health {
             Health::Primary { .. } => "primary",
             Health::ReadOnlyStandalone => "standalone",
             Health::Replica { .. } | Health::Broken { .. } => "replica",
+            Health::GroupMember { primary: true, .. } => "group primary",
+            Health::GroupMember { primary: false, .. } => "group secondary",
         }
     }
 }
@@ -91,6 +104,10 @@ crate::labelled! {
     pub enum LagOrigin {
         Heartbeat => "heartbeat",
         ReplicaStatus => "replica_status",
+        /// MySQL 8's original commit timestamps (performance_schema).
+        Applier => "applier",
+        /// Aurora's `replica_host_status`.
+        Aurora => "aurora",
     }
 }
 
@@ -312,6 +329,7 @@ impl Assessor {
             health: Health::Primary { read_only },
             heartbeat: None,
             galera: status.galera.clone(),
+            group: None,
             load: status.load.map(|load| Load {
                 threads_running: load.threads_running,
                 threads_connected: load.threads_connected,
@@ -325,7 +343,28 @@ impl Assessor {
         let mut report =
             (status.heartbeat.as_ref()).map(|read| HeartbeatReport::of(read, primary_age));
 
-        if status.channels.is_empty() {
+        if let Some(aurora) = &status.aurora {
+            assessment.heartbeat = report;
+            assessment.health = self.aurora_health(aurora, read_only, now);
+            return assessment;
+        }
+        match &status.group {
+            Some(GroupRead::Member(group)) => {
+                assessment.heartbeat = report;
+                assessment.health = self.member_health(group, status, now);
+                assessment.group = Some(group.clone());
+                return assessment;
+            }
+            Some(GroupRead::Unavailable { code }) if status.channels.iter().any(is_group_channel) => {
+                assessment.health = Health::Broken {
+                    reason: format!("group replication status unreadable (error {code})"),
+                    read_only,
+                };
+                return assessment;
+            }
+            _ => {}
+        }
+        if async_channels(status).next().is_none() {
             self.last_measured.clear();
             self.heartbeat = HeartbeatTracker::default();
             if let Some(report) = report.as_mut()
@@ -342,7 +381,7 @@ impl Assessor {
         // A channel that vanished (RESET SLAVE ALL) must not leave an old
         // measurement to be reused if a channel of that name comes back later.
         self.last_measured
-            .retain(|name, _| status.channels.iter().any(|c| &c.name == name));
+            .retain(|name, _| async_channels(status).any(|c| &c.name == name));
 
         let (health, report) = self.replica_health(status, now, report);
         assessment.health = health;
@@ -380,9 +419,13 @@ impl Assessor {
                 }
                 Err(reason) => broken(format!("{reason}; {why}")),
             },
-            HeartbeatLag::NotUsed => match by_status {
-                Ok(lag) => Health::Replica { lag, read_only },
-                Err(reason) => broken(reason),
+            HeartbeatLag::NotUsed => match self.applier_lag(&considered, status, now) {
+                Some(Ok(lag)) => Health::Replica { lag, read_only },
+                Some(Err(reason)) => broken(reason),
+                None => match by_status {
+                    Ok(lag) => Health::Replica { lag, read_only },
+                    Err(reason) => broken(reason),
+                },
             },
         };
         (health, report)
@@ -395,11 +438,11 @@ impl Assessor {
         status: &'s ServerStatus,
     ) -> Result<Vec<&'s ChannelStatus>, String> {
         if self.lag.channels.is_empty() {
-            return Ok(status.channels.iter().collect());
+            return Ok(async_channels(status).collect());
         }
         (self.lag.channels.iter())
             .map(|name| {
-                (status.channels.iter())
+                async_channels(status)
                     .find(|c| &c.name == name)
                     .ok_or_else(|| format!("channel {name} missing"))
             })
@@ -449,7 +492,7 @@ impl Assessor {
         report: &mut Option<HeartbeatReport>,
         now: Instant,
     ) -> HeartbeatLag {
-        if self.lag.source == LagSource::ReplicaStatus {
+        if !self.lag.reads_heartbeat() {
             return HeartbeatLag::NotUsed;
         }
         let Some(age) = report.as_ref().and_then(|r| r.age) else {
@@ -509,15 +552,7 @@ impl Assessor {
         let reported = channel.seconds_behind.map(Duration::from_secs);
         if let (true, Some(lag)) = (running, reported.filter(|lag| *lag <= MAX_PLAUSIBLE_LAG)) {
             let lag = lag.saturating_sub(delay);
-            self.last_measured
-                .insert(channel.name.clone(), Measured { lag, at: now });
-            return Ok(Lag {
-                value: lag,
-                channel: channel.name.clone(),
-                estimated: None,
-                origin: LagOrigin::ReplicaStatus,
-                fallback: None,
-            });
+            return Ok(self.measured(&channel.name, lag, LagOrigin::ReplicaStatus, now));
         }
 
         let why = match reported {
@@ -528,20 +563,56 @@ impl Assessor {
             }
             _ => unknown_because(channel),
         };
-        match self.last_measured.get(&channel.name) {
+        self.estimated(&channel.name, why, LagOrigin::ReplicaStatus, now)
+    }
+
+    /// A lag measured this poll, remembered for estimates.
+    fn measured(&mut self, channel: &str, lag: Duration, origin: LagOrigin, now: Instant) -> Lag {
+        self.last_measured
+            .insert(channel.to_owned(), Measured { lag, at: now });
+        Lag {
+            value: lag,
+            channel: channel.to_owned(),
+            estimated: None,
+            origin,
+            fallback: None,
+        }
+    }
+
+    /// A lag that could not be measured (`why`): the last measured lag plus
+    /// the time since, or unknown when nothing was ever measured.
+    fn estimated(
+        &self,
+        channel: &str,
+        why: String,
+        origin: LagOrigin,
+        now: Instant,
+    ) -> Result<Lag, String> {
+        match self.last_measured.get(channel) {
             // Unknown since just after `at`: it has grown by at most the time since.
             Some(measured) => Ok(Lag {
                 value: measured
                     .lag
                     .saturating_add(now.saturating_duration_since(measured.at)),
-                channel: channel.name.clone(),
+                channel: channel.to_owned(),
                 estimated: Some(why),
-                origin: LagOrigin::ReplicaStatus,
+                origin,
                 fallback: None,
             }),
-            None => Err(format!("lag unknown{}: {why}", on(&channel.name))),
+            None => Err(format!("lag unknown{}: {why}", on(channel))),
         }
     }
+}
+
+/// Group Replication's own channels (`group_replication_applier`,
+/// `group_replication_recovery`) are not async replication.
+fn is_group_channel(channel: &ChannelStatus) -> bool {
+    channel.name.starts_with("group_replication_")
+}
+
+/// The async replication channels, GR's own left out.
+fn async_channels(status: &ServerStatus) -> impl Iterator<Item = &ChannelStatus> {
+    status.channels.iter().filter(|c| !is_group_channel(c))
 }
 
 fn on(channel: &str) -> String {
