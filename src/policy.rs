@@ -1138,4 +1138,105 @@ mod tests {
         let ignored = ramp.apply(up(100, ""), true, now, Some(Duration::ZERO), &off);
         assert_eq!(ignored, up(100, ""), "ramp_up 0s is off");
     }
+
+    fn member(state: MemberState, reachable: usize, members: usize, queue: u64) -> GroupStatus {
+        GroupStatus {
+            state,
+            primary: false,
+            reachable,
+            members,
+            applier_queue: Some(queue),
+        }
+    }
+
+    #[test]
+    fn a_group_member_serves_only_online_in_the_majority_and_weighs_its_queue() {
+        let secondary = |lag: f64| {
+            let Health::Replica { lag, .. } = replica(lag) else {
+                unreachable!()
+            };
+            Health::GroupMember {
+                primary: false,
+                lag: Some(lag),
+            }
+        };
+        let cases = [
+            (member(MemberState::Online, 3, 3, 0), 0.0, "up ready 100%\n"),
+            (
+                member(MemberState::Recovering, 3, 3, 0),
+                0.0,
+                "down #group replication member recovering\n",
+            ),
+            (
+                member(MemberState::Offline, 1, 1, 0),
+                0.0,
+                "down #group replication member offline\n",
+            ),
+            (
+                member(MemberState::Error, 1, 3, 0),
+                0.0,
+                "down #group replication member in error state\n",
+            ),
+            (
+                member(MemberState::Online, 2, 5, 0),
+                0.0,
+                "down #group replication minority partition (2 of 5 members reachable)\n",
+            ),
+            (
+                member(MemberState::Online, 2, 4, 0),
+                0.0,
+                "down #group replication minority partition (2 of 4 members reachable)\n",
+            ),
+            (
+                member(MemberState::Online, 3, 5, 0),
+                0.0,
+                "up ready 100%\n",
+            ),
+            (
+                member(MemberState::Online, 3, 3, 12_550),
+                0.0,
+                "up ready 55% #group replication applier queue 12550\n",
+            ),
+            (
+                member(MemberState::Online, 3, 3, 30_000),
+                0.0,
+                "up ready 10% #group replication applier queue 30000\n",
+            ),
+            (
+                member(MemberState::Online, 3, 3, 50),
+                30.0,
+                "up ready 10% #lag 30.0s\n",
+            ),
+        ];
+        for (group, lag, line) in cases {
+            let mut a = assessment(secondary(lag));
+            a.group = Some(group.clone());
+            let verdict = target(&a, &policy(), &Rules::default());
+            assert_eq!(verdict.agent_line(), line, "{group:?} lag {lag}");
+        }
+    }
+
+    #[test]
+    fn writer_pools_follow_the_member_role() {
+        let primary = Health::GroupMember {
+            primary: true,
+            lag: None,
+        };
+        let secondary = Health::GroupMember {
+            primary: false,
+            lag: None,
+        };
+        let cases = [
+            (&primary, Role::Primary, "up ready 100%\n"),
+            (&primary, Role::Any, "up ready 100%\n"),
+            (&primary, Role::Replica, "down #not a replica: group replication primary\n"),
+            (&secondary, Role::Primary, "down #not writable: group replication secondary\n"),
+            (&secondary, Role::Any, "up ready 100%\n"),
+            (&secondary, Role::Replica, "up ready 100%\n"),
+        ];
+        for (health, role, line) in cases {
+            let policy = Policy { role, ..policy() };
+            assert_eq!(health_target(health, &policy).agent_line(), line, "{health:?} {role:?}");
+        }
+    }
 }

@@ -299,7 +299,8 @@ pub const MAX_PLAUSIBLE_LAG: Duration = Duration::from_secs(10 * 365 * 86400);
 #[derive(Debug)]
 pub struct Assessor {
     lag: LagConfig,
-    last_measured: HashMap<String, Measured>,
+    /// By source and channel: each source remembers its own measurements.
+    last_measured: HashMap<(LagOrigin, String), Measured>,
     heartbeat: HeartbeatTracker,
 }
 
@@ -381,7 +382,7 @@ impl Assessor {
         // A channel that vanished (RESET SLAVE ALL) must not leave an old
         // measurement to be reused if a channel of that name comes back later.
         self.last_measured
-            .retain(|name, _| async_channels(status).any(|c| &c.name == name));
+            .retain(|(_, name), _| async_channels(status).any(|c| &c.name == name));
 
         let (health, report) = self.replica_health(status, now, report);
         assessment.health = health;
@@ -569,7 +570,7 @@ impl Assessor {
     /// A lag measured this poll, remembered for estimates.
     fn measured(&mut self, channel: &str, lag: Duration, origin: LagOrigin, now: Instant) -> Lag {
         self.last_measured
-            .insert(channel.to_owned(), Measured { lag, at: now });
+            .insert((origin, channel.to_owned()), Measured { lag, at: now });
         Lag {
             value: lag,
             channel: channel.to_owned(),
@@ -588,7 +589,7 @@ impl Assessor {
         origin: LagOrigin,
         now: Instant,
     ) -> Result<Lag, String> {
-        match self.last_measured.get(channel) {
+        match self.last_measured.get(&(origin, channel.to_owned())) {
             // Unknown since just after `at`: it has grown by at most the time since.
             Some(measured) => Ok(Lag {
                 value: measured

@@ -199,3 +199,266 @@ impl Assessor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LagConfig;
+    use crate::probe::{
+        AuroraReplica, Dialect, GroupRead, MemberState, Observation, ServerStatus, ThreadState,
+    };
+    use std::time::SystemTime;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn replica_channel() -> ChannelStatus {
+        ChannelStatus {
+            io_thread: ThreadState::Yes,
+            sql_thread: ThreadState::Yes,
+            seconds_behind: Some(0),
+            ..ChannelStatus::default()
+        }
+    }
+
+    /// A receiver that heard from its source a second ago.
+    fn receiver(name: &str) -> ApplierChannel {
+        ApplierChannel {
+            name: name.into(),
+            receiving: true,
+            caught_up: Some(true),
+            source_silent: Some(secs(1.0)),
+            applying: None,
+            last_applied: Some(secs(30.0)),
+        }
+    }
+
+    fn observed(at: Instant, status: ServerStatus) -> Observation {
+        Observation {
+            at,
+            wall: SystemTime::now(),
+            duration: Duration::from_millis(2),
+            result: Ok(status),
+            tls: Default::default(),
+        }
+    }
+
+    fn mysql8(applier: Vec<ApplierChannel>) -> ServerStatus {
+        ServerStatus {
+            version: "8.4.3".into(),
+            dialect: Dialect::MySql,
+            read_only: true,
+            channels: vec![replica_channel()],
+            applier: Some(ApplierRead::Channels(applier)),
+            ..ServerStatus::default()
+        }
+    }
+
+    fn applier_source() -> Assessor {
+        Assessor::new(&LagConfig {
+            source: LagSource::Applier,
+            ..LagConfig::default()
+        })
+    }
+
+    fn lag_of(health: &Health) -> (f64, bool) {
+        let lag = health.lag().expect("a lag");
+        (lag.value.as_secs_f64(), lag.is_estimated())
+    }
+
+    #[test]
+    fn a_worker_applying_an_old_transaction_is_the_lag() {
+        let mut assessor = applier_source();
+        let now = Instant::now();
+        let channel = ApplierChannel {
+            applying: Some(secs(7.25)),
+            caught_up: Some(false),
+            ..receiver("")
+        };
+        let health = assessor.assess(&observed(now, mysql8(vec![channel])), None).health;
+        assert_eq!(lag_of(&health), (7.25, false));
+        assert_eq!(health.lag().unwrap().origin, LagOrigin::Applier);
+    }
+
+    #[test]
+    fn idle_and_caught_up_is_zero_but_only_while_the_source_is_heard_from() {
+        let mut assessor = applier_source();
+        let now = Instant::now();
+        let idle = assessor.assess(&observed(now, mysql8(vec![receiver("")])), None);
+        assert_eq!(lag_of(&idle.health), (0.0, false));
+        let silent = ApplierChannel {
+            source_silent: Some(secs(300.0)),
+            ..receiver("")
+        };
+        let later = now + secs(4.0);
+        let health = assessor.assess(&observed(later, mysql8(vec![silent])), None).health;
+        assert_eq!(lag_of(&health), (4.0, true), "grows from the last measurement");
+        assert!(
+            health.lag().unwrap().to_string().contains("no word from the source for 300s"),
+            "{health:?}"
+        );
+    }
+
+    #[test]
+    fn stalled_grows_from_the_last_measurement_up_to_the_newest_applied() {
+        let mut assessor = applier_source();
+        let now = Instant::now();
+        assessor.assess(&observed(now, mysql8(vec![receiver("")])), None);
+        let stalled = ApplierChannel {
+            caught_up: Some(false),
+            last_applied: Some(secs(12.0)),
+            ..receiver("")
+        };
+        let at = |s: f64| now + secs(s);
+        let health = assessor.assess(&observed(at(5.0), mysql8(vec![stalled.clone()])), None);
+        assert_eq!(lag_of(&health.health), (5.0, true));
+        assert!(format!("{:?}", health.health).contains("applier stalled"));
+        let health = assessor.assess(&observed(at(40.0), mysql8(vec![stalled.clone()])), None);
+        assert_eq!(lag_of(&health.health), (12.0, true), "never beyond the newest applied");
+
+        let mut fresh = applier_source();
+        let health = fresh.assess(&observed(now, mysql8(vec![stalled])), None).health;
+        assert_eq!(lag_of(&health), (12.0, true), "no memory: the bound itself");
+    }
+
+    #[test]
+    fn the_worst_channel_decides_and_a_missing_table_is_down_only_when_asked_for() {
+        let mut status = mysql8(vec![
+            ApplierChannel {
+                applying: Some(secs(2.0)),
+                ..receiver("eu")
+            },
+            ApplierChannel {
+                applying: Some(secs(9.0)),
+                ..receiver("us")
+            },
+        ]);
+        status.channels = ["eu", "us"]
+            .map(|name| ChannelStatus {
+                name: name.into(),
+                ..replica_channel()
+            })
+            .to_vec();
+        let now = Instant::now();
+        let health = applier_source().assess(&observed(now, status.clone()), None).health;
+        assert_eq!(health.lag().unwrap().channel, "us");
+        assert_eq!(lag_of(&health), (9.0, false));
+
+        status.applier = Some(ApplierRead::Unavailable { code: 1142 });
+        let health = applier_source().assess(&observed(now, status.clone()), None).health;
+        assert_eq!(
+            health,
+            Health::Broken {
+                reason: "applier timestamps unreadable (error 1142)".into(),
+                read_only: true
+            }
+        );
+        let mut auto = Assessor::new(&LagConfig::default());
+        let health = auto.assess(&observed(now, status), None).health;
+        assert_eq!(health.lag().unwrap().origin, LagOrigin::ReplicaStatus, "auto falls back");
+    }
+
+    fn member(state: MemberState, primary: bool) -> GroupStatus {
+        GroupStatus {
+            state,
+            primary,
+            reachable: 3,
+            members: 3,
+            applier_queue: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_group_member_is_not_an_async_replica() {
+        let mut status = mysql8(vec![ApplierChannel {
+            applying: Some(secs(3.0)),
+            ..receiver(GROUP_APPLIER)
+        }]);
+        // SHOW REPLICA STATUS lists the idle recovery channel, both threads No.
+        status.channels = vec![ChannelStatus {
+            name: "group_replication_recovery".into(),
+            io_thread: ThreadState::No,
+            sql_thread: ThreadState::No,
+            seconds_behind: None,
+            ..ChannelStatus::default()
+        }];
+        status.group = Some(GroupRead::Member(member(MemberState::Online, false)));
+        let assessment = Assessor::new(&LagConfig::default())
+            .assess(&observed(Instant::now(), status.clone()), None);
+        assert_eq!(lag_of(&assessment.health), (3.0, false));
+        assert_eq!(assessment.health.role(), "group secondary");
+        assert_eq!(assessment.group, Some(member(MemberState::Online, false)));
+
+        status.group = Some(GroupRead::Unavailable { code: 1142 });
+        let health = Assessor::new(&LagConfig::default())
+            .assess(&observed(Instant::now(), status), None)
+            .health;
+        assert_eq!(
+            health,
+            Health::Broken {
+                reason: "group replication status unreadable (error 1142)".into(),
+                read_only: true
+            }
+        );
+    }
+
+    fn aurora(rows: Vec<AuroraReplica>, read_only: bool) -> ServerStatus {
+        ServerStatus {
+            version: "8.0.32".into(),
+            dialect: Dialect::MySql,
+            read_only,
+            aurora: Some(AuroraStatus {
+                server_id: "reader-1".into(),
+                rows,
+            }),
+            ..ServerStatus::default()
+        }
+    }
+
+    fn row(server_id: &str, lag_ms: f64, updated: f64) -> AuroraReplica {
+        AuroraReplica {
+            server_id: server_id.into(),
+            session_id: "b1f3b0c4".into(),
+            lag_ms: Some(lag_ms),
+            updated: Some(secs(updated)),
+        }
+    }
+
+    #[test]
+    fn an_aurora_reader_lags_by_its_own_fresh_row() {
+        let now = Instant::now();
+        let mut assessor = Assessor::new(&LagConfig::default());
+        let writer = aurora(vec![row("writer", 0.0, 0.1)], false);
+        assert_eq!(
+            assessor.assess(&observed(now, writer), None).health,
+            Health::Primary { read_only: false }
+        );
+        let rows = vec![
+            row("writer", 0.0, 0.1),
+            row("reader-1", 90_000.0, 900.0), // a stale copy from a clone
+            row("reader-1", 1_500.0, 0.5),
+        ];
+        let health = assessor.assess(&observed(now, aurora(rows, true)), None).health;
+        assert_eq!(lag_of(&health), (1.5, false));
+        assert_eq!(health.lag().unwrap().origin, LagOrigin::Aurora);
+
+        let absurd = vec![row("reader-1", 18_446_744_949_882_880.0, 0.5)];
+        let later = now + secs(2.0);
+        let health = assessor.assess(&observed(later, aurora(absurd, true)), None).health;
+        assert_eq!(lag_of(&health), (3.5, true), "unknown: estimated from 1.5 s");
+        assert!(format!("{health:?}").contains("implausible aurora lag"), "{health:?}");
+
+        let only_stale = vec![row("reader-1", 100.0, 900.0)];
+        let health = Assessor::new(&LagConfig::default())
+            .assess(&observed(now, aurora(only_stale, true)), None)
+            .health;
+        assert_eq!(
+            health,
+            Health::Broken {
+                reason: "lag unknown: no fresh replica_host_status row for reader-1".into(),
+                read_only: true
+            }
+        );
+    }
+}
