@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use crate::answer::Answer;
 use crate::config::{
-    Config,
-    DonorVerdict, GaleraConfig, GroupReplicationConfig, LoadConfig, Percent, Policy, Role, StandaloneVerdict,
+    Config, DonorVerdict, GaleraConfig, GroupReplicationConfig, LoadConfig, Percent, Policy, Role,
+    StandaloneVerdict,
 };
 use crate::health::{Assessment, Health, Lag, Load};
 use crate::probe::{GaleraStatus, GroupStatus, MemberState};
@@ -296,11 +296,7 @@ pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
             Verdict::new(State::Up(100), "")
         }
         (
-            Health::Replica { lag, .. }
-            | Health::GroupMember {
-                lag: Some(lag),
-                ..
-            },
+            Health::Replica { lag, .. } | Health::GroupMember { lag: Some(lag), .. },
             Role::Any | Role::Replica,
         ) => lag_target(lag, policy),
     }
@@ -1187,11 +1183,7 @@ mod tests {
                 0.0,
                 "down #group replication minority partition (2 of 4 members reachable)\n",
             ),
-            (
-                member(MemberState::Online, 3, 5, 0),
-                0.0,
-                "up ready 100%\n",
-            ),
+            (member(MemberState::Online, 3, 5, 0), 0.0, "up ready 100%\n"),
             (
                 member(MemberState::Online, 3, 3, 12_550),
                 0.0,
@@ -1229,14 +1221,26 @@ mod tests {
         let cases = [
             (&primary, Role::Primary, "up ready 100%\n"),
             (&primary, Role::Any, "up ready 100%\n"),
-            (&primary, Role::Replica, "down #not a replica: group replication primary\n"),
-            (&secondary, Role::Primary, "down #not writable: group replication secondary\n"),
+            (
+                &primary,
+                Role::Replica,
+                "down #not a replica: group replication primary\n",
+            ),
+            (
+                &secondary,
+                Role::Primary,
+                "down #not writable: group replication secondary\n",
+            ),
             (&secondary, Role::Any, "up ready 100%\n"),
             (&secondary, Role::Replica, "up ready 100%\n"),
         ];
         for (health, role, line) in cases {
             let policy = Policy { role, ..policy() };
-            assert_eq!(health_target(health, &policy).agent_line(), line, "{health:?} {role:?}");
+            assert_eq!(
+                health_target(health, &policy).agent_line(),
+                line,
+                "{health:?} {role:?}"
+            );
         }
     }
 }

@@ -713,7 +713,6 @@ fn build_primary_probe(config: &Config, secrets: &Secrets) -> Option<Probe> {
     )
 }
 
-
 /// Logs each pool's verdict changes once.
 fn log_transitions(old: &Snapshot, new: &Snapshot) {
     for after in new.every_pool() {

@@ -356,7 +356,9 @@ impl Assessor {
                 assessment.group = Some(group.clone());
                 return assessment;
             }
-            Some(GroupRead::Unavailable { code }) if status.channels.iter().any(is_group_channel) => {
+            Some(GroupRead::Unavailable { code })
+                if status.channels.iter().any(is_group_channel) =>
+            {
                 assessment.health = Health::Broken {
                     reason: format!("group replication status unreadable (error {code})"),
                     read_only,

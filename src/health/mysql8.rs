@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::{Assessor, Health, Lag, LagOrigin, MAX_PLAUSIBLE_LAG, on};
 use crate::config::LagSource;
-use crate::probe::{ApplierChannel, ApplierRead, AuroraStatus, ChannelStatus, GroupStatus};
 use crate::probe::ServerStatus;
+use crate::probe::{ApplierChannel, ApplierRead, AuroraStatus, ChannelStatus, GroupStatus};
 
 /// An idle receiver proves it is caught up only if it heard from its
 /// source this recently: twice MySQL's default heartbeat period
@@ -50,7 +50,8 @@ impl Assessor {
         let channels = match &status.applier {
             Some(ApplierRead::Channels(channels)) => channels,
             Some(ApplierRead::Unavailable { code }) => {
-                return wanted.then(|| Err(format!("applier timestamps unreadable (error {code})")));
+                return wanted
+                    .then(|| Err(format!("applier timestamps unreadable (error {code})")));
             }
             None => {
                 return wanted.then(|| Err("applier timestamps need MySQL 8.0.22 or later".into()));
@@ -92,8 +93,10 @@ impl Assessor {
             }
             return Ok(self.measured(name, applying, origin, now));
         }
-        let heard =
-            !check_source || applier.source_silent.is_some_and(|s| s <= SOURCE_SILENCE_LIMIT);
+        let heard = !check_source
+            || applier
+                .source_silent
+                .is_some_and(|s| s <= SOURCE_SILENCE_LIMIT);
         match applier.caught_up {
             Some(true) if applier.receiving && heard => {
                 Ok(self.measured(name, Duration::ZERO, origin, now))
@@ -170,10 +173,7 @@ impl Assessor {
         if !read_only {
             return Health::Primary { read_only };
         }
-        let broken = |reason: String| Health::Broken {
-            reason,
-            read_only,
-        };
+        let broken = |reason: String| Health::Broken { reason, read_only };
         let own = (aurora.rows.iter())
             .filter(|row| row.server_id == aurora.server_id)
             .filter(|row| row.updated.is_some_and(|age| age <= AURORA_STALE_AFTER))
@@ -184,9 +184,12 @@ impl Assessor {
                 let lag = Duration::from_secs_f64(ms / 1000.0);
                 Ok(self.measured("", lag, origin, now))
             }
-            Some(Some(ms)) => {
-                self.estimated("", format!("implausible aurora lag ({ms:.0} ms)"), origin, now)
-            }
+            Some(Some(ms)) => self.estimated(
+                "",
+                format!("implausible aurora lag ({ms:.0} ms)"),
+                origin,
+                now,
+            ),
             Some(None) => self.estimated("", "aurora lag not reported".into(), origin, now),
             None => {
                 let why = format!("no fresh replica_host_status row for {}", aurora.server_id);
@@ -276,7 +279,9 @@ mod tests {
             caught_up: Some(false),
             ..receiver("")
         };
-        let health = assessor.assess(&observed(now, mysql8(vec![channel])), None).health;
+        let health = assessor
+            .assess(&observed(now, mysql8(vec![channel])), None)
+            .health;
         assert_eq!(lag_of(&health), (7.25, false));
         assert_eq!(health.lag().unwrap().origin, LagOrigin::Applier);
     }
@@ -292,10 +297,20 @@ mod tests {
             ..receiver("")
         };
         let later = now + secs(4.0);
-        let health = assessor.assess(&observed(later, mysql8(vec![silent])), None).health;
-        assert_eq!(lag_of(&health), (4.0, true), "grows from the last measurement");
+        let health = assessor
+            .assess(&observed(later, mysql8(vec![silent])), None)
+            .health;
+        assert_eq!(
+            lag_of(&health),
+            (4.0, true),
+            "grows from the last measurement"
+        );
         assert!(
-            health.lag().unwrap().to_string().contains("no word from the source for 300s"),
+            health
+                .lag()
+                .unwrap()
+                .to_string()
+                .contains("no word from the source for 300s"),
             "{health:?}"
         );
     }
@@ -315,10 +330,16 @@ mod tests {
         assert_eq!(lag_of(&health.health), (5.0, true));
         assert!(format!("{:?}", health.health).contains("applier stalled"));
         let health = assessor.assess(&observed(at(40.0), mysql8(vec![stalled.clone()])), None);
-        assert_eq!(lag_of(&health.health), (12.0, true), "never beyond the newest applied");
+        assert_eq!(
+            lag_of(&health.health),
+            (12.0, true),
+            "never beyond the newest applied"
+        );
 
         let mut fresh = applier_source();
-        let health = fresh.assess(&observed(now, mysql8(vec![stalled])), None).health;
+        let health = fresh
+            .assess(&observed(now, mysql8(vec![stalled])), None)
+            .health;
         assert_eq!(lag_of(&health), (12.0, true), "no memory: the bound itself");
     }
 
@@ -341,12 +362,16 @@ mod tests {
             })
             .to_vec();
         let now = Instant::now();
-        let health = applier_source().assess(&observed(now, status.clone()), None).health;
+        let health = applier_source()
+            .assess(&observed(now, status.clone()), None)
+            .health;
         assert_eq!(health.lag().unwrap().channel, "us");
         assert_eq!(lag_of(&health), (9.0, false));
 
         status.applier = Some(ApplierRead::Unavailable { code: 1142 });
-        let health = applier_source().assess(&observed(now, status.clone()), None).health;
+        let health = applier_source()
+            .assess(&observed(now, status.clone()), None)
+            .health;
         assert_eq!(
             health,
             Health::Broken {
@@ -356,7 +381,11 @@ mod tests {
         );
         let mut auto = Assessor::new(&LagConfig::default());
         let health = auto.assess(&observed(now, status), None).health;
-        assert_eq!(health.lag().unwrap().origin, LagOrigin::ReplicaStatus, "auto falls back");
+        assert_eq!(
+            health.lag().unwrap().origin,
+            LagOrigin::ReplicaStatus,
+            "auto falls back"
+        );
     }
 
     fn member(state: MemberState, primary: bool) -> GroupStatus {
@@ -439,15 +468,26 @@ mod tests {
             row("reader-1", 90_000.0, 900.0), // a stale copy from a clone
             row("reader-1", 1_500.0, 0.5),
         ];
-        let health = assessor.assess(&observed(now, aurora(rows, true)), None).health;
+        let health = assessor
+            .assess(&observed(now, aurora(rows, true)), None)
+            .health;
         assert_eq!(lag_of(&health), (1.5, false));
         assert_eq!(health.lag().unwrap().origin, LagOrigin::Aurora);
 
         let absurd = vec![row("reader-1", 18_446_744_949_882_880.0, 0.5)];
         let later = now + secs(2.0);
-        let health = assessor.assess(&observed(later, aurora(absurd, true)), None).health;
-        assert_eq!(lag_of(&health), (3.5, true), "unknown: estimated from 1.5 s");
-        assert!(format!("{health:?}").contains("implausible aurora lag"), "{health:?}");
+        let health = assessor
+            .assess(&observed(later, aurora(absurd, true)), None)
+            .health;
+        assert_eq!(
+            lag_of(&health),
+            (3.5, true),
+            "unknown: estimated from 1.5 s"
+        );
+        assert!(
+            format!("{health:?}").contains("implausible aurora lag"),
+            "{health:?}"
+        );
 
         let only_stale = vec![row("reader-1", 100.0, 900.0)];
         let health = Assessor::new(&LagConfig::default())

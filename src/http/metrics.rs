@@ -99,9 +99,13 @@ fn lag(out: &mut Exposition, snapshot: &Snapshot) {
     let assessment = &snapshot.assessment;
     let lag = match &assessment.health {
         Health::Primary { .. } => Some((0.0, PRIMARY, false)),
-        health => health
-            .lag()
-            .map(|lag| (lag.value.as_secs_f64(), lag.origin.as_str(), lag.is_estimated())),
+        health => health.lag().map(|lag| {
+            (
+                lag.value.as_secs_f64(),
+                lag.origin.as_str(),
+                lag.is_estimated(),
+            )
+        }),
     };
     if let Some((value, source, estimated)) = lag {
         out.gauge(

@@ -25,12 +25,12 @@ use error::PRIVILEGE_ERRORS;
 pub use error::{ErrorKind, PollError};
 pub use mysql8::age;
 pub use observation::{
-    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, ChannelStatus, Dialect,
-    GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, LoadStatus, MemberState, Observation,
-    ServerStatus, ThreadError, ThreadState, TlsState,
+    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, ChannelStatus, Dialect, GaleraStatus,
+    GroupRead, GroupStatus, HeartbeatRead, LoadStatus, MemberState, Observation, ServerStatus,
+    ThreadError, ThreadState, TlsState,
 };
-pub use queries::HeartbeatQuery;
 use queries::ER_UNKNOWN_SYSTEM_VARIABLE;
+pub use queries::HeartbeatQuery;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

@@ -12,8 +12,8 @@ use mysql_async::{Conn, Row};
 
 use super::rows::{value_number, value_text};
 use super::{
-    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, GroupRead, GroupStatus,
-    MemberState, PollError, Probe,
+    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, GroupRead, GroupStatus, MemberState,
+    PollError, Probe,
 };
 
 /// Every member as this one sees it, and which row is its own.
@@ -97,7 +97,10 @@ impl Probe {
         if let Some(known) = self.known.aurora {
             return Ok(known);
         }
-        let aurora = match self.query(conn, AURORA_VERSION, "SELECT @@aurora_version").await {
+        let aurora = match self
+            .query(conn, AURORA_VERSION, "SELECT @@aurora_version")
+            .await
+        {
             Ok(_) => true,
             Err(PollError::Server { code, .. }) if code == super::ER_UNKNOWN_SYSTEM_VARIABLE => {
                 false
@@ -168,7 +171,11 @@ fn applier_of(receivers: &[Row], workers: &[Row]) -> Vec<ApplierChannel> {
         let channel = ApplierChannel {
             name: name.clone(),
             receiving: text(row, 1).is_some_and(|s| s.trim().eq_ignore_ascii_case("ON")),
-            caught_up: row.as_ref(5).cloned().and_then(value_number).map(|n| n != 0),
+            caught_up: row
+                .as_ref(5)
+                .cloned()
+                .and_then(value_number)
+                .map(|n| n != 0),
             source_silent: heard,
             applying: None,
             last_applied: None,
@@ -193,7 +200,10 @@ fn applier_of(receivers: &[Row], workers: &[Row]) -> Vec<ApplierChannel> {
 
 fn aurora_of(rows: &[Row]) -> AuroraStatus {
     AuroraStatus {
-        server_id: rows.first().and_then(|row| text(row, 5)).unwrap_or_default(),
+        server_id: rows
+            .first()
+            .and_then(|row| text(row, 5))
+            .unwrap_or_default(),
         rows: rows
             .iter()
             .map(|row| AuroraReplica {
