@@ -19,14 +19,33 @@ DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 n
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
-COMPOSE := docker compose
+# With Docker: `make up FLAVOR=percona` runs Percona Server 8.0 instead of MariaDB
+# (docker-compose.yml's profiles); the lab targets below work on either.
+FLAVOR ?= mariadb
+COMPOSE := docker compose --profile $(FLAVOR)
+ifeq ($(FLAVOR),percona)
+PRIMARY := percona-primary
+REPLICA := percona-replica
+LAB_SQL := mysql -uroot -psecret
+SET_DELAY = STOP REPLICA; CHANGE REPLICATION SOURCE TO SOURCE_DELAY=$(1); START REPLICA
+REPLICA_STATUS := SHOW REPLICA STATUS\G
+REPLICA_FIELDS := Seconds_Behind_Source|SQL_Delay|Replica_(IO|SQL)_Running:
+else ifeq ($(FLAVOR),mariadb)
+PRIMARY := primary
+REPLICA := replica
 LAB_SQL := mariadb -uroot -psecret
+SET_DELAY = STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=$(1); START SLAVE
+REPLICA_STATUS := SHOW SLAVE STATUS\G
+REPLICA_FIELDS := Seconds_Behind_Master|SQL_Delay|Slave_(IO|SQL)_Running:
+else
+$(error FLAVOR must be mariadb or percona, got $(FLAVOR))
+endif
 
 .PHONY: help deps build deb demo test lint bench soak up down status start-lag stop-lag slave-lag stuff
 
 help:
 	@sed -n 's/^#   //p' Makefile
-	@echo "lab: make up | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
+	@echo "lab: make up [FLAVOR=percona] | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
 	@echo "make bench   the benchmark (a few minutes); writes benches/BENCHMARKS.md"
 	@echo "make soak    ten minutes of lag cycles and faults under 200 checks/s"
 	@echo "make deb     the Debian package (target/debian/remora_*.deb)"
@@ -91,16 +110,19 @@ down:
 status:
 	$(COMPOSE) ps
 start-lag:
-	$(COMPOSE) exec -T replica $(LAB_SQL) -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=$(LAG); START SLAVE"
+	$(COMPOSE) exec -T $(REPLICA) $(LAB_SQL) -e "$(call SET_DELAY,$(LAG))"
 stop-lag:
-	$(COMPOSE) exec -T replica $(LAB_SQL) -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE"
+	$(COMPOSE) exec -T $(REPLICA) $(LAB_SQL) -e "$(call SET_DELAY,0)"
 slave-lag:
-	$(COMPOSE) exec -T replica $(LAB_SQL) -e "SHOW SLAVE STATUS\G" | grep -E "Seconds_Behind_Master|SQL_Delay|Slave_(IO|SQL)_Running:"
+	$(COMPOSE) exec -T $(REPLICA) $(LAB_SQL) -e "$(REPLICA_STATUS)" | grep -E "$(REPLICA_FIELDS)"
 stuff:
-	$(COMPOSE) exec -T primary $(LAB_SQL) -e "CREATE DATABASE IF NOT EXISTS stuff; \
+	$(COMPOSE) exec -T $(PRIMARY) $(LAB_SQL) -e "CREATE DATABASE IF NOT EXISTS stuff; \
 	  CREATE TABLE stuff.things (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32)); \
 	  INSERT INTO stuff.things (name) VALUES ('a'), ('b'), ('c'); INSERT INTO lab.ticks () VALUES (), (), (); \
 	  DROP DATABASE stuff"
+else ifneq ($(FLAVOR),mariadb)
+up down status start-lag stop-lag slave-lag stuff:
+	@echo "FLAVOR=$(FLAVOR) runs in containers and needs a Docker engine (docker info failed); without one, make up runs the MariaDB lab natively" >&2; exit 2
 else
 up: build
 	$(LAB) up

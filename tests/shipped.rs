@@ -146,16 +146,30 @@ async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Resul
 fn the_compose_file_refers_to_real_files_and_real_haproxy_variables() -> Result<()> {
     let compose = &yaml_documents("docker-compose.yml")?[0];
     let services = compose["services"].as_mapping().context("services")?;
-    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
-    assert_eq!(
-        names,
-        BTreeSet::from([
-            "haproxy",
-            "primary",
-            "remora-primary",
-            "remora-replica",
-            "replica"
-        ])
+    // One profile per flavour, each a whole lab; the Makefile's lab targets
+    // name these services.
+    for (flavor, prefix) in [("mariadb", ""), ("percona", "percona-")] {
+        let names: BTreeSet<String> = (services.iter())
+            .filter(|(_, service)| service["profiles"] == Value::from(vec![flavor]))
+            .filter_map(|(name, _)| name.as_str().map(str::to_owned))
+            .collect();
+        let expected: BTreeSet<String> = [
+            format!("{prefix}primary"),
+            format!("{prefix}replica"),
+            format!("remora-{prefix}primary"),
+            format!("remora-{prefix}replica"),
+            if prefix.is_empty() {
+                "haproxy".to_owned()
+            } else {
+                format!("haproxy-{}", flavor)
+            },
+        ]
+        .into();
+        assert_eq!(names, expected, "profile {flavor}");
+    }
+    assert!(
+        services.values().all(|s| s["profiles"].is_sequence()),
+        "every service belongs to a flavour"
     );
     // Every bind-mounted file and the Dockerfile exist.
     let mut mounts = Vec::new();
@@ -190,14 +204,16 @@ fn the_compose_file_refers_to_real_files_and_real_haproxy_variables() -> Result<
     Config::load(&repo("examples/remora-pools.yaml"))?;
     // Each variable compose gives HAProxy is one haproxy.cfg reads.
     let cfg = std::fs::read_to_string(repo("haproxy/haproxy.cfg"))?;
-    let env = services[&Value::from("haproxy")]["environment"]
-        .as_mapping()
-        .context("haproxy environment")?;
-    for key in env.keys().filter_map(Value::as_str) {
-        assert!(
-            cfg.contains(&format!("${{{key}-")),
-            "haproxy.cfg never reads {key}"
-        );
+    for haproxy in ["haproxy", "haproxy-percona"] {
+        let env = services[&Value::from(haproxy)]["environment"]
+            .as_mapping()
+            .context("haproxy environment")?;
+        for key in env.keys().filter_map(Value::as_str) {
+            assert!(
+                cfg.contains(&format!("${{{key}-")),
+                "haproxy.cfg never reads {key}"
+            );
+        }
     }
     Ok(())
 }
@@ -244,5 +260,103 @@ fn the_systemd_unit_verifies() -> Result<()> {
         output.status.success() && complaints.trim().is_empty(),
         "{complaints}"
     );
+    Ok(())
+}
+
+/// The statements of a SQL script: comments dropped, split at `;`.
+fn statements_of(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The SQL a lab flavour runs: its primary's init script, the heredoc of
+/// its replica's, and what the Makefile's lab targets pass to `-e`.
+fn lab_sql(flavor: &str, primary: &str, replica: &str) -> Result<Vec<String>> {
+    let mut sql = statements_of(&std::fs::read_to_string(repo(primary))?);
+    let script = std::fs::read_to_string(repo(replica))?;
+    let heredoc = script
+        .split_once("<<'SQL'\n")
+        .and_then(|(_, rest)| rest.split_once("\nSQL"))
+        .context("the replica script's SQL heredoc")?
+        .0;
+    sql.extend(statements_of(heredoc));
+    let dry_run = Command::new("make")
+        .args(["-s", "-n", "DOCKER=yes", &format!("FLAVOR={flavor}")])
+        .args(["start-lag", "stop-lag", "slave-lag", "stuff"])
+        .current_dir(repo(""))
+        .output()?;
+    assert!(dry_run.status.success(), "{dry_run:?}");
+    let commands = String::from_utf8(dry_run.stdout)?.replace("\\\n", " ");
+    for command in commands.lines() {
+        let quoted = command
+            .split_once(" -e \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .with_context(|| format!("no -e \"…\" in {command}"))?
+            .0;
+        sql.extend(statements_of(&quoted.replace("\\G", "")));
+    }
+    Ok(sql)
+}
+
+async fn refused_by_mysql_8(statements: &[String]) -> Result<Vec<String>> {
+    use mysql_async::prelude::Queryable;
+    use remora_lab::fixture::{Flavor, MysqlFixture};
+    let fixture = MysqlFixture::start(Flavor::MySql80).await?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(fixture.addr.port())
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    let mut refused = Vec::new();
+    for statement in statements {
+        if let Err(err) = conn.query_drop(statement).await {
+            refused.push(format!("{statement}: {err}"));
+        }
+    }
+    conn.disconnect().await?;
+    Ok(refused)
+}
+
+#[tokio::test]
+async fn the_percona_lab_runs_only_mysql_8_sql() -> Result<()> {
+    let percona = lab_sql(
+        "percona",
+        "lab/compose/percona-primary.sql",
+        "lab/compose/percona-replica.sh",
+    )?;
+    assert!(percona.len() >= 15, "{percona:#?}");
+    assert!(
+        percona
+            .iter()
+            .any(|s| s.starts_with("CHANGE REPLICATION SOURCE TO SOURCE_DELAY=300")),
+        "make start-lag FLAVOR=percona: {percona:#?}"
+    );
+    assert_eq!(refused_by_mysql_8(&percona).await?, Vec::<String>::new());
+    // The check can fail: the MariaDB lab's SQL is not MySQL 8's.
+    let mariadb = lab_sql(
+        "mariadb",
+        "lab/compose/primary.sql",
+        "lab/compose/replica.sh",
+    )?;
+    let refused = refused_by_mysql_8(&mariadb).await?;
+    for mariadb_only in [
+        "SLAVE MONITOR",
+        "MASTER_USE_GTID",
+        "gtid_slave_pos",
+        "CHANGE MASTER TO",
+    ] {
+        assert!(
+            refused.iter().any(|r| r.contains(mariadb_only)),
+            "{mariadb_only} refused: {refused:#?}"
+        );
+    }
     Ok(())
 }
