@@ -89,6 +89,32 @@ async fn over_the_socket_with_a_password() -> Result<()> {
 }
 
 #[tokio::test]
+async fn under_skip_networking_the_socket_is_the_only_way_in() -> Result<()> {
+    let mut pair = Pair::start().await?;
+    pair.replica.restart_without_tcp().await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", pair.replica.port)).await;
+    assert!(tcp.is_err(), "no TCP listener under skip-networking");
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql:\n  socket: {}\n  user: {REMORA_USER}\n  password_env: REMORA_MYSQL_PASSWORD\n\
+             poll: {{interval: 200ms}}\n",
+            socket_of(&pair).display()
+        ),
+    )
+    .await?;
+    assert_eq!(remora.reply().await?, "up ready 100%", "{}", remora.log());
+    // Replication itself connects out to the primary, as before.
+    assert_eq!(remora.status().await?["role"], "replica");
+    pair.start_lag(30).await?;
+    pair.stuff().await?;
+    remora
+        .wait_reply(std::time::Duration::from_secs(20), |r| r.contains("#lag"))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn with_unix_socket_authentication_the_os_user_is_the_account_and_no_password_exists()
 -> Result<()> {
     let pair = Pair::start().await?;

@@ -231,10 +231,13 @@ impl Server {
         Ok(())
     }
 
+    /// Over TCP, or over the socket when the server has no TCP listener.
     fn opts(&self, user: &str, password: &str) -> OptsBuilder {
+        let no_tcp = self.extra_args.iter().any(|arg| arg == "--skip-networking");
         OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
+            .socket(no_tcp.then(|| self.dir.join("mysqld.sock").display().to_string()))
             .user(Some(user))
             .pass(Some(password))
             .prefer_socket(false)
@@ -389,6 +392,15 @@ impl Server {
     /// Starts the server again on the same port and datadir.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill();
+        self.spawn()?;
+        self.wait_ready(false).await
+    }
+
+    /// Starts the server again with `--skip-networking`: no TCP listener,
+    /// only its unix socket (`mysqld.sock` in its folder).
+    pub async fn restart_without_tcp(&mut self) -> Result<()> {
+        self.kill();
+        self.extra_args.push("--skip-networking".to_owned());
         self.spawn()?;
         self.wait_ready(false).await
     }
