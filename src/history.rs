@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::answer::{Answer, Reported};
-use crate::health::{Assessment, Health};
+use crate::health::{Assessment, Health, PRIMARY_SOURCE};
 use crate::poller::Snapshot;
 use crate::probe::{ErrorKind, ThreadState};
 
@@ -241,7 +241,7 @@ impl Inputs {
     fn of(assessment: &Assessment, snapshot: &Snapshot) -> Inputs {
         let lag = assessment.health.lag();
         let (lag_seconds, source) = match &assessment.health {
-            Health::Primary { .. } => (Some(0.0), Some("primary")),
+            Health::Primary { .. } => (Some(0.0), Some(PRIMARY_SOURCE)),
             _ => (
                 lag.map(|lag| lag.value.as_secs_f64()),
                 lag.map(|lag| lag.origin.as_str()),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::answer::{Answer, Reported};
 use crate::config::Config;
-use crate::health::{Assessment, Health, Lag, LagOrigin};
+use crate::health::{Assessment, Health, Lag, LagOrigin, PRIMARY_SOURCE, lag_sources};
 use crate::history::{Event, Inputs, PoolSample, Sample, StateSample, is_news};
 use crate::policy::{self, Damper, Decision, Ramp, Rules};
 use crate::probe::{ErrorKind, ThreadState};
@@ -157,15 +157,15 @@ impl Columns {
         };
         let threads: Vec<&'static str> = ThreadState::ALL.iter().map(|s| s.as_str()).collect();
         let kinds: Vec<&'static str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        let sources: Vec<&'static str> = lag_sources().collect();
         let thread = |column| -> Result<Option<ThreadState>, TraceError> {
-            Ok(label(column, &threads)?
-                .and_then(|l| ThreadState::ALL.iter().copied().find(|s| s.as_str() == l)))
+            Ok(label(column, &threads)?.and_then(ThreadState::from_label))
         };
         Ok(Row {
             t,
             inputs: Inputs {
                 lag,
-                source: label(self.source, &["heartbeat", "replica_status", "primary"])?,
+                source: label(self.source, &sources)?,
                 estimated: label(self.estimated, &["true", "false"])? == Some("true"),
                 io_thread: thread(self.io_thread)?,
                 sql_thread: thread(self.sql_thread)?,
@@ -178,8 +178,7 @@ impl Columns {
                         )
                     })?),
                 },
-                error: label(self.error, &kinds)?
-                    .and_then(|l| ErrorKind::ALL.iter().copied().find(|k| k.as_str() == l)),
+                error: label(self.error, &kinds)?.and_then(ErrorKind::from_label),
             },
         })
     }
@@ -287,7 +286,7 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
         Health::Unreachable {
             reason: format!("poll failed ({kind})"),
         }
-    } else if inputs.source == Some("primary") {
+    } else if inputs.source == Some(PRIMARY_SOURCE) {
         Health::Primary { read_only: false }
     } else if let Some(lag) = inputs.lag {
         Health::Replica {
@@ -297,10 +296,9 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
                 estimated: inputs
                     .estimated
                     .then(|| "estimated when recorded".to_owned()),
-                origin: match inputs.source {
-                    Some("heartbeat") => LagOrigin::Heartbeat,
-                    _ => LagOrigin::ReplicaStatus,
-                },
+                origin: (inputs.source)
+                    .and_then(LagOrigin::from_label)
+                    .unwrap_or(LagOrigin::ReplicaStatus),
                 fallback: None,
             },
             read_only: true,
@@ -486,6 +484,27 @@ mod tests {
         );
         assert!(strict.changes.iter().any(|c| c.to.starts_with("up drain")));
         assert!(!relaxed.changes.iter().any(|c| c.to.starts_with("up drain")));
+    }
+
+    #[test]
+    fn every_lag_source_history_records_replays() {
+        let mut text = String::from("t,lag,source\n");
+        for (t, source) in lag_sources().enumerate() {
+            let lag = if source == PRIMARY_SOURCE { 0 } else { 16 };
+            let _ = writeln!(text, "{t},{lag},{source}");
+        }
+        let rows = parse(&text).expect("every source /history writes");
+        let replay = run(&config("policy: {recover_after: 1}\n"), &rows);
+        // 16 s behind by every replica source alike, then a primary.
+        let changes: Vec<(&str, &str, u64)> = (replay.changes.iter())
+            .map(|c| (c.from.as_str(), c.to.as_str(), c.at_ms))
+            .collect();
+        let primary_at = 1000 * (lag_sources().count() as u64 - 1);
+        assert_eq!(
+            changes,
+            [("up ready 55% #lag 16.0s", "up ready 100%", primary_at)]
+        );
+        assert!(parse("t,lag,source\n0,1,gossip\n").is_err());
     }
 
     #[test]

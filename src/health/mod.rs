@@ -111,6 +111,14 @@ crate::labelled! {
     }
 }
 
+/// The lag source named for a primary (lag 0), beside a replica's [`LagOrigin`]s.
+pub const PRIMARY_SOURCE: &str = "primary";
+
+/// Every lag source label: a replica's origins, then a primary's.
+pub fn lag_sources() -> impl Iterator<Item = &'static str> {
+    (LagOrigin::ALL.iter().map(|origin| origin.as_str())).chain([PRIMARY_SOURCE])
+}
+
 /// How far a replica is behind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lag {

@@ -8,8 +8,7 @@ use std::fmt::Write as _;
 use tokio::time::Instant;
 
 use crate::answer::Reported;
-use crate::health::Health;
-use crate::health::LagOrigin;
+use crate::health::{Health, PRIMARY_SOURCE, lag_sources};
 use crate::poller::Snapshot;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 
@@ -98,7 +97,7 @@ fn poll_errors(out: &mut Exposition, snapshot: &Snapshot) {
 fn lag(out: &mut Exposition, snapshot: &Snapshot) {
     let assessment = &snapshot.assessment;
     let lag = match &assessment.health {
-        Health::Primary { .. } => Some((0.0, PRIMARY, false)),
+        Health::Primary { .. } => Some((0.0, PRIMARY_SOURCE, false)),
         health => health.lag().map(|lag| {
             (
                 lag.value.as_secs_f64(),
@@ -122,9 +121,7 @@ fn lag(out: &mut Exposition, snapshot: &Snapshot) {
             "remora_lag_source",
             "gauge",
             "Where the lag came from, one-hot.",
-            (LagOrigin::ALL.iter().map(|origin| origin.as_str()))
-                .chain([PRIMARY])
-                .map(|each| (vec![("source", each)], bool_value(each == source))),
+            lag_sources().map(|each| (vec![("source", each)], bool_value(each == source))),
         );
     }
     if let Some(trend) = snapshot.trend {
@@ -306,9 +303,6 @@ fn agent_checks(out: &mut Exposition, snapshot: &Snapshot) {
         }),
     );
 }
-
-/// The lag source of a primary (lag 0), beside a replica's [`LagOrigin`]s.
-const PRIMARY: &str = "primary";
 
 /// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then
 /// samples; label values escaped.

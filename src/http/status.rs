@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load};
+use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load, PRIMARY_SOURCE};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
 use crate::poller::{PollTime, PoolVerdict, Snapshot};
@@ -240,7 +240,7 @@ impl<'a> LagStatus<'a> {
                 estimated: false,
                 estimated_because: None,
                 channel: None,
-                source: "primary",
+                source: PRIMARY_SOURCE,
                 fallback: None,
             }),
             health => health.lag().map(|lag| LagStatus::measured(lag, trend)),
