@@ -1,98 +1,217 @@
-//! `make bench`: what one agent check costs, measured against the floor.
+//! `make bench`: what one agent check costs, measured against the floor,
+//! with error bars.
 //!
 //! In one run on one machine: a real MariaDB replica (the lab's), remora
-//! (release build) beside it with and without pools, the reference responder
-//! (writes a fixed line and closes: the floor no agent can beat) and a
-//! fork-per-check responder (socat + a mariadb client per check, like the
-//! xinetd/clustercheck scripts operators run today). Each is driven in turn
-//! by a closed-loop check generator at 1, 8, 64 and 256 concurrent clients,
-//! alternating the order between rounds so drift cancels. Then fault
-//! detection: an SQL thread error and a frozen (SIGSTOP) replica, timed from
-//! the fault to the first changed agent reply.
+//! (release build) beside it with and without pools, and the reference
+//! responder: one current-thread tokio runtime that writes a fixed line and
+//! closes (the cheapest responder there is; with agent-send it reads the
+//! line first). Each cell (a number of concurrent clients) drives its
+//! targets in `BENCH_ROUNDS` alternating rounds (A B A B, the order swapped
+//! every round) of `BENCH_SECONDS` each, and reports per-round ratios
+//! against the reference: the median, which targets are judged on, and the
+//! min–max spread. CPU per check comes from each one's own CPU time over its
+//! runs (remora's process, the reference's threads).
+//!
+//! Then: cost as work grows (1 to 64 pools; 5,000 idle connections beside
+//! the load; `/metrics` and `/status` with 64 pools and 16 channels), a
+//! fork-per-check responder like the xinetd/clustercheck scripts operators
+//! run today, and fault detection (an SQL thread error, a frozen replica).
 //!
 //! Prints a markdown report and writes it to benches/BENCHMARKS.md (or
-//! $BENCH_OUT). $BENCH_SECONDS sets the length of each run (default 2).
+//! `$BENCH_OUT`). `$BENCH_REMORA` measures another remora binary.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use mysql_async::prelude::Queryable;
-use remora_lab::bench::{self, ForkResponder, HEALTHY, Load, Reference};
+use remora_lab::bench::{self, ForkResponder, HEALTHY, Load, Reference, Shape, naming, pools_yaml};
+use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
 use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
-use remora_lab::{Pair, Remora, agent_reply, measure};
+use remora_lab::{Pair, Remora, agent_reply, http_get, measure};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const CONCURRENCY: [usize; 4] = [1, 8, 64, 256];
+/// Clients for the cost-as-work-grows cells.
+const SCALING_CLIENTS: usize = 64;
+const POOL_COUNTS: [usize; 4] = [1, 4, 16, 64];
+const IDLE_CONNECTIONS: usize = 5000;
 /// The fork responder forks a shell and a client per check: at higher
 /// concurrency it only measures how fast this machine can fork.
 const FORK_CONCURRENCY: [usize; 2] = [1, 8];
 const DETECTION_TRIALS: u32 = 5;
-/// remora's runtime workers (src/main.rs); the references get as many.
-const WORKERS: usize = 2;
+const RENDERS: usize = 40;
 /// remora's defaults, which the detection target is expressed in.
 const INTERVAL: Duration = Duration::from_secs(1);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Reference,
-    Remora,
-    /// The reference, reading the client's line first: the floor for the
-    /// exchange HAProxy has with `agent-send`.
-    ReferenceSend,
-    Pools,
+/// `BENCH_ROUNDS` and `BENCH_SECONDS`.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    rounds: usize,
+    seconds: Duration,
 }
 
-impl Target {
-    const ALL: [Target; 4] = [
-        Target::Reference,
-        Target::Remora,
-        Target::ReferenceSend,
-        Target::Pools,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Target::Reference => "reference",
-            Target::Remora => "remora",
-            Target::ReferenceSend => "reference, agent-send",
-            Target::Pools => "remora + pools, agent-send",
-        }
-    }
-
-    /// What this target is measured against.
-    fn baseline(self) -> Target {
-        match self {
-            Target::Reference | Target::Remora => Target::Reference,
-            Target::ReferenceSend | Target::Pools => Target::ReferenceSend,
-        }
-    }
-
-    fn sends(self) -> Option<&'static [u8]> {
-        match self {
-            Target::Reference | Target::Remora => None,
-            Target::ReferenceSend | Target::Pools => Some(b"main\n"),
+impl Settings {
+    fn from_env() -> Settings {
+        let number = |key: &str, default: f64| {
+            std::env::var(key)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|n| *n > 0.0)
+                .unwrap_or(default)
+        };
+        Settings {
+            rounds: number("BENCH_ROUNDS", 5.0).round().max(1.0) as usize,
+            seconds: Duration::from_secs_f64(number("BENCH_SECONDS", 2.0)),
         }
     }
 }
 
-struct Stats {
+/// Whose CPU time a target spends.
+#[derive(Clone, Copy)]
+enum Cpu<'a> {
+    Process(u32),
+    Threads(&'a Reference),
+}
+
+impl Cpu<'_> {
+    fn now(self) -> Duration {
+        match self {
+            Cpu::Process(pid) => measure::cpu_time(pid).unwrap_or_default(),
+            Cpu::Threads(reference) => reference.cpu_time(),
+        }
+    }
+}
+
+/// One thing driven with checks.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    name: &'static str,
+    addr: SocketAddr,
+    request: Option<&'static [u8]>,
+    cpu: Cpu<'a>,
+}
+
+/// One run of one target.
+#[derive(Debug, Clone, Default)]
+struct Run {
     load: Load,
-    p50: Duration,
-    p99: Duration,
+    cpu: Duration,
 }
 
-impl Stats {
-    fn of(mut load: Load) -> Stats {
-        let (p50, p99) = (load.percentile(50.0), load.percentile(99.0));
-        Stats { load, p50, p99 }
+impl Run {
+    fn rate(&self) -> f64 {
+        self.load.rate()
+    }
+
+    fn p99(&self) -> f64 {
+        self.load.clone().percentile(99.0).as_secs_f64()
+    }
+
+    fn cpu_per_check(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.load.checks.max(1) as f64
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1e3)
+/// Drives every target `settings.rounds` times at `clients`, alternating
+/// the order each round; `[target][round]`.
+async fn rounds(targets: &[Target<'_>], clients: usize, settings: Settings) -> Vec<Vec<Run>> {
+    let mut runs = vec![Vec::new(); targets.len()];
+    for round in 0..settings.rounds {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let target = targets[index];
+            eprintln!(
+                "{} at {clients} clients, round {}...",
+                target.name,
+                round + 1
+            );
+            let before = target.cpu.now();
+            let load = bench::drive(
+                target.addr,
+                clients,
+                settings.seconds,
+                target.request,
+                HEALTHY,
+            )
+            .await;
+            let cpu = target.cpu.now().saturating_sub(before);
+            runs[index].push(Run { load, cpu });
+        }
+    }
+    runs
+}
+
+/// The median and min–max of a set of per-round figures.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Spread {
+        values.sort_by(f64::total_cmp);
+        let at = |p| measure::percentile(&values, p).unwrap_or(f64::NAN);
+        Spread {
+            median: at(50.0),
+            min: at(0.0),
+            max: at(100.0),
+        }
+    }
+
+    /// Per-round ratios `figure(a) / figure(b)`, round by round.
+    fn ratio(a: &[Run], b: &[Run], figure: fn(&Run) -> f64) -> Spread {
+        Spread::of(
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| figure(a) / figure(b).max(1e-12))
+                .collect(),
+        )
+    }
+
+    fn across(runs: &[Run], figure: fn(&Run) -> f64) -> Spread {
+        Spread::of(runs.iter().map(figure).collect())
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} [{:.2}–{:.2}]", self.median, self.min, self.max)
+    }
+}
+
+/// Targets met and missed.
+#[derive(Debug, Default)]
+struct Verdicts {
+    met: Vec<String>,
+    missed: Vec<String>,
+}
+
+impl Verdicts {
+    fn judge(&mut self, ok: bool, line: String) {
+        if ok {
+            self.met.push(line);
+        } else {
+            self.missed.push(line);
+        }
+    }
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.3}", seconds * 1e3)
+}
+
+fn micros(seconds: f64) -> String {
+    format!("{:.1}", seconds * 1e6)
 }
 
 async fn questions(conn: &mut mysql_async::Conn) -> Result<u64> {
@@ -103,26 +222,24 @@ async fn questions(conn: &mut mysql_async::Conn) -> Result<u64> {
 }
 
 async fn polls(remora: &Remora) -> Result<u64> {
-    let (_, body) = remora.get("/status").await?;
-    let status: serde_json::Value = serde_json::from_str(&body)?;
+    let status = remora.status().await?;
     status["polls"]["total"].as_u64().context("polls.total")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let run = Duration::from_secs_f64(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2.0),
-    );
+    let settings = Settings::from_env();
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("benches/BENCHMARKS.md")
             .display()
             .to_string()
     });
-    let binary = Path::new(env!("CARGO_BIN_EXE_remora"));
+    remora::raise_fd_limit()?;
+    // `BENCH_REMORA`: another build to measure (comparing two builds in one run's conditions).
+    let chosen =
+        std::env::var("BENCH_REMORA").unwrap_or_else(|_| env!("CARGO_BIN_EXE_remora").into());
+    let binary = Path::new(&chosen);
     eprintln!("starting a MariaDB primary and replica...");
     let pair = Pair::start().await?;
     let mysql = format!(
@@ -135,8 +252,259 @@ async fn main() -> Result<()> {
         &format!("{mysql}pools: {{main: {{drain_at: 10s, down_at: 30s}}, backup: {{drain_at: 1h, down_at: 2h}}, writer: {{role: primary}}}}\n"),
     )
     .await?;
-    let reference = Reference::start(WORKERS, false)?;
-    let reference_send = Reference::start(WORKERS, true)?;
+    let reference = Reference::shaped(Shape::CurrentThread, false)?;
+    let reference_send = Reference::shaped(Shape::CurrentThread, true)?;
+    let mut monitor = pair.replica.conn().await?;
+    let idle = idle_cost(&remora, &pools, &mut monitor).await?;
+
+    let main_targets = [
+        Target {
+            name: "reference",
+            addr: reference.addr,
+            request: None,
+            cpu: Cpu::Threads(&reference),
+        },
+        Target {
+            name: "remora",
+            addr: remora.agent,
+            request: None,
+            cpu: Cpu::Process(remora.pid()),
+        },
+        Target {
+            name: "reference, agent-send",
+            addr: reference_send.addr,
+            request: Some(b"main\n"),
+            cpu: Cpu::Threads(&reference_send),
+        },
+        Target {
+            name: "remora + pools, agent-send",
+            addr: pools.agent,
+            request: Some(b"main\n"),
+            cpu: Cpu::Process(pools.pid()),
+        },
+    ];
+    let mut cells = Vec::new();
+    let (mut checks_during, mut questions_during, mut expected_during) = (0u64, 0u64, 0f64);
+    for clients in CONCURRENCY {
+        let q = questions(&mut monitor).await?;
+        let started = Instant::now();
+        let runs = rounds(&main_targets, clients, settings).await;
+        // Our own SHOW GLOBAL STATUS counts once.
+        questions_during += questions(&mut monitor).await? - q - 1;
+        expected_during += idle.poller_rate * started.elapsed().as_secs_f64();
+        checks_during += runs[1]
+            .iter()
+            .chain(&runs[3])
+            .map(|r| r.load.checks)
+            .sum::<u64>();
+        cells.push((clients, runs));
+    }
+    let (_, rss_peak) = measure::memory_kib(remora.pid())?;
+
+    let scaling = pools_scaling(binary, &mysql, &reference_send, settings).await?;
+    let idle_connections = idle_connections(binary, &mysql, settings).await?;
+    let renders = renders(binary).await?;
+    let fork = fork_runs(&pair, settings).await?;
+    drop(monitor);
+    let detection = detection(&pair, &remora).await?;
+
+    let report = report(Report {
+        settings,
+        cells,
+        rss_peak,
+        idle,
+        checks_during,
+        questions_during,
+        expected_during,
+        scaling,
+        idle_connections,
+        renders,
+        fork,
+        detection,
+    });
+    print!("{report}");
+    std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
+    eprintln!("written to {out}");
+    Ok(())
+}
+
+/// remora at rest: one poll a second, nothing else.
+struct Idle {
+    rss: u64,
+    cpu_share: f64,
+    poller_rate: f64,
+    per_poll: f64,
+}
+
+async fn idle_cost(
+    remora: &Remora,
+    pools: &Remora,
+    monitor: &mut mysql_async::Conn,
+) -> Result<Idle> {
+    eprintln!("idle...");
+    let window = Duration::from_secs(5);
+    let (rss, _) = measure::memory_kib(remora.pid())?;
+    let cpu_before = measure::cpu_time(remora.pid())?;
+    let q_before = questions(monitor).await?;
+    let polls_before = polls(remora).await? + polls(pools).await?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (measure::cpu_time(remora.pid())? - cpu_before).as_secs_f64();
+    let polled = polls(remora).await? + polls(pools).await? - polls_before;
+    let q = questions(monitor).await? - q_before - 1;
+    Ok(Idle {
+        rss,
+        cpu_share: 100.0 * cpu / elapsed,
+        poller_rate: q as f64 / elapsed,
+        per_poll: q as f64 / polled.max(1) as f64,
+    })
+}
+
+/// remora with 1, 4, 16 and 64 pools, agent-send naming the last one.
+struct Scaling {
+    /// `[pools][round]`, then the reference's rounds last.
+    runs: Vec<Vec<Run>>,
+}
+
+async fn pools_scaling(
+    binary: &Path,
+    mysql: &str,
+    reference_send: &Reference,
+    settings: Settings,
+) -> Result<Scaling> {
+    let mut remoras = Vec::new();
+    for count in POOL_COUNTS {
+        remoras.push(Remora::start(binary, &format!("{mysql}{}", pools_yaml(count))).await?);
+    }
+    let mut targets: Vec<Target> = (POOL_COUNTS.iter().zip(&remoras))
+        .map(|(count, remora)| Target {
+            name: Box::leak(format!("remora, {count} pools").into_boxed_str()),
+            addr: remora.agent,
+            request: Some(naming(*count)),
+            cpu: Cpu::Process(remora.pid()),
+        })
+        .collect();
+    targets.push(Target {
+        name: "reference, agent-send",
+        addr: reference_send.addr,
+        request: Some(b"p64\n"),
+        cpu: Cpu::Threads(reference_send),
+    });
+    Ok(Scaling {
+        runs: rounds(&targets, SCALING_CLIENTS, settings).await,
+    })
+}
+
+/// The same checks with and without 5,000 idle connections held open on
+/// the agent (an agent that waits 60 s for a pool name holds them).
+struct IdleConnections {
+    /// Without, then with.
+    runs: Vec<Vec<Run>>,
+    bytes_each: f64,
+}
+
+async fn idle_connections(
+    binary: &Path,
+    mysql: &str,
+    settings: Settings,
+) -> Result<IdleConnections> {
+    // Started with the default request timeout (the lab checks the agent
+    // answers a bare connection), then reloaded to wait a minute for a name.
+    let start = |yaml: String| async move {
+        let mut remora = Remora::start(binary, &yaml).await?;
+        let waiting = format!("{yaml}agent: {{request_timeout: 60s, max_connections: 6000}}\n");
+        remora.rewrite_config(&waiting, None, None)?;
+        remora.reload()?;
+        remora.wait_until_polls(remora.polls().await? + 2).await?;
+        anyhow::Ok(remora)
+    };
+    let quiet = start(format!("{mysql}{}", pools_yaml(3))).await?;
+    let held = start(format!("{mysql}{}", pools_yaml(3))).await?;
+    eprintln!("opening {IDLE_CONNECTIONS} idle connections...");
+    let (before, _) = measure::memory_kib(held.pid())?;
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(TcpStream::connect(held.agent).await?);
+    }
+    // Every one accepted: the agent holds them all.
+    remora_lab::wait::wait_until(
+        "the idle connections to be accepted",
+        Duration::from_secs(10),
+        async || Ok((measure::open_fds(held.pid()) >= IDLE_CONNECTIONS).then_some(())),
+    )
+    .await?;
+    let (after, _) = measure::memory_kib(held.pid())?;
+    let targets = [
+        Target {
+            name: "remora + pools",
+            addr: quiet.agent,
+            request: Some(b"p3\n"),
+            cpu: Cpu::Process(quiet.pid()),
+        },
+        Target {
+            name: "remora + pools, 5000 idle connections open",
+            addr: held.agent,
+            request: Some(b"p3\n"),
+            cpu: Cpu::Process(held.pid()),
+        },
+    ];
+    let runs = rounds(&targets, SCALING_CLIENTS, settings).await;
+    drop(idle);
+    Ok(IdleConnections {
+        runs,
+        bytes_each: (after.saturating_sub(before) * 1024) as f64 / IDLE_CONNECTIONS as f64,
+    })
+}
+
+/// One HTTP page's render time (median of [`RENDERS`]) and size.
+struct Render {
+    path: &'static str,
+    median: Duration,
+    bytes: usize,
+}
+
+/// `/metrics` and `/status` of remora with 64 pools watching a server with
+/// 16 replication channels (the MySQL 8.4 fixture), `/health` as the floor.
+async fn renders(binary: &Path) -> Result<Vec<Render>> {
+    eprintln!("renders with 64 pools and 16 channels...");
+    let fixture = MysqlFixture::start(Flavor::MySql84).await?;
+    fixture.set(|s| {
+        s.read_only = true;
+        s.channels = (0..16)
+            .map(|n| Channel::running(&format!("c{n}"), n))
+            .collect();
+    });
+    let remora = Remora::start(
+        binary,
+        &format!(
+            "mysql: {{port: {}, user: remora}}\n{}",
+            fixture.addr.port(),
+            pools_yaml(64)
+        ),
+    )
+    .await?;
+    let mut renders = Vec::new();
+    for path in ["/health", "/metrics", "/status"] {
+        let mut times = Vec::with_capacity(RENDERS);
+        let mut bytes = 0;
+        for _ in 0..RENDERS {
+            let started = Instant::now();
+            let (_, body) = http_get(remora.http, path).await?;
+            times.push(started.elapsed());
+            bytes = body.len();
+        }
+        times.sort();
+        renders.push(Render {
+            path,
+            median: times[times.len() / 2],
+            bytes,
+        });
+    }
+    Ok(renders)
+}
+
+async fn fork_runs(pair: &Pair, settings: Settings) -> Result<Vec<(usize, Load)>> {
     let fork = ForkResponder::start(
         pair.replica.port,
         REMORA_USER,
@@ -144,81 +512,22 @@ async fn main() -> Result<()> {
         &pair.replica.dir,
     )
     .await?;
-    let mut monitor = pair.replica.conn().await?;
-
-    // Idle: one poll a second, nothing else.
-    eprintln!("idle...");
-    let idle_window = Duration::from_secs(5);
-    let (rss_idle, _) = measure::memory_kib(remora.pid())?;
-    let cpu_before = measure::cpu_time(remora.pid())?;
-    let q_before = questions(&mut monitor).await?;
-    let polls_before = polls(&remora).await? + polls(&pools).await?;
-    let idle_started = Instant::now();
-    tokio::time::sleep(idle_window).await;
-    let idle_elapsed = idle_started.elapsed();
-    let idle_cpu = measure::cpu_time(remora.pid())? - cpu_before;
-    let polls_idle = polls(&remora).await? + polls(&pools).await? - polls_before;
-    // Our own SHOW GLOBAL STATUS counts once.
-    let q_idle = questions(&mut monitor).await? - q_before - 1;
-    let poller_rate = q_idle as f64 / idle_elapsed.as_secs_f64();
-    let per_poll = q_idle as f64 / polls_idle.max(1) as f64;
-
-    let mut results: Vec<(usize, Target, Stats)> = Vec::new();
-    let mut fork_results: Vec<(usize, Stats)> = Vec::new();
-    let (mut remora_cpu, mut remora_checks) = (Duration::ZERO, 0u64);
-    let (mut checks_during, mut questions_during, mut expected_during) = (0u64, 0u64, 0f64);
-    for concurrency in CONCURRENCY {
-        let mut totals = [
-            Load::default(),
-            Load::default(),
-            Load::default(),
-            Load::default(),
-        ];
-        for round in 0..2 {
-            let mut order = Target::ALL;
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for target in order {
-                eprintln!(
-                    "{} at {concurrency} concurrent, round {}...",
-                    target.name(),
-                    round + 1
-                );
-                let addr = match target {
-                    Target::Reference => reference.addr,
-                    Target::ReferenceSend => reference_send.addr,
-                    Target::Remora => remora.agent,
-                    Target::Pools => pools.agent,
-                };
-                let request = target.sends();
-                let cpu = measure::cpu_time(remora.pid())?;
-                let q = questions(&mut monitor).await?;
-                let load = bench::drive(addr, concurrency, run, request, HEALTHY).await;
-                if matches!(target, Target::Remora | Target::Pools) {
-                    checks_during += load.checks;
-                    questions_during += questions(&mut monitor).await? - q - 1;
-                    expected_during += poller_rate * load.elapsed.as_secs_f64();
-                }
-                if target == Target::Remora {
-                    remora_cpu += measure::cpu_time(remora.pid())? - cpu;
-                    remora_checks += load.checks;
-                }
-                totals[target as usize].merge(load);
-            }
-        }
-        for (target, load) in Target::ALL.into_iter().zip(totals) {
-            results.push((concurrency, target, Stats::of(load)));
-        }
-        if FORK_CONCURRENCY.contains(&concurrency) {
-            eprintln!("fork-per-check at {concurrency} concurrent...");
-            let load = bench::drive(fork.addr, concurrency, run * 2, None, HEALTHY).await;
-            fork_results.push((concurrency, Stats::of(load)));
-        }
+    let mut runs = Vec::new();
+    for clients in FORK_CONCURRENCY {
+        eprintln!("fork-per-check at {clients} clients...");
+        let load = bench::drive(fork.addr, clients, settings.seconds * 2, None, HEALTHY).await;
+        runs.push((clients, load));
     }
-    let (_, rss_peak) = measure::memory_kib(remora.pid())?;
+    Ok(runs)
+}
 
-    // Detection: fault to first changed reply.
+/// Fault to first changed reply, for an SQL thread error and a frozen replica.
+struct Detection {
+    sql_error: Vec<Duration>,
+    frozen: Vec<Duration>,
+}
+
+async fn detection(pair: &Pair, remora: &Remora) -> Result<Detection> {
     // Each trial waits for remora to recover, which it sees right after a
     // poll; spread the faults over the poll cycle so the trials sample it
     // instead of always hitting the same point.
@@ -239,48 +548,26 @@ async fn main() -> Result<()> {
         pair.primary
             .exec(&[&format!("INSERT INTO lab.conflict (id) VALUES ({id})")])
             .await?;
-        sql_error.push(first_change(&remora, fault).await?);
+        sql_error.push(first_change(remora, fault).await?);
         pair.fix_replication(id).await?;
         remora
             .wait_reply(Duration::from_secs(15), |r| r == "up ready 100%")
             .await?;
     }
     eprintln!("detection: frozen replica...");
-    drop(monitor);
     let mut frozen = Vec::new();
     for trial in 0..DETECTION_TRIALS {
         tokio::time::sleep(phase(trial)).await;
         let fault = Instant::now();
         pair.replica.freeze()?;
-        let took = first_change(&remora, fault).await;
+        let took = first_change(remora, fault).await;
         pair.replica.thaw()?;
         frozen.push(took?);
         remora
             .wait_reply(Duration::from_secs(15), |r| r == "up ready 100%")
             .await?;
     }
-
-    let report = report(Report {
-        run,
-        results,
-        fork_results,
-        rss_idle,
-        rss_peak,
-        idle_cpu,
-        idle_elapsed,
-        remora_cpu,
-        remora_checks,
-        checks_during,
-        questions_during,
-        expected_during,
-        per_poll,
-        sql_error,
-        frozen,
-    });
-    print!("{report}");
-    std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
-    eprintln!("written to {out}");
-    Ok(())
+    Ok(Detection { sql_error, frozen })
 }
 
 /// Polls the agent every 2 ms from `fault` until its reply is no longer healthy.
@@ -298,25 +585,53 @@ async fn first_change(remora: &Remora, fault: Instant) -> Result<Duration> {
 }
 
 struct Report {
-    run: Duration,
-    results: Vec<(usize, Target, Stats)>,
-    fork_results: Vec<(usize, Stats)>,
-    rss_idle: u64,
+    settings: Settings,
+    /// Per concurrency: `[target][round]` for the four main targets.
+    cells: Vec<(usize, Vec<Vec<Run>>)>,
     rss_peak: u64,
-    idle_cpu: Duration,
-    idle_elapsed: Duration,
-    remora_cpu: Duration,
-    remora_checks: u64,
+    idle: Idle,
     checks_during: u64,
     questions_during: u64,
     expected_during: f64,
-    per_poll: f64,
-    sql_error: Vec<Duration>,
-    frozen: Vec<Duration>,
+    scaling: Scaling,
+    idle_connections: IdleConnections,
+    renders: Vec<Render>,
+    fork: Vec<(usize, Load)>,
+    detection: Detection,
 }
+
+const MAIN_NAMES: [&str; 4] = [
+    "reference",
+    "remora",
+    "reference, agent-send",
+    "remora + pools, agent-send",
+];
 
 fn report(r: Report) -> String {
     let mut md = String::new();
+    let mut verdicts = Verdicts::default();
+    header(&mut md, r.settings);
+    checks(&mut md, &mut verdicts, &r.cells);
+    scaling(&mut md, &mut verdicts, &r.scaling);
+    idle_connections_section(&mut md, &mut verdicts, &r.idle_connections);
+    renders_section(&mut md, &r.renders);
+    fork_section(&mut md, &mut verdicts, &r.fork, &r.cells);
+    cost(&mut md, &mut verdicts, &r);
+    detection_section(&mut md, &mut verdicts, r.detection);
+    let _ = writeln!(md, "\n## Targets\n");
+    for line in &verdicts.met {
+        let _ = writeln!(md, "- met: {line}");
+    }
+    for line in &verdicts.missed {
+        let _ = writeln!(md, "- **missed**: {line}");
+    }
+    if verdicts.missed.is_empty() {
+        let _ = writeln!(md, "\nEvery target met in this run, on the median.");
+    }
+    md
+}
+
+fn header(md: &mut String, settings: Settings) {
     let when = humantime::format_rfc3339_seconds(SystemTime::now());
     let _ = writeln!(md, "# remora benchmark\n");
     let _ = writeln!(
@@ -326,83 +641,190 @@ fn report(r: Report) -> String {
     let _ = writeln!(md, "- machine: {}", bench::machine());
     let _ = writeln!(
         md,
-        "- each target: 2 runs of {:.1}s per concurrency, order alternated between runs; closed loop \
-         (connect, [send `main\\n`], read to EOF, close); latency = connect to EOF",
-        r.run.as_secs_f64()
+        "- each cell: {} rounds of {:.1}s per target (`BENCH_ROUNDS`, `BENCH_SECONDS`), the order \
+         swapped every round (A B, B A, …); closed loop (connect, [send `main\\n`], read to EOF, \
+         close); latency = connect to EOF",
+        settings.rounds,
+        settings.seconds.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "- ratios are per round (a target against the reference of the same round), shown as \
+         **median [min–max]**; targets are judged on the median"
     );
     let _ = writeln!(
         md,
         "- remora: release build, defaults (poll every 1s), against a real MariaDB 10.11 replica; \
-         reference: a tokio listener writing `up ready 100%` and closing, on its own runtime with as \
-         many workers as remora ({WORKERS}); fork-per-check: socat forking a shell and a `mariadb` \
-         client per check\n"
+         the reference: one current-thread tokio runtime writing `up ready 100%` and closing \
+         (with agent-send: reading the line first), the cheapest responder there is; CPU per \
+         check: remora's process, the reference's own threads, over their runs\n"
     );
+}
 
+fn checks(md: &mut String, verdicts: &mut Verdicts, cells: &[(usize, Vec<Vec<Run>>)]) {
     let _ = writeln!(md, "## Checks\n");
     let _ = writeln!(
         md,
-        "Ratios compare each agent with the reference doing the same exchange: remora with the \
-         reference, remora with pools (HAProxy sends `main\\n`) with the reference that reads the \
-         line first.\n"
+        "| clients | target | checks/s | p50 ms | p99 ms | errors | CPU µs/check | rate vs reference | p99 vs reference | CPU vs reference |"
     );
-    let _ = writeln!(
-        md,
-        "| clients | target | checks/s | p50 ms | p99 ms | max ms | errors | rate vs reference | p99 vs reference |"
-    );
-    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mut misses: Vec<String> = Vec::new();
-    let mut met: Vec<String> = Vec::new();
-    for concurrency in CONCURRENCY {
-        let of = |target: Target| {
-            r.results
-                .iter()
-                .find(|(c, t, _)| *c == concurrency && *t == target)
-                .map(|(_, _, s)| s)
-                .expect("every target ran at every concurrency")
-        };
-        for target in Target::ALL {
-            let stats = of(target);
-            let baseline = of(target.baseline());
-            let rate_ratio = stats.load.rate() / baseline.load.rate().max(1e-9);
-            let p99_ratio = stats.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(1e-9);
+    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (clients, runs) in cells {
+        for (index, name) in MAIN_NAMES.iter().enumerate() {
+            let mine = &runs[index];
+            let baseline = &runs[index / 2 * 2];
+            let mut all = Load::default();
+            for run in mine {
+                all.merge(run.load.clone());
+            }
+            let rate = Spread::ratio(mine, baseline, Run::rate);
+            let p99 = Spread::ratio(mine, baseline, Run::p99);
+            let cpu = Spread::ratio(mine, baseline, Run::cpu_per_check);
+            let is_baseline = index % 2 == 0;
+            let shown = |spread: Spread| {
+                if is_baseline {
+                    "1.00".to_owned()
+                } else {
+                    spread.to_string()
+                }
+            };
             let _ = writeln!(
                 md,
-                "| {concurrency} | {} | {:.0} | {} | {} | {} | {} | {rate_ratio:.2} | {p99_ratio:.2} |",
-                target.name(),
-                stats.load.rate(),
-                ms(stats.p50),
-                ms(stats.p99),
-                ms(stats.load.max()),
-                stats.load.errors + stats.load.wrong,
+                "| {clients} | {name} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                Spread::across(mine, Run::rate).median,
+                ms(all.percentile(50.0).as_secs_f64()),
+                ms(Spread::across(mine, Run::p99).median),
+                all.errors + all.wrong,
+                micros(Spread::across(mine, Run::cpu_per_check).median),
+                shown(rate),
+                shown(p99),
+                shown(cpu),
             );
-            if concurrency < 8 {
+            if is_baseline || *clients < 8 {
                 continue;
             }
-            // With pools and agent-send: within 10% of the same targets.
-            let (rate_goal, p99_goal, what) = match target {
-                Target::Remora => (0.95, 1.5, "remora"),
-                Target::Pools => (0.95 * 0.9, 1.5 * 1.1, "remora + pools"),
-                _ => continue,
+            let what = if index == 1 {
+                "remora"
+            } else {
+                "remora + pools"
             };
-            judge(
-                &mut met,
-                &mut misses,
-                rate_ratio >= rate_goal,
-                format!(
-                    "{concurrency} clients, {what}: checks/s ≥ {rate_goal:.3} × reference (got {rate_ratio:.2})"
-                ),
+            verdicts.judge(
+                rate.median >= 0.95,
+                format!("{clients} clients, {what}: checks/s ≥ 0.95 × reference (median {rate})"),
             );
-            judge(
-                &mut met,
-                &mut misses,
-                p99_ratio <= p99_goal,
+            verdicts.judge(
+                p99.median <= 1.5,
+                format!("{clients} clients, {what}: p99 ≤ 1.5 × reference (median {p99})"),
+            );
+            let cpu_goal = if index == 1 { 1.15 } else { 1.25 };
+            verdicts.judge(
+                cpu.median <= cpu_goal,
                 format!(
-                    "{concurrency} clients, {what}: p99 ≤ {p99_goal:.2} × reference (got {p99_ratio:.2})"
+                    "{clients} clients, {what}: CPU per check ≤ {cpu_goal:.2} × the current-thread reference (median {cpu})"
                 ),
             );
         }
     }
+}
 
+fn scaling(md: &mut String, verdicts: &mut Verdicts, scaling: &Scaling) {
+    let _ = writeln!(
+        md,
+        "\n## Cost as pools grow ({SCALING_CLIENTS} clients, agent-send naming the last pool)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| pools | checks/s | CPU µs/check | CPU vs 1 pool | CPU vs reference |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    let one = &scaling.runs[0];
+    let reference = scaling.runs.last().expect("the reference ran");
+    for (count, runs) in POOL_COUNTS.iter().zip(&scaling.runs) {
+        let _ = writeln!(
+            md,
+            "| {count} | {:.0} | {} | {} | {} |",
+            Spread::across(runs, Run::rate).median,
+            micros(Spread::across(runs, Run::cpu_per_check).median),
+            Spread::ratio(runs, one, Run::cpu_per_check),
+            Spread::ratio(runs, reference, Run::cpu_per_check),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| reference | {:.0} | {} | | 1.00 |",
+        Spread::across(reference, Run::rate).median,
+        micros(Spread::across(reference, Run::cpu_per_check).median),
+    );
+    let last = &scaling.runs[POOL_COUNTS.len() - 1];
+    let growth = Spread::ratio(last, one, Run::cpu_per_check);
+    verdicts.judge(
+        growth.median <= 1.10,
+        format!("CPU per check with 64 pools within 10% of 1 pool (median {growth})"),
+    );
+}
+
+fn idle_connections_section(md: &mut String, verdicts: &mut Verdicts, idle: &IdleConnections) {
+    let _ = writeln!(
+        md,
+        "\n## {IDLE_CONNECTIONS} idle connections beside the load ({SCALING_CLIENTS} clients)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| agent | checks/s | p99 ms | CPU µs/check | CPU vs without |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let without = &idle.runs[0];
+    for (name, runs) in ["without", "with 5000 idle connections open"]
+        .iter()
+        .zip(&idle.runs)
+    {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {} | {} | {} |",
+            Spread::across(runs, Run::rate).median,
+            ms(Spread::across(runs, Run::p99).median),
+            micros(Spread::across(runs, Run::cpu_per_check).median),
+            Spread::ratio(runs, without, Run::cpu_per_check),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMemory: {:.0} bytes per idle connection (RSS before and after opening them).",
+        idle.bytes_each
+    );
+    let cost = Spread::ratio(&idle.runs[1], without, Run::cpu_per_check);
+    verdicts.judge(
+        cost.median <= 1.10,
+        format!("{IDLE_CONNECTIONS} idle connections cost nothing per check: CPU within 10% (median {cost})"),
+    );
+}
+
+fn renders_section(md: &mut String, renders: &[Render]) {
+    let _ = writeln!(
+        md,
+        "\n## HTTP renders with 64 pools and 16 replication channels\n"
+    );
+    let _ = writeln!(
+        md,
+        "| page | median ms (request to body, {RENDERS} requests) | bytes |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|");
+    for render in renders {
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} |",
+            render.path,
+            ms(render.median.as_secs_f64()),
+            render.bytes
+        );
+    }
+}
+
+fn fork_section(
+    md: &mut String,
+    verdicts: &mut Verdicts,
+    fork: &[(usize, Load)],
+    cells: &[(usize, Vec<Vec<Run>>)],
+) {
     let _ = writeln!(
         md,
         "\n## Fork-per-check responder (socat + mariadb client per check)\n"
@@ -412,32 +834,30 @@ fn report(r: Report) -> String {
         "| clients | checks/s | p50 ms | p99 ms | errors | remora vs fork |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
-    for (concurrency, stats) in &r.fork_results {
-        let remora = r
-            .results
+    for (clients, load) in fork {
+        let remora = cells
             .iter()
-            .find(|(c, t, _)| c == concurrency && *t == Target::Remora)
-            .map(|(_, _, s)| s.load.rate())
+            .find(|(c, _)| c == clients)
+            .map(|(_, runs)| Spread::across(&runs[1], Run::rate).median)
             .unwrap_or(0.0);
-        let times = remora / stats.load.rate().max(1e-9);
+        let times = remora / load.rate().max(1e-9);
+        let mut load = load.clone();
         let _ = writeln!(
             md,
-            "| {concurrency} | {:.0} | {} | {} | {} | {times:.0}× |",
-            stats.load.rate(),
-            ms(stats.p50),
-            ms(stats.p99),
-            stats.load.errors + stats.load.wrong
+            "| {clients} | {:.0} | {} | {} | {} | {times:.0}× |",
+            load.rate(),
+            ms(load.percentile(50.0).as_secs_f64()),
+            ms(load.percentile(99.0).as_secs_f64()),
+            load.errors + load.wrong
         );
-        judge(
-            &mut met,
-            &mut misses,
+        verdicts.judge(
             times >= 50.0,
-            format!("{concurrency} clients: ≥ 50 × the fork-per-check responder (got {times:.0}×)"),
+            format!("{clients} clients: ≥ 50 × the fork-per-check responder (got {times:.0}×)"),
         );
     }
+}
 
-    let idle_cpu = 100.0 * r.idle_cpu.as_secs_f64() / r.idle_elapsed.as_secs_f64();
-    let cpu_per_100k = r.remora_cpu.as_secs_f64() * 100_000.0 / r.remora_checks.max(1) as f64;
+fn cost(md: &mut String, verdicts: &mut Verdicts, r: &Report) {
     let caused = r.questions_during as f64 - r.expected_during;
     let _ = writeln!(md, "\n## Cost\n");
     let _ = writeln!(md, "| measure | value |");
@@ -445,7 +865,7 @@ fn report(r: Report) -> String {
     let _ = writeln!(
         md,
         "| remora RSS idle | {:.1} MiB |",
-        r.rss_idle as f64 / 1024.0
+        r.idle.rss as f64 / 1024.0
     );
     let _ = writeln!(
         md,
@@ -454,10 +874,10 @@ fn report(r: Report) -> String {
     );
     let _ = writeln!(
         md,
-        "| remora idle CPU (1 poll/s) | {idle_cpu:.3}% of a core |"
+        "| remora idle CPU (1 poll/s) | {:.3}% of a core |",
+        r.idle.cpu_share
     );
-    let _ = writeln!(md, "| remora CPU per 100k checks | {cpu_per_100k:.2} s |");
-    let _ = writeln!(md, "| statements per poll | {:.1} |", r.per_poll);
+    let _ = writeln!(md, "| statements per poll | {:.1} |", r.idle.per_poll);
     let _ = writeln!(
         md,
         "| replica `Questions` during remora runs | {} for {} checks (pollers alone: {:.0}; caused by checks: {}) |",
@@ -466,43 +886,40 @@ fn report(r: Report) -> String {
         r.expected_during,
         caused.round() as i64
     );
-    judge(
-        &mut met,
-        &mut misses,
+    verdicts.judge(
         r.rss_peak <= 16 * 1024,
         format!(
             "RSS ≤ 16 MiB at 256 clients (got {:.1} MiB)",
             r.rss_peak as f64 / 1024.0
         ),
     );
-    judge(
-        &mut met,
-        &mut misses,
-        idle_cpu < 0.5,
-        format!("idle CPU < 0.5% of a core (got {idle_cpu:.3}%)"),
+    verdicts.judge(
+        r.idle.cpu_share < 0.5,
+        format!("idle CPU < 0.5% of a core (got {:.3}%)", r.idle.cpu_share),
     );
     // Pollers' own statements vary by a poll or two over a run's edges.
-    judge(
-        &mut met,
-        &mut misses,
-        caused.abs() <= 2.0 * r.per_poll.max(1.0) * 4.0,
+    verdicts.judge(
+        caused.abs() <= 2.0 * r.idle.per_poll.max(1.0) * 4.0 * r.cells.len() as f64,
         format!(
             "MySQL statements caused by checks ≈ 0 (got {} over {} checks)",
             caused.round() as i64,
             r.checks_during
         ),
     );
+}
 
+fn detection_section(md: &mut String, verdicts: &mut Verdicts, detection: Detection) {
     let limit = INTERVAL + QUERY_TIMEOUT + Duration::from_millis(50);
     let _ = writeln!(md, "\n## Detection (fault → first changed reply)\n");
     let _ = writeln!(md, "| fault | trials | min | median | max | limit |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for (name, mut times) in [
-        ("SQL thread error (1062)", r.sql_error),
-        ("replica frozen (SIGSTOP)", r.frozen),
+        ("SQL thread error (1062)", detection.sql_error),
+        ("replica frozen (SIGSTOP)", detection.frozen),
     ] {
         times.sort();
         let (min, median, max) = (times[0], times[times.len() / 2], times[times.len() - 1]);
+        let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         let _ = writeln!(
             md,
             "| {name} | {} | {} s | {} s | {} s | {} s |",
@@ -512,38 +929,12 @@ fn report(r: Report) -> String {
             secs(max),
             secs(limit)
         );
-        judge(
-            &mut met,
-            &mut misses,
+        verdicts.judge(
             max <= limit,
             format!(
                 "{name}: detection ≤ interval + query timeout + 50 ms (worst {} s)",
                 secs(max)
             ),
         );
-    }
-
-    let _ = writeln!(md, "\n## Targets\n");
-    for line in &met {
-        let _ = writeln!(md, "- met: {line}");
-    }
-    for line in &misses {
-        let _ = writeln!(md, "- **missed**: {line}");
-    }
-    if misses.is_empty() {
-        let _ = writeln!(md, "\nEvery target met in this run.");
-    }
-    md
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
-}
-
-fn judge(met: &mut Vec<String>, misses: &mut Vec<String>, ok: bool, line: String) {
-    if ok {
-        met.push(line);
-    } else {
-        misses.push(line);
     }
 }

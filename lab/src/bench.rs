@@ -20,6 +20,18 @@ use crate::wait_until;
 /// What the reference responder and a healthy agent answer.
 pub const HEALTHY: &str = "up ready 100%\n";
 
+/// `pools:` with `count` pools named `p1` … `pN`.
+pub fn pools_yaml(count: usize) -> String {
+    let names: Vec<String> = (1..=count).map(|n| format!("p{n}: {{}}")).collect();
+    format!("pools: {{{}}}\n", names.join(", "))
+}
+
+/// The agent-send line naming pool `pN`, for the life of the process
+/// ([`drive`] takes a `'static` request).
+pub fn naming(count: usize) -> &'static [u8] {
+    Box::leak(format!("p{count}\n").into_bytes().into_boxed_slice())
+}
+
 /// One load run against one target.
 #[derive(Debug, Clone, Default)]
 pub struct Load {
@@ -120,20 +132,42 @@ async fn check(
     Ok(())
 }
 
-/// The reference responder: accept, write the healthy line, close. On its
-/// own runtime with as many workers as remora has, so the comparison is
-/// between the two programs, not between schedulers. With `reads_request`,
-/// it first reads the client's line (HAProxy's agent-send), the floor for a
-/// pool-aware exchange. Stops when dropped.
+/// How the reference responder's runtime is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One current-thread runtime: the cheapest responder there is.
+    CurrentThread,
+    /// A work-stealing runtime with this many workers.
+    Workers(usize),
+}
+
+/// The reference responder: accept, write the healthy line, close. On a
+/// runtime of its own (see [`Shape`]), so the comparison is between two
+/// programs doing the same exchange. With `reads_request`, it first reads
+/// the client's line (HAProxy's agent-send), the floor for a pool-aware
+/// exchange. Its threads' CPU time is its own ([`Reference::cpu_time`]).
+/// Stops when dropped.
 #[derive(Debug)]
 pub struct Reference {
     pub addr: SocketAddr,
+    threads: Arc<std::sync::Mutex<Vec<u32>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// This thread's kernel id.
+fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    u32::try_from(unsafe { libc::gettid() }).unwrap_or(0)
+}
+
 impl Reference {
+    /// The reference on a `workers`-thread work-stealing runtime.
     pub fn start(workers: usize, reads_request: bool) -> Result<Reference> {
+        Reference::shaped(Shape::Workers(workers), reads_request)
+    }
+
+    pub fn shaped(shape: Shape, reads_request: bool) -> Result<Reference> {
         // The same accept queue as remora's (remora::LISTEN_BACKLOG): std's
         // default of 128 would drop SYNs at 256 clients.
         let socket = tokio::net::TcpSocket::new_v4().context("reference socket")?;
@@ -143,12 +177,24 @@ impl Reference {
         let addr = listener.local_addr()?;
         let listener = listener.into_std()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
+        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&threads);
+        let record_thread = move || record.lock().expect("thread list").push(thread_id());
+        let mut builder = match shape {
+            Shape::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Shape::Workers(workers) => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers);
+                builder
+            }
+        };
+        let runtime = builder
             .enable_all()
+            .on_thread_start(record_thread.clone())
             .build()
             .context("reference runtime")?;
         let thread = std::thread::spawn(move || {
+            record_thread();
             runtime.block_on(async move {
                 // Invariant: a listener taken from a tokio socket converts back.
                 let listener =
@@ -175,9 +221,19 @@ impl Reference {
         });
         Ok(Reference {
             addr,
+            threads,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// CPU time the reference's own threads have used.
+    pub fn cpu_time(&self) -> Duration {
+        let threads = self.threads.lock().expect("thread list").clone();
+        threads
+            .into_iter()
+            .map(|tid| crate::measure::thread_cpu_time(tid).unwrap_or_default())
+            .sum()
     }
 }
 

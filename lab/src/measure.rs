@@ -68,6 +68,18 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_nanos(total))
 }
 
+/// CPU time one thread of this process has used (`/proc/self/task/<tid>/schedstat`).
+pub fn thread_cpu_time(tid: u32) -> Result<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .with_context(|| format!("reading thread {tid}'s schedstat"))?;
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse::<u64>().ok())
+        .context("schedstat's first field")?;
+    Ok(Duration::from_nanos(ns))
+}
+
 /// `VmRSS` (now) and `VmHWM` (peak) of a process, in KiB.
 pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
     let status =
