@@ -14,11 +14,13 @@
 //! that a new one closes the oldest (see [`crate::connections`]).
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, Write as _};
+use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::{debug, trace, warn};
+use log::{debug, error, trace, warn};
+use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -50,6 +52,38 @@ struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     unknown_logged: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
+}
+
+/// Runs [`serve`] on a thread of its own, on a current-thread runtime: the
+/// cheapest way to answer a check (no work stealing, no cross-thread
+/// wake-ups), and no HTTP render or poll ever shares its thread. Returns a
+/// task on the caller's runtime that ends when the agent thread does.
+pub fn spawn(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    // A listener belongs to the runtime that registered it: hand it over
+    // as a plain socket and register it again on the agent's own runtime.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("remora-agent".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, snapshots, shutdown).await,
+                    Err(err) => error!("agent: cannot serve its listener: {err}"),
+                }
+            });
+            let _ = done.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
 }
 
 /// Answers agent checks on `listener` until `shutdown` is cancelled.
@@ -125,9 +159,12 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
         let snapshot = shared.snapshots.borrow();
         snapshot.has_pools().then_some(snapshot.request_timeout)
     };
-    let pool = match wait_for_name {
-        Some(limit) => read_request(&mut socket, &mut request, limit).await,
-        None => None,
+    let (pool, said_all) = match wait_for_name {
+        Some(limit) => {
+            let request = read_request(&mut socket, &mut request, limit).await;
+            (request.pool, request.said_all)
+        }
+        None => (None, false),
     };
     // Clone the Arc and release the borrow at once: the writer is never held up.
     let snapshot = Arc::clone(&shared.snapshots.borrow());
@@ -137,23 +174,52 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     }
     let answer = snapshot.check(Instant::now(), lookup);
     trace!("agent: pool {pool:?} -> {}", answer.text());
-    match timeout(WRITE_DEADLINE, socket.write_all(answer.line().as_bytes())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            debug!("agent: reply not written: {err}");
-            return;
-        }
-        Err(_) => {
-            debug!("agent: reply not written within {WRITE_DEADLINE:?}");
-            return;
-        }
+    if !write_line(&mut socket, answer.line().as_bytes()).await {
+        return;
     }
     drop(answer);
     drop(snapshot);
     // Our FIN follows the line; the peer may now read to EOF.
-    if socket.shutdown().await.is_err() {
+    if SockRef::from(&socket).shutdown(Shutdown::Write).is_err() || said_all {
+        // A client that sent its whole request (a line, and nothing after
+        // it) has nothing left for the kernel to answer with a reset.
         return;
     }
+    discard_until_closed(socket, request, shared).await;
+}
+
+/// Writes the reply. A fresh connection's send buffer takes one short line
+/// whole, so it is sent at once, without waiting for the runtime to report
+/// the socket writable; only a partial send waits, under [`WRITE_DEADLINE`].
+async fn write_line(socket: &mut TcpStream, line: &[u8]) -> bool {
+    let sent = match (&*SockRef::from(&*socket)).write(line) {
+        Ok(sent) => sent,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(err) => {
+            debug!("agent: reply not written: {err}");
+            return false;
+        }
+    };
+    if sent == line.len() {
+        return true;
+    }
+    match timeout(WRITE_DEADLINE, socket.write_all(&line[sent..])).await {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            debug!("agent: reply not written: {err}");
+            false
+        }
+        Err(_) => {
+            debug!("agent: reply not written within {WRITE_DEADLINE:?}");
+            false
+        }
+    }
+}
+
+/// After the reply: whatever the peer still sends is read and dropped until
+/// it closes, [`MAX_DISCARD`] bytes or [`LINGER`] pass, so that closing
+/// never leaves unread input for the kernel to answer with a reset.
+async fn discard_until_closed(mut socket: TcpStream, request: [u8; MAX_REQUEST], shared: &Shared) {
     // A real client sends at most one short line, which the request buffer
     // holds; a bigger one in every task would cost every check. A client
     // that fills it is sending garbage: read that in bigger bites, with a
@@ -189,6 +255,15 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     }
 }
 
+/// What a client sent before the reply.
+struct Request<'a> {
+    /// The pool its first line names.
+    pool: Option<&'a str>,
+    /// It sent one whole line and nothing after it, or closed its side:
+    /// it will send nothing more.
+    said_all: bool,
+}
+
 /// The pool named by the first line the client sends, if a line arrives
 /// within `limit`: trimmed, at most [`MAX_REQUEST`] bytes, UTF-8. Anything
 /// else (no line in time, too long, binary) means "no pool named".
@@ -196,29 +271,38 @@ async fn read_request<'a>(
     socket: &mut TcpStream,
     buffer: &'a mut [u8; MAX_REQUEST],
     limit: Duration,
-) -> Option<&'a str> {
+) -> Request<'a> {
+    let nothing = Request {
+        pool: None,
+        said_all: false,
+    };
     let deadline = Instant::now() + limit;
     let mut filled = 0;
-    let end = loop {
+    let (end, said_all) = loop {
         if filled == buffer.len() {
-            return None;
+            return nothing;
         }
         match timeout_at(deadline, socket.read(&mut buffer[filled..])).await {
             // The client closed its side: what it sent is the line.
-            Ok(Ok(0)) => break filled,
+            Ok(Ok(0)) => break (filled, true),
             Ok(Ok(n)) => {
-                if let Some(at) = buffer[filled..filled + n]
-                    .iter()
-                    .position(|b| matches!(b, b'\n' | b'\r'))
-                {
-                    break filled + at;
+                let read = &buffer[filled..filled + n];
+                if let Some(at) = read.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+                    // Only the line's own end after it: `\n`, `\r` or `\r\n`.
+                    let rest = &read[at..];
+                    let said_all =
+                        rest.len() <= 2 && rest.iter().all(|b| matches!(b, b'\n' | b'\r'));
+                    break (filled + at, said_all);
                 }
                 filled += n;
             }
-            Ok(Err(_)) | Err(_) => return None,
+            Ok(Err(_)) | Err(_) => return nothing,
         }
     };
-    parse_pool(&buffer[..end])
+    Request {
+        pool: parse_pool(&buffer[..end]),
+        said_all,
+    }
 }
 
 /// The pool a request line names: trimmed UTF-8, not empty. Anything else

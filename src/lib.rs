@@ -157,10 +157,11 @@ struct Spawner {
 }
 
 impl Spawner {
-    fn agent(&self, listener: TcpListener) -> Serving {
+    /// The agent, on its own thread and runtime ([`agent::spawn`]).
+    fn agent(&self, listener: TcpListener) -> std::io::Result<Serving> {
         let stop = self.stop.child_token();
-        let task = tokio::spawn(agent::serve(listener, self.snapshots.clone(), stop.clone()));
-        Serving { stop, task }
+        let task = agent::spawn(listener, self.snapshots.clone(), stop.clone())?;
+        Ok(Serving { stop, task })
     }
 
     fn http(&self, listener: TcpListener) -> Serving {
@@ -221,9 +222,16 @@ impl Service {
             return Reloaded::Rejected;
         }
         if let Some((listener, addr)) = agent {
-            let next = self.spawner.agent(listener);
-            self.retire(|service| &mut service.agent, next);
-            info!("agent now listening on {addr}");
+            match self.spawner.agent(listener) {
+                Ok(next) => {
+                    self.retire(|service| &mut service.agent, next);
+                    info!("agent now listening on {addr}");
+                }
+                Err(err) => error!(
+                    "agent.listen {addr} not served: {err}; still serving on {}",
+                    old.0
+                ),
+            }
         }
         if let Some((listener, addr)) = http {
             let next = self.spawner.http(listener);
@@ -299,9 +307,10 @@ pub async fn run(
         switch: Arc::new(switch),
         stop,
     };
+    let agent = spawner.agent(listeners.agent)?;
     let mut service = Service {
         current: (config, secrets),
-        agent: spawner.agent(listeners.agent),
+        agent,
         http: spawner.http(listeners.http),
         retired: Vec::new(),
         spawner,
