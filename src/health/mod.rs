@@ -352,28 +352,13 @@ impl Assessor {
         let mut report =
             (status.heartbeat.as_ref()).map(|read| HeartbeatReport::of(read, primary_age));
 
-        if let Some(aurora) = &status.aurora {
+        if let Some(health) = self.topology_health(status, now) {
+            assessment.health = health;
             assessment.heartbeat = report;
-            assessment.health = self.aurora_health(aurora, read_only, now);
-            return assessment;
-        }
-        match &status.group {
-            Some(GroupRead::Member(group)) => {
-                assessment.heartbeat = report;
-                assessment.health = self.member_health(group, status, now);
+            if let Some(GroupRead::Member(group)) = &status.group {
                 assessment.group = Some(group.clone());
-                return assessment;
             }
-            Some(GroupRead::Unavailable { code })
-                if status.channels.iter().any(is_group_channel) =>
-            {
-                assessment.health = Health::Broken {
-                    reason: format!("group replication status unreadable (error {code})"),
-                    read_only,
-                };
-                return assessment;
-            }
-            _ => {}
+            return assessment;
         }
         if async_channels(status).next().is_none() {
             self.last_measured.clear();
@@ -398,6 +383,28 @@ impl Assessor {
         assessment.health = health;
         assessment.heartbeat = report;
         assessment
+    }
+
+    /// Aurora instances and Group Replication members are judged by their
+    /// own rules, never as async replicas or frozen copies; `None` for any
+    /// other server.
+    fn topology_health(&mut self, status: &ServerStatus, now: Instant) -> Option<Health> {
+        let read_only = status.read_only;
+        if let Some(aurora) = &status.aurora {
+            return Some(self.aurora_health(aurora, read_only, now));
+        }
+        match &status.group {
+            Some(GroupRead::Member(group)) => Some(self.member_health(group, status, now)),
+            Some(GroupRead::Unavailable { code })
+                if status.channels.iter().any(is_group_channel) =>
+            {
+                Some(Health::Broken {
+                    reason: format!("group replication status unreadable (error {code})"),
+                    read_only,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// A replica's health: broken replication first, then the heartbeat's
