@@ -7,6 +7,9 @@
 //! destroy the reply before the client reads it (seen with
 //! `printf 'x\n' | nc`). So after writing, the write side is shut down and
 //! whatever the peer sends is discarded until it closes or [`LINGER`] passes.
+//! With pools, a client that sent its whole request line and nothing after
+//! it has nothing left to be reset: it is closed right after the reply
+//! (HAProxy's `agent-send` exchange, at the reference's cost).
 //! Each connection is its own task: a client that lingers holds nothing but
 //! its own task, and new checks are answered at once however many linger.
 //!

@@ -80,6 +80,45 @@ async fn a_client_that_writes_first_still_reads_the_whole_reply() -> Result<()> 
 }
 
 #[tokio::test]
+async fn with_pools_a_client_that_sent_its_whole_line_is_let_go_at_once_and_others_linger()
+-> Result<()> {
+    let port = free_port()?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!("{}pools: {{main: {{}}}}\n", mysql_section(port)),
+    )
+    .await?;
+    // HAProxy's exchange: one line, then it reads the reply (and keeps its
+    // end open here): remora has nothing left to discard and lets go.
+    let mut haproxy = TcpStream::connect(remora.agent).await?;
+    haproxy.write_all(b"main\n").await?;
+    let mut reply = String::new();
+    haproxy.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+    let local = haproxy.local_addr()?;
+    wait_until(
+        "remora to let go of its socket",
+        Duration::from_millis(800),
+        async || Ok((remora_lab::peer_socket_held(local)? != Some(true)).then_some(())),
+    )
+    .await?;
+    // More after the line: remora lingers, reading it, until we close (or 1 s).
+    let mut sloppy = TcpStream::connect(remora.agent).await?;
+    sloppy.write_all(b"main\nand more").await?;
+    let mut reply = String::new();
+    sloppy.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{REFUSED}\n"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        remora_lab::peer_socket_held(sloppy.local_addr()?)?,
+        Some(true),
+        "remora still holds the sloppy client's socket"
+    );
+    drop((haproxy, sloppy));
+    Ok(())
+}
+
+#[tokio::test]
 async fn never_answers_before_the_first_poll_has_an_answer() -> Result<()> {
     // A "server" that completes TCP handshakes but never greets, like a
     // frozen mysqld: the first poll can only end by its connect timeout.

@@ -76,6 +76,27 @@ pub fn peer_closed(local: std::net::SocketAddr) -> Result<bool> {
     Ok(state == Some(CLOSE_WAIT))
 }
 
+/// Whether a process still holds the other end of this machine's IPv4 TCP
+/// socket bound at `local` (`/proc/net/tcp`): a socket its process closed
+/// and left to the kernel to finish has inode 0. `None` when that end is
+/// gone altogether.
+pub fn peer_socket_held(local: std::net::SocketAddr) -> Result<Option<bool>> {
+    let std::net::SocketAddr::V4(local) = local else {
+        anyhow::bail!("{local}: only IPv4 sockets are looked up");
+    };
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(local.ip().octets()),
+        local.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    Ok(table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (remote, inode) = (fields.get(2)?, fields.get(9)?);
+        (*remote == wanted).then(|| *inode != "0")
+    }))
+}
+
 /// A loopback port that was free a moment ago and has not been handed out by
 /// this process before (tests run in parallel threads).
 pub fn free_port() -> Result<u16> {
