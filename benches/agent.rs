@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use mysql_async::prelude::Queryable;
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Load, Reference, Shape, naming, pools_yaml};
-use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
 use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora, agent_reply, http_get, measure};
 use tokio::net::TcpStream;
@@ -468,13 +467,7 @@ struct Render {
 /// 16 replication channels (the MySQL 8.4 fixture), `/health` as the floor.
 async fn renders(binary: &Path) -> Result<Vec<Render>> {
     eprintln!("renders with 64 pools and 16 channels...");
-    let fixture = MysqlFixture::start(Flavor::MySql84).await?;
-    fixture.set(|s| {
-        s.read_only = true;
-        s.channels = (0..16)
-            .map(|n| Channel::running(&format!("c{n}"), n))
-            .collect();
-    });
+    let fixture = bench::sixteen_channel_replica().await?;
     let remora = Remora::start(
         binary,
         &format!(

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Reference, Shape, naming, pools_yaml};
-use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
 use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora, measure};
 
@@ -116,13 +115,7 @@ async fn checks_are_answered_beside_idle_connections_held_open() -> Result<()> {
 
 #[tokio::test]
 async fn metrics_and_status_render_with_64_pools_and_16_channels() -> Result<()> {
-    let fixture = MysqlFixture::start(Flavor::MySql84).await?;
-    fixture.set(|s| {
-        s.read_only = true;
-        s.channels = (0..16)
-            .map(|n| Channel::running(&format!("c{n}"), n))
-            .collect();
-    });
+    let fixture = bench::sixteen_channel_replica().await?;
     let remora = Remora::start(
         remora_bin(),
         &format!(

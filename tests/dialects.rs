@@ -8,19 +8,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::remora_bin;
 use remora_lab::Remora;
 use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
 
 async fn remora_on(fixture: &MysqlFixture, extra: &str) -> Result<Remora> {
-    Remora::start(
-        remora_bin(),
-        &format!(
-            "mysql: {{port: {}, user: remora}}\npoll: {{interval: 100ms}}\npolicy: {{recover_after: 1}}\n{extra}",
-            fixture.addr.port()
-        ),
-    )
-    .await
+    common::remora_on_fixture(fixture, "recover_after: 1", extra).await
 }
 
 async fn expect(remora: &Remora, reply: &str) -> Result<()> {

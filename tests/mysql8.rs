@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
-use common::{remora_bin, weight};
+use common::{remora_on_fixture as remora_with, weight};
 use remora_lab::fixture::{
     Aurora, AuroraRow, Channel, Flavor, Member, MysqlFixture, Receiver, State, Worker,
 };
@@ -16,17 +16,6 @@ use remora_lab::{Remora, agent_request};
 
 async fn remora_on(fixture: &MysqlFixture, extra: &str) -> Result<Remora> {
     remora_with(fixture, "recover_after: 1", extra).await
-}
-
-async fn remora_with(fixture: &MysqlFixture, policy: &str, extra: &str) -> Result<Remora> {
-    Remora::start(
-        remora_bin(),
-        &format!(
-            "mysql: {{port: {}, user: remora}}\npoll: {{interval: 100ms}}\npolicy: {{{policy}}}\n{extra}",
-            fixture.addr.port()
-        ),
-    )
-    .await
 }
 
 async fn expect(remora: &Remora, reply: &str) -> Result<()> {

@@ -32,6 +32,20 @@ pub fn naming(count: usize) -> &'static [u8] {
     Box::leak(format!("p{count}\n").into_bytes().into_boxed_slice())
 }
 
+/// A MySQL 8.4 replica (the wire fixture) with 16 replication channels:
+/// what `/status` and `/metrics` render at their biggest.
+pub async fn sixteen_channel_replica() -> Result<crate::fixture::MysqlFixture> {
+    use crate::fixture::{Channel, Flavor, MysqlFixture};
+    let fixture = MysqlFixture::start(Flavor::MySql84).await?;
+    fixture.set(|s| {
+        s.read_only = true;
+        s.channels = (0..16)
+            .map(|n| Channel::running(&format!("c{n}"), n))
+            .collect();
+    });
+    Ok(fixture)
+}
+
 /// One load run against one target.
 #[derive(Debug, Clone, Default)]
 pub struct Load {

@@ -53,19 +53,24 @@ pub fn non_loopback_ipv4() -> Result<std::net::Ipv4Addr> {
         .context("this machine has no non-loopback IPv4 address")
 }
 
+/// `addr` as `/proc/net/tcp` writes it (`0100007F:1F90`); IPv4 only.
+fn proc_net_tcp_address(addr: std::net::SocketAddr) -> Result<String> {
+    let std::net::SocketAddr::V4(addr) = addr else {
+        anyhow::bail!("{addr}: only IPv4 sockets are looked up");
+    };
+    Ok(format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(addr.ip().octets()),
+        addr.port()
+    ))
+}
+
 /// Whether the peer of this machine's IPv4 TCP socket bound at `local` has
 /// closed its side (the socket is in CLOSE_WAIT, `/proc/net/tcp`): its
 /// FIN arrived after everything it sent.
 pub fn peer_closed(local: std::net::SocketAddr) -> Result<bool> {
     const CLOSE_WAIT: &str = "08";
-    let std::net::SocketAddr::V4(local) = local else {
-        anyhow::bail!("{local}: only IPv4 sockets are looked up");
-    };
-    let wanted = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(local.ip().octets()),
-        local.port()
-    );
+    let wanted = proc_net_tcp_address(local)?;
     let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
     let state = table.lines().skip(1).find_map(|line| {
         let mut fields = line.split_whitespace().skip(1);
@@ -81,14 +86,7 @@ pub fn peer_closed(local: std::net::SocketAddr) -> Result<bool> {
 /// and left to the kernel to finish has inode 0. `None` when that end is
 /// gone altogether.
 pub fn peer_socket_held(local: std::net::SocketAddr) -> Result<Option<bool>> {
-    let std::net::SocketAddr::V4(local) = local else {
-        anyhow::bail!("{local}: only IPv4 sockets are looked up");
-    };
-    let wanted = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(local.ip().octets()),
-        local.port()
-    );
+    let wanted = proc_net_tcp_address(local)?;
     let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
     Ok(table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();

@@ -27,6 +27,23 @@ pub fn mysql_section(port: u16) -> String {
     )
 }
 
+/// remora watching the wire-protocol fixture every 100 ms, with `policy`
+/// (flow-style keys) and more YAML after it.
+pub async fn remora_on_fixture(
+    fixture: &remora_lab::fixture::MysqlFixture,
+    policy: &str,
+    extra: &str,
+) -> anyhow::Result<remora_lab::Remora> {
+    remora_lab::Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql: {{port: {}, user: remora}}\npoll: {{interval: 100ms}}\npolicy: {{{policy}}}\n{extra}",
+            fixture.addr.port()
+        ),
+    )
+    .await
+}
+
 /// Resident memory of process `pid`, in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     remora_lab::measure::memory_kib(pid).map_or(0, |(rss, _)| rss)
