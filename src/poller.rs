@@ -1029,6 +1029,14 @@ mod tests {
         }
 
         proptest! {
+            // Seeds of past failures live beside this file (src/proptest-regressions),
+            // not at the top of the repository.
+            #![proptest_config(ProptestConfig {
+                failure_persistence: Some(Box::new(
+                    prop::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+                )),
+                ..ProptestConfig::default()
+            })]
             #[test]
             fn no_observation_panics_anything(polls in prop::collection::vec(poll(), 1..12)) {
                 let policy = Policy { ramp_up: Duration::from_secs(30), ..Policy::default() };
