@@ -753,13 +753,7 @@ mod tests {
     }
 
     fn assessment(health: Health) -> Assessment {
-        Assessment {
-            health,
-            heartbeat: None,
-            galera: None,
-            group: None,
-            load: None,
-        }
+        Assessment::of(health)
     }
 
     fn synced() -> GaleraStatus {

@@ -788,15 +788,9 @@ mod tests {
                 result: Err(PollError::Unreachable("test".into())),
                 tls: Default::default(),
             },
-            assessment: Assessment {
-                health: Health::Unreachable {
-                    reason: "test".into(),
-                },
-                heartbeat: None,
-                galera: None,
-                group: None,
-                load: None,
-            },
+            assessment: Assessment::of(Health::Unreachable {
+                reason: "test".into(),
+            }),
             default,
             pools,
             last_success: last_success.map(|at| PollTime {

@@ -315,13 +315,7 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
             read_only: true,
         }
     };
-    Assessment {
-        health,
-        heartbeat: None,
-        galera: None,
-        group: None,
-        load: None,
-    }
+    Assessment::of(health)
 }
 
 impl Replay {

@@ -44,14 +44,19 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    fn unreachable(reason: String) -> Assessment {
+    /// Just a health, with nothing else read (no heartbeat, Galera, group or load).
+    pub fn of(health: Health) -> Assessment {
         Assessment {
-            health: Health::Unreachable { reason },
+            health,
             heartbeat: None,
             galera: None,
             group: None,
             load: None,
         }
+    }
+
+    fn unreachable(reason: String) -> Assessment {
+        Assessment::of(Health::Unreachable { reason })
     }
 }
 

@@ -49,45 +49,56 @@ const ABSENT: [u16; 4] = [
 ];
 
 impl Probe {
+    /// Rows of a table that may be missing or unreadable here: `Ok(Err(code))`
+    /// for one of the [`ABSENT`] errors, `Err` for a failed poll.
+    async fn rows_if_there(
+        &self,
+        conn: &mut Conn,
+        statement: &str,
+        label: &'static str,
+    ) -> Result<Result<Vec<Row>, u16>, PollError> {
+        match self.query(conn, statement, label).await {
+            Ok(rows) => Ok(Ok(rows)),
+            Err(PollError::Server { code, .. }) if ABSENT.contains(&code) => Ok(Err(code)),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The member's status, or `None` when this server is not in a group.
     pub(super) async fn read_group(&self, conn: &mut Conn) -> Result<Option<GroupRead>, PollError> {
-        let rows = match self.query(conn, GROUP_MEMBERS, "group members").await {
-            Err(PollError::Server { code, .. }) if ABSENT.contains(&code) => {
-                return Ok(Some(GroupRead::Unavailable { code }));
-            }
-            other => other?,
+        let rows = match self
+            .rows_if_there(conn, GROUP_MEMBERS, "group members")
+            .await?
+        {
+            Ok(rows) => rows,
+            Err(code) => return Ok(Some(GroupRead::Unavailable { code })),
         };
         let Some(mut group) = group_of(&rows) else {
             return Ok(None);
         };
-        match self.query(conn, GROUP_QUEUE, "group member stats").await {
-            Ok(rows) => {
-                group.applier_queue = rows
-                    .first()
-                    .and_then(|row| row.as_ref(0).cloned())
-                    .and_then(value_number);
-            }
-            Err(PollError::Server { code, .. }) if ABSENT.contains(&code) => {}
-            Err(err) => return Err(err),
+        if let Ok(rows) = self
+            .rows_if_there(conn, GROUP_QUEUE, "group member stats")
+            .await?
+        {
+            group.applier_queue = rows
+                .first()
+                .and_then(|row| row.as_ref(0).cloned())
+                .and_then(value_number);
         }
         Ok(Some(GroupRead::Member(group)))
     }
 
     /// Every channel's receiver and workers.
     pub(super) async fn read_applier(&self, conn: &mut Conn) -> Result<ApplierRead, PollError> {
-        let receivers = self.query(conn, RECEIVERS, "replication_connection_status");
-        let receivers = match receivers.await {
-            Err(PollError::Server { code, .. }) if ABSENT.contains(&code) => {
-                return Ok(ApplierRead::Unavailable { code });
-            }
-            other => other?,
+        let receivers = self.rows_if_there(conn, RECEIVERS, "replication_connection_status");
+        let receivers = match receivers.await? {
+            Ok(rows) => rows,
+            Err(code) => return Ok(ApplierRead::Unavailable { code }),
         };
-        let workers = self.query(conn, WORKERS, "replication_applier_status_by_worker");
-        let workers = match workers.await {
-            Err(PollError::Server { code, .. }) if ABSENT.contains(&code) => {
-                return Ok(ApplierRead::Unavailable { code });
-            }
-            other => other?,
+        let workers = self.rows_if_there(conn, WORKERS, "replication_applier_status_by_worker");
+        let workers = match workers.await? {
+            Ok(rows) => rows,
+            Err(code) => return Ok(ApplierRead::Unavailable { code }),
         };
         Ok(ApplierRead::Channels(applier_of(&receivers, &workers)))
     }
