@@ -237,6 +237,33 @@ fn the_dockerfile_copies_files_that_exist() -> Result<()> {
     Ok(())
 }
 
+/// The unit restarts remora however often it fails, caps its memory so
+/// that it, not mysqld, is killed, and gives the switch's state file a home
+/// the shipped config points at.
+#[test]
+fn the_systemd_unit_restarts_forever_caps_memory_and_keeps_the_switch() -> Result<()> {
+    let unit = std::fs::read_to_string(repo("examples/remora.service"))?;
+    for line in [
+        "StartLimitIntervalSec=0",
+        "Restart=always",
+        "StateDirectory=remora",
+        "SystemCallFilter=setpriority",
+        "SystemCallErrorNumber=EPERM",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    assert!(
+        unit.lines().any(|l| l.starts_with("MemoryMax=")),
+        "MemoryMax missing"
+    );
+    let config = remora::config::Config::load(&repo("examples/remora.yaml"))?;
+    assert_eq!(
+        config.maintenance.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/remora/switch"))
+    );
+    Ok(())
+}
+
 #[test]
 fn the_systemd_unit_verifies() -> Result<()> {
     // systemd-analyze checks that ExecStart exists: point it at the binary
