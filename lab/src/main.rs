@@ -307,7 +307,23 @@ impl Lab {
         ] {
             let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
             let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
-            let yaml = set_keys(&example, &[("mysql", "port", port.into())])?;
+            // The example's token file is a mounted secret; the lab's is here.
+            let token_file = self.dir.join("admin-token");
+            write_private(
+                &token_file,
+                &format!("{}\n", remora_lab::mariadb::ADMIN_TOKEN),
+            )?;
+            let yaml = set_keys(
+                &example,
+                &[
+                    ("mysql", "port", port.into()),
+                    (
+                        "http",
+                        "admin_token_file",
+                        token_file.display().to_string().into(),
+                    ),
+                ],
+            )?;
             let (process, _) = launch(
                 &remora,
                 &yaml,
@@ -516,5 +532,20 @@ async fn status(state: &LabState) -> Result<()> {
         haproxy.stats,
         haproxy.socket.display()
     );
+    Ok(())
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
     Ok(())
 }
