@@ -22,7 +22,7 @@ use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::{debug, error, trace, warn};
+use log::{debug, trace, warn};
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{Connections, Slot, lock};
-use crate::poller::{Lookup, Snapshot};
+use crate::poller::{Asked, Lookup, Snapshot, Unmatched};
+use crate::threads::Priority;
 
 /// Longest time a reply may take to write: it is one short line.
 const WRITE_DEADLINE: Duration = Duration::from_secs(1);
@@ -53,50 +54,36 @@ const MAX_LOGGED_UNKNOWN: usize = 100;
 /// What every connection task shares.
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// `pools.NAME.listen`: this listener answers for that pool alone.
+    pool: Option<String>,
     unknown_logged: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
 }
 
 /// Runs [`serve`] on a thread of its own, on a current-thread runtime: the
 /// cheapest way to answer a check (no work stealing, no cross-thread
-/// wake-ups), and no HTTP render or poll ever shares its thread. Returns a
-/// task on the caller's runtime that ends when the agent thread does.
+/// wake-ups), and no HTTP render or poll ever shares its thread.
 pub fn spawn(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    pool: Option<String>,
     shutdown: CancellationToken,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
-    // A listener belongs to the runtime that registered it: hand it over
-    // as a plain socket and register it again on the agent's own runtime.
-    let listener = listener.into_std()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("remora-agent".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, snapshots, shutdown).await,
-                    Err(err) => error!("agent: cannot serve its listener: {err}"),
-                }
-            });
-            let _ = done.send(());
-        })?;
-    Ok(tokio::spawn(async move {
-        let _ = finished.await;
-    }))
+    crate::threads::serve_on_own_thread("agent", Priority::Normal, listener, move |listener| {
+        serve(listener, snapshots, pool, shutdown)
+    })
 }
 
 /// Answers agent checks on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    pool: Option<String>,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
         snapshots,
+        pool,
         unknown_logged: Mutex::new(HashSet::new()),
         shutdown: shutdown.clone(),
     });
@@ -160,23 +147,24 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     let mut request = [0u8; MAX_REQUEST];
     let wait_for_name = {
         let snapshot = shared.snapshots.borrow();
-        snapshot.has_pools().then_some(snapshot.request_timeout)
+        (snapshot.has_pools() && shared.pool.is_none()).then_some(snapshot.request_timeout)
     };
-    let (pool, said_all) = match wait_for_name {
-        Some(limit) => {
+    let (asked, said_all) = match (&shared.pool, wait_for_name) {
+        (Some(pool), _) => (Asked::Pool(pool), false),
+        (None, Some(limit)) => {
             let request = read_request(&mut socket, &mut request, limit).await;
-            (request.pool, request.said_all)
+            (request.asked, request.said_all)
         }
-        None => (None, false),
+        (None, None) => (Asked::Nothing, false),
     };
     // Clone the Arc and release the borrow at once: the writer is never held up.
     let snapshot = Arc::clone(&shared.snapshots.borrow());
-    let lookup = snapshot.lookup(pool);
-    if let Lookup::Unknown(_, name) = lookup {
+    let lookup = snapshot.lookup(asked);
+    if let Lookup::Strictest(_, Unmatched::Unknown(name)) = lookup {
         log_unknown_once(shared, name);
     }
     let answer = snapshot.check(Instant::now(), lookup);
-    trace!("agent: pool {pool:?} -> {}", answer.text());
+    trace!("agent: {asked:?} -> {}", answer.text());
     if !write_line(&mut socket, answer.line().as_bytes()).await {
         return;
     }
@@ -260,30 +248,35 @@ async fn discard_until_closed(mut socket: TcpStream, request: [u8; MAX_REQUEST],
 
 /// What a client sent before the reply.
 struct Request<'a> {
-    /// The pool its first line names.
-    pool: Option<&'a str>,
+    /// The pool its first line names, or why it names none.
+    asked: Asked<'a>,
     /// It sent one whole line and nothing after it, or closed its side:
     /// it will send nothing more.
     said_all: bool,
 }
 
 /// The pool named by the first line the client sends, if a line arrives
-/// within `limit`: trimmed, at most [`MAX_REQUEST`] bytes, UTF-8. Anything
-/// else (no line in time, too long, binary) means "no pool named".
+/// within `limit`: trimmed, at most [`MAX_REQUEST`] bytes, UTF-8. Nothing
+/// at all by then (or a close with nothing sent) names no pool; anything
+/// else (a line cut off by the deadline, too long, binary) is garbled.
 async fn read_request<'a>(
     socket: &mut TcpStream,
     buffer: &'a mut [u8; MAX_REQUEST],
     limit: Duration,
 ) -> Request<'a> {
-    let nothing = Request {
-        pool: None,
+    let unread = |filled: usize| Request {
+        asked: if filled == 0 {
+            Asked::Nothing
+        } else {
+            Asked::Garbled
+        },
         said_all: false,
     };
     let deadline = Instant::now() + limit;
     let mut filled = 0;
     let (end, said_all) = loop {
         if filled == buffer.len() {
-            return nothing;
+            return unread(filled);
         }
         match timeout_at(deadline, socket.read(&mut buffer[filled..])).await {
             // The client closed its side: what it sent is the line.
@@ -299,27 +292,30 @@ async fn read_request<'a>(
                 }
                 filled += n;
             }
-            Ok(Err(_)) | Err(_) => return nothing,
+            Ok(Err(_)) | Err(_) => return unread(filled),
         }
     };
     Request {
-        pool: parse_pool(&buffer[..end]),
+        asked: parse_pool(&buffer[..end]),
         said_all,
     }
 }
 
-/// The pool a request line names: trimmed UTF-8, not empty. Anything else
-/// (binary, control characters only, blank) names no pool.
-pub fn parse_pool(line: &[u8]) -> Option<&str> {
-    let name = std::str::from_utf8(line).ok()?.trim();
-    (!name.is_empty() && !name.contains(|c: char| c.is_control())).then_some(name)
+/// What a request line asks for: a pool, as trimmed UTF-8 without control
+/// characters; nothing, for a blank line; garbled otherwise.
+pub fn parse_pool(line: &[u8]) -> Asked<'_> {
+    match std::str::from_utf8(line).map(str::trim) {
+        Ok("") => Asked::Nothing,
+        Ok(name) if !name.contains(|c: char| c.is_control()) => Asked::Pool(name),
+        _ => Asked::Garbled,
+    }
 }
 
 fn log_unknown_once(shared: &Shared, name: &str) {
     let mut logged = lock(&shared.unknown_logged);
     if logged.len() < MAX_LOGGED_UNKNOWN && logged.insert(name.to_owned()) {
         let shown: String = name.chars().take(64).collect();
-        warn!("agent: request for unknown pool {shown:?}; answering with the default policy");
+        warn!("agent: request for unknown pool {shown:?}; answering as the strictest pool");
         if logged.len() == MAX_LOGGED_UNKNOWN {
             warn!("agent: {MAX_LOGGED_UNKNOWN} unknown pool names logged; not logging more");
         }

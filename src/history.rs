@@ -85,6 +85,10 @@ pub struct Sample {
     /// Milliseconds since 1970 (0 for a clock set before it); RFC 3339 in JSON.
     #[serde(rename = "at", serialize_with = "rfc3339")]
     pub at_ms: u64,
+    /// Milliseconds since the history began, from the monotonic clock: a
+    /// wall clock stepped back (NTP) leaves it in order. The trace's `t`.
+    #[serde(skip)]
+    pub mono_ms: u64,
     pub inputs: Inputs,
     /// The default policy first, then each pool, as in [`History::pools`].
     pub pools: Box<[PoolSample]>,
@@ -112,6 +116,32 @@ pub struct History {
     /// Pool labels, in sample order; a reload that changes them starts afresh.
     pools: Vec<String>,
     keep: Duration,
+    /// The number of the next sample recorded: samples are numbered from 0
+    /// as they come, so a reader streaming them a piece at a time knows
+    /// where it stopped even as the oldest are dropped.
+    next: u64,
+    /// Changes whenever the samples start afresh (new pools): a reader
+    /// streaming the old ones stops there.
+    generation: u64,
+    /// Where `mono_ms` counts from.
+    began: tokio::time::Instant,
+}
+
+/// Which samples a `/history` request wants: from the first at or after
+/// `since_ms` (wall clock), at most the newest `limit` of those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub since_ms: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// Samples numbered `from..until` of one generation: what a stream reads,
+/// a piece at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from: u64,
+    pub until: u64,
+    pub generation: u64,
 }
 
 impl History {
@@ -124,6 +154,9 @@ impl History {
             capacity: samples_for(keep, interval).min(MAX_SAMPLES),
             pools: Vec::new(),
             keep,
+            next: 0,
+            generation: 0,
+            began: tokio::time::Instant::now(),
         }
     }
 
@@ -138,6 +171,7 @@ impl History {
         if labels != self.pools {
             self.samples.clear();
             self.pools = labels;
+            self.generation += 1;
         }
         let previous = self.samples.back();
         let pools = new
@@ -157,6 +191,11 @@ impl History {
             })
             .collect();
         let at_ms = millis_since_epoch(new.observation.wall);
+        let mono_ms = (new.observation.at)
+            .saturating_duration_since(self.began)
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX);
         if let Some(old) = old {
             self.note_changes(old, new, at_ms, &inputs);
         }
@@ -168,9 +207,11 @@ impl History {
         }
         self.samples.push_back(Sample {
             at_ms,
+            mono_ms,
             inputs,
             pools,
         });
+        self.next += 1;
     }
 
     fn note_changes(&mut self, old: &Snapshot, new: &Snapshot, at_ms: u64, inputs: &Inputs) {
@@ -203,6 +244,78 @@ impl History {
     /// The samples, oldest first, and the pool labels they are in.
     pub fn samples(&self) -> (Vec<String>, Vec<Sample>) {
         (self.pools.clone(), self.samples.iter().cloned().collect())
+    }
+
+    /// The pool labels, in sample order.
+    pub fn pools(&self) -> &[String] {
+        &self.pools
+    }
+
+    /// The number of the oldest sample kept.
+    fn first(&self) -> u64 {
+        self.next - self.samples.len() as u64
+    }
+
+    /// The samples `selection` wants, as numbers to read them by.
+    pub fn span(&self, selection: Selection) -> Span {
+        let skipped = selection.since_ms.map_or(0, |since| {
+            self.samples.partition_point(|sample| sample.at_ms < since)
+        });
+        let mut from = self.first() + skipped as u64;
+        if let Some(limit) = selection.limit {
+            from = from.max(self.next.saturating_sub(limit as u64));
+        }
+        Span {
+            from,
+            until: self.next,
+            generation: self.generation,
+        }
+    }
+
+    /// Up to `at_most` samples of `span` from its start, cloned, and the span
+    /// left after them; samples dropped meanwhile are skipped, and a history
+    /// started afresh (another generation) has nothing more for it.
+    pub fn read(&self, span: Span, at_most: usize) -> (Vec<Sample>, Span) {
+        if span.generation != self.generation {
+            return (
+                Vec::new(),
+                Span {
+                    from: span.until,
+                    ..span
+                },
+            );
+        }
+        let from = span.from.max(self.first());
+        let until = span.until.min(self.next).min(from + at_most as u64);
+        let start = (from - self.first()) as usize;
+        let read = (self.samples.range(start..start + (until - from) as usize))
+            .cloned()
+            .collect();
+        (
+            read,
+            Span {
+                from: until,
+                ..span
+            },
+        )
+    }
+
+    /// The samples at or after `since_ms`, oldest first, thinned to at most
+    /// `at_most` (every n-th, always ending with the newest): what a chart
+    /// `at_most` points wide shows, without copying the rest.
+    pub fn recent(&self, since_ms: u64, at_most: usize) -> Vec<Sample> {
+        let skipped = self
+            .samples
+            .partition_point(|sample| sample.at_ms < since_ms);
+        let wanted = self.samples.len() - skipped;
+        let step = wanted.div_ceil(at_most.max(1)).max(1);
+        let mut recent: Vec<Sample> = (self.samples.iter().rev())
+            .take(wanted)
+            .step_by(step)
+            .cloned()
+            .collect();
+        recent.reverse();
+        recent
     }
 
     pub fn keep(&self) -> Duration {

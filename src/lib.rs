@@ -56,6 +56,7 @@ pub mod history;
 pub mod http;
 #[macro_use]
 pub mod kinds;
+pub mod logs;
 pub mod maintenance;
 pub mod passwords;
 pub mod policy;
@@ -63,13 +64,16 @@ pub mod poller;
 pub mod probe;
 pub mod reload;
 pub mod replay;
+pub mod threads;
 pub mod trend;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use log::{error, info};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -86,6 +90,29 @@ use crate::reload::ReloadPlan;
 pub struct Listeners {
     pub agent: TcpListener,
     pub http: TcpListener,
+    /// `pools.NAME.listen`: an agent port answered by that pool alone.
+    pub pools: BTreeMap<String, TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address `config` listens on.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let at = |key: String, addr: SocketAddr| async move {
+            bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {key} {addr}"))
+        };
+        let mut pools = BTreeMap::new();
+        for (name, addr) in config.pool_listeners() {
+            let listener = at(format!("pools.{name}.listen"), addr).await?;
+            pools.insert(name, listener);
+        }
+        Ok(Listeners {
+            agent: at("agent.listen".into(), config.agent.listen).await?,
+            http: at("http.listen".into(), config.http.listen).await?,
+            pools,
+        })
+    }
 }
 
 /// Pending connections the kernel may queue before remora accepts them: a
@@ -157,23 +184,43 @@ struct Spawner {
 }
 
 impl Spawner {
-    /// The agent, on its own thread and runtime ([`agent::spawn`]).
-    fn agent(&self, listener: TcpListener) -> std::io::Result<Serving> {
+    /// An agent, on its own thread and runtime ([`agent::spawn`]); `pool`
+    /// for a pool's own port.
+    fn agent(&self, listener: TcpListener, pool: Option<String>) -> std::io::Result<Serving> {
         let stop = self.stop.child_token();
-        let task = agent::spawn(listener, self.snapshots.clone(), stop.clone())?;
+        let task = agent::spawn(listener, self.snapshots.clone(), pool, stop.clone())?;
         Ok(Serving { stop, task })
     }
 
-    fn http(&self, listener: TcpListener) -> Serving {
+    /// HTTP, on its own thread and runtime ([`http::spawn`]).
+    fn http(&self, listener: TcpListener) -> std::io::Result<Serving> {
         let stop = self.stop.child_token();
         let switch = Arc::clone(&self.switch);
-        let task = tokio::spawn(http::serve(
-            listener,
-            self.snapshots.clone(),
-            switch,
-            stop.clone(),
-        ));
-        Serving { stop, task }
+        let task = http::spawn(listener, self.snapshots.clone(), switch, stop.clone())?;
+        Ok(Serving { stop, task })
+    }
+
+    /// Every pool's own agent port.
+    fn pool_agents(
+        &self,
+        config: &Config,
+        listeners: BTreeMap<String, TcpListener>,
+    ) -> std::io::Result<BTreeMap<String, (SocketAddr, Serving)>> {
+        let wanted = config.pool_listeners();
+        let mut serving = BTreeMap::new();
+        for (name, listener) in listeners {
+            let addr = wanted.get(&name).copied().unwrap_or(listener.local_addr()?);
+            log_pool_port(&name, &listener);
+            let agent = self.agent(listener, Some(name.clone()))?;
+            serving.insert(name, (addr, agent));
+        }
+        Ok(serving)
+    }
+}
+
+fn log_pool_port(name: &str, listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        info!("pool {name}: agent listening on {addr}");
     }
 }
 
@@ -182,6 +229,8 @@ struct Service {
     current: Reload,
     agent: Serving,
     http: Serving,
+    /// Each pool's own agent port, by pool name, with its configured address.
+    pool_agents: BTreeMap<String, (SocketAddr, Serving)>,
     /// Tasks of listeners a reload replaced, finishing their connections.
     retired: Vec<JoinHandle<()>>,
     spawner: Spawner,
@@ -209,6 +258,9 @@ impl Service {
         let Ok(http) = rebind("http.listen", old.1, plan.http_listen).await else {
             return Reloaded::Rejected;
         };
+        let Ok(pools) = self.rebind_pools(&next.0).await else {
+            return Reloaded::Rejected;
+        };
         self.current = next.clone();
         let (applied, published) = tokio::sync::oneshot::channel();
         let command = Command::Reconfigure(Box::new(next), plan, applied);
@@ -222,7 +274,7 @@ impl Service {
             return Reloaded::Rejected;
         }
         if let Some((listener, addr)) = agent {
-            match self.spawner.agent(listener) {
+            match self.spawner.agent(listener, None) {
                 Ok(next) => {
                     self.retire(|service| &mut service.agent, next);
                     info!("agent now listening on {addr}");
@@ -234,11 +286,71 @@ impl Service {
             }
         }
         if let Some((listener, addr)) = http {
-            let next = self.spawner.http(listener);
-            self.retire(|service| &mut service.http, next);
-            info!("http now listening on {addr}");
+            match self.spawner.http(listener) {
+                Ok(next) => {
+                    self.retire(|service| &mut service.http, next);
+                    info!("http now listening on {addr}");
+                }
+                Err(err) => error!(
+                    "http.listen {addr} not served: {err}; still serving on {}",
+                    old.1
+                ),
+            }
         }
+        self.move_pool_agents(pools);
         Reloaded::Applied
+    }
+
+    /// Listeners for the pool ports `next` adds or moves; `Err` (logged)
+    /// if one cannot be bound.
+    async fn rebind_pools(
+        &self,
+        next: &Config,
+    ) -> Result<BTreeMap<String, (TcpListener, SocketAddr)>, ()> {
+        let mut bound = BTreeMap::new();
+        for (name, addr) in next.pool_listeners() {
+            let old = self.pool_agents.get(&name).map(|(old, _)| *old);
+            if old == Some(addr) {
+                continue;
+            }
+            let key = format!("pools.{name}.listen");
+            match bind(addr).await {
+                Ok(listener) => {
+                    bound.insert(name, (listener, addr));
+                }
+                Err(err) => {
+                    error!("reload rejected: cannot listen on {key} {addr}: {err}");
+                    return Err(());
+                }
+            }
+        }
+        Ok(bound)
+    }
+
+    /// Serves the pool ports just bound, and stops those of pools that no
+    /// longer have one (or have another).
+    fn move_pool_agents(&mut self, mut bound: BTreeMap<String, (TcpListener, SocketAddr)>) {
+        let wanted = self.current.0.pool_listeners();
+        let gone: Vec<String> = (self.pool_agents.keys())
+            .filter(|name| !wanted.contains_key(*name) || bound.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some((addr, old)) = self.pool_agents.remove(&name) {
+                old.stop.cancel();
+                self.retired.push(old.task);
+                info!("pool {name}: agent no longer listening on {addr}");
+            }
+        }
+        for (name, (listener, addr)) in std::mem::take(&mut bound) {
+            log_pool_port(&name, &listener);
+            match self.spawner.agent(listener, Some(name.clone())) {
+                Ok(serving) => {
+                    self.pool_agents.insert(name, (addr, serving));
+                }
+                Err(err) => error!("pools.{name}.listen {addr} not served: {err}"),
+            }
+        }
     }
 
     /// Replaces a listener's task; the old one stops accepting and finishes.
@@ -254,6 +366,9 @@ impl Service {
         let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
             let _ = self.agent.task.await;
             let _ = self.http.task.await;
+            for (_, (_, serving)) in self.pool_agents {
+                let _ = serving.task.await;
+            }
             for task in self.retired {
                 let _ = task.await;
             }
@@ -290,14 +405,15 @@ pub async fn run(
         config.agent.listen,
         config.http.listen
     );
+    let kept = kept_switch(&config).await;
     let first = tokio::select! {
-        snapshot = poller.poll(None) => snapshot,
+        snapshot = poller.poll(kept.as_ref()) => snapshot,
         _ = &mut shutdown => return Ok(()),
     };
     log_first(&first);
     poller.record(None, &first);
     let (publish, snapshots) = watch::channel(Arc::new(first));
-    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(None);
+    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(kept);
     let (commands, command_queue) = mpsc::channel(4);
     let stop = CancellationToken::new();
     let mut poller_task =
@@ -307,11 +423,14 @@ pub async fn run(
         switch: Arc::new(switch),
         stop,
     };
-    let agent = spawner.agent(listeners.agent)?;
+    let agent = spawner.agent(listeners.agent, None)?;
+    let http = spawner.http(listeners.http)?;
+    let pool_agents = spawner.pool_agents(&config, listeners.pools)?;
     let mut service = Service {
         current: (config, secrets),
         agent,
-        http: spawner.http(listeners.http),
+        http,
+        pool_agents,
         retired: Vec::new(),
         spawner,
         commands,
@@ -336,6 +455,30 @@ pub async fn run(
     outcome
 }
 
+/// Longest the state file may take to read at start.
+const STATE_READ_LIMIT: Duration = Duration::from_secs(1);
+
+/// The HTTP switch as it was before a restart (`maintenance.state_file`).
+async fn kept_switch(config: &Config) -> Option<Maintenance> {
+    let path = config.maintenance.state_file.clone()?;
+    let reading = {
+        let path = path.clone();
+        move || Maintenance::from_state_file(&path)
+    };
+    let kept = files::read_within(STATE_READ_LIMIT, reading)
+        .await
+        .unwrap_or_else(|| {
+            Some(Maintenance::state_unreadable(
+                &path,
+                format!("not read within {}", config::show(STATE_READ_LIMIT)),
+            ))
+        });
+    if let Some(on) = &kept {
+        info!("maintenance on ({}): {}", on.source, on.answer().text());
+    }
+    kept
+}
+
 fn log_first(first: &Snapshot) {
     for pool in first.every_pool() {
         info!(
@@ -345,7 +488,7 @@ fn log_first(first: &Snapshot) {
         );
     }
     if let Err(err) = &first.observation.result {
-        info!("first poll failed: {err}");
+        info!("first poll failed: {}", logs::escaped(&err.to_string()));
     }
 }
 

@@ -45,6 +45,13 @@ const EXIT_CONFIG: u8 = 2;
 const WORKER_THREADS: usize = 2;
 
 fn main() -> ExitCode {
+    // `systemctl reload` may come while remora is still starting: until the
+    // reload handler is installed (`serve`), a SIGHUP is ignored rather than
+    // the default, which ends the process.
+    // SAFETY: signal() only sets this process's disposition for SIGHUP.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
@@ -216,14 +223,7 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
         Ok(_) => {}
         Err(err) => warn!("cannot read the open-files limit: {err}"),
     }
-    let listeners = remora::Listeners {
-        agent: remora::bind(config.agent.listen)
-            .await
-            .with_context(|| format!("cannot listen on agent.listen {}", config.agent.listen))?,
-        http: remora::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?,
-    };
+    let listeners = remora::Listeners::bind(&config).await?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;

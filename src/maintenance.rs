@@ -2,7 +2,8 @@
 //! `up maint`) whatever the measurements say. Two ways to turn it on: a file
 //! (`maintenance.file`, survives restarts, checked every poll) and
 //! `POST /maintenance` on the HTTP listener (from loopback only; lasts until
-//! `DELETE /maintenance` or a restart). The HTTP switch wins over the file.
+//! `DELETE /maintenance`, and across restarts when `maintenance.state_file`
+//! keeps it). The HTTP switch wins over the file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ impl Mode {
 pub enum Source {
     File(PathBuf),
     Http,
+    /// Set over HTTP before a restart, read back from `maintenance.state_file`.
+    Kept(PathBuf),
 }
 
 impl fmt::Display for Source {
@@ -47,6 +50,7 @@ impl fmt::Display for Source {
         match self {
             Source::File(path) => write!(f, "file {}", path.display()),
             Source::Http => f.write_str("POST /maintenance"),
+            Source::Kept(path) => write!(f, "POST /maintenance, kept in {}", path.display()),
         }
     }
 }
@@ -108,6 +112,67 @@ impl Maintenance {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(crate::files::phrase(&err)),
         }
+    }
+
+    /// The switch kept in `maintenance.state_file`, blocking: `None` when
+    /// there is none. A state file that cannot be read, or does not say
+    /// `drain` or `maint` first, drains saying why: it was written by a
+    /// switch, so an operator wanted the server out.
+    pub fn from_state_file(path: &Path) -> Option<Maintenance> {
+        let unreadable = |why: String| Maintenance::state_unreadable(path, why);
+        let bytes = match crate::files::read_regular(path, MAX_TEXT) {
+            Ok((bytes, _)) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => return Some(unreadable(crate::files::phrase(&err))),
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Some(unreadable("not UTF-8 text".to_owned()));
+        };
+        let first = text.split_whitespace().next().unwrap_or("");
+        if !["drain", "maint"].contains(&first) {
+            return Some(unreadable(format!(
+                "starts with {first:?}, not drain or maint"
+            )));
+        }
+        Some(Maintenance::parse(text, Source::Kept(path.to_owned())))
+    }
+
+    /// A state file that could not be read: drain, saying why.
+    pub fn state_unreadable(path: &Path, why: String) -> Maintenance {
+        Maintenance {
+            mode: Mode::Drain,
+            reason: why,
+            source: Source::Kept(path.to_owned()),
+            headline: "maintenance state unreadable",
+        }
+    }
+
+    /// Keeps the HTTP switch in `path` (`None`: switched off, the file
+    /// removed), blocking: written whole to a file beside it, readable by
+    /// remora's user only, then renamed over it, so a crash leaves the old
+    /// state or the new one, never half of one.
+    pub fn keep(path: &Path, switch: Option<&Maintenance>) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(switch) = switch else {
+            return match std::fs::remove_file(path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+                _ => Ok(()),
+            };
+        };
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".new");
+        let partial = PathBuf::from(partial);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&partial)?;
+        writeln!(file, "{} {}", switch.mode.as_str(), switch.reason)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
     }
 
     /// What the agent line says after `#`: the headline, then the reason.
@@ -214,6 +279,55 @@ mod tests {
         assert_eq!(m.mode, Mode::Maint);
         assert!(m.reason.len() < MAX_TEXT);
         assert!(m.answer().line().len() <= crate::answer::MAX_LINE);
+    }
+
+    #[test]
+    fn a_kept_switch_reads_back_as_it_was_set() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("switch");
+        assert_eq!(Maintenance::from_state_file(&path), None);
+        let set = Maintenance::parse("maint swapping a disk", Source::Http);
+        Maintenance::keep(&path, Some(&set)).expect("kept");
+        let mode = std::fs::metadata(&path).expect("there").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let back = Maintenance::from_state_file(&path).expect("kept");
+        assert_eq!(back.answer(), set.answer());
+        assert_eq!(back.source, Source::Kept(path.clone()));
+        Maintenance::keep(&path, None).expect("removed");
+        assert_eq!(Maintenance::from_state_file(&path), None);
+        Maintenance::keep(&path, None).expect("removing nothing is fine");
+    }
+
+    #[test]
+    fn a_malformed_or_unreadable_state_file_drains_saying_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("switch");
+        for (content, line) in [
+            (
+                &b"garbage"[..],
+                "up drain #maintenance state unreadable: starts with \"garbage\", not drain or maint\n",
+            ),
+            (
+                b"",
+                "up drain #maintenance state unreadable: starts with \"\", not drain or maint\n",
+            ),
+            (
+                b"\xff\xfe",
+                "up drain #maintenance state unreadable: not UTF-8 text\n",
+            ),
+        ] {
+            std::fs::write(&path, content).expect("write");
+            let found = Maintenance::from_state_file(&path).expect("drains");
+            assert_eq!(found.answer().line(), line);
+        }
+        let found = Maintenance::from_state_file(dir.path()).expect("drains");
+        assert_eq!(
+            found.answer().line(),
+            "up drain #maintenance state unreadable: not a regular file\n"
+        );
     }
 
     #[tokio::test]

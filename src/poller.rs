@@ -19,7 +19,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
-use crate::config::{Config, MAX_POOL_NAME, Policy, Role, Secrets, Thresholds, show};
+use crate::config::{
+    Config, ErrorText, MAX_POOL_NAME, Policy, Role, Secrets, Thresholds, Unnamed, show,
+};
 use crate::health::{Assessment, Assessor};
 use crate::history::{History, SharedHistory, reason_kind};
 use crate::maintenance::{FileWatch, Maintenance};
@@ -111,10 +113,16 @@ pub struct Snapshot {
     /// `agent.request_timeout`: how long the agent waits for a pool name,
     /// when pools are configured.
     pub request_timeout: Duration,
+    /// `agent.unnamed`: who answers an exchange that names no pool.
+    pub unnamed: Unnamed,
     /// `agent.max_connections`.
     pub max_connections: usize,
     /// `http.admin_token_file`: the token the maintenance switch asks for.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// `http.error_text`: whether HTTP answers carry server error texts.
+    pub error_text: ErrorText,
+    /// `maintenance.state_file`: where the HTTP switch is kept.
+    pub state_file: Option<std::path::PathBuf>,
     /// An operator's switch; beats every measurement.
     pub maintenance: Option<Maintenance>,
     pub polls: PollCounters,
@@ -132,21 +140,75 @@ pub struct Snapshot {
     stale: Answer,
 }
 
+/// What an agent exchange (or `/health?pool=`) asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked<'a> {
+    /// A line naming this pool.
+    Pool(&'a str),
+    /// No line: none came within `agent.request_timeout`, or the client
+    /// closed without one (a backend without `agent-send`), or the request
+    /// named none (`/health` without `?pool=`).
+    Nothing,
+    /// Bytes that cannot be a pool name: not UTF-8, longer than a request
+    /// line may be, or a line cut off by the request timeout.
+    Garbled,
+}
+
 /// Which verdict a request gets.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {
-    /// The default policy (no pool named) or the named, configured pool.
+    /// The default policy (no pool named, where that is allowed) or the
+    /// named, configured pool.
     Found(&'a PoolVerdict),
-    /// A name no pool has: the default policy answers, saying so.
-    Unknown(&'a PoolVerdict, &'a str),
+    /// No pool that exists was named: the strictest pool answers (fail
+    /// closed), saying why.
+    Strictest(&'a PoolVerdict, Unmatched<'a>),
+}
+
+/// Why a request matched no pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched<'a> {
+    Unknown(&'a str),
+    Unnamed,
+    Garbled,
+}
+
+impl Unmatched<'_> {
+    /// What the answer adds to its reason. An unknown name is echoed only
+    /// as far as a pool name may go: the client chose these bytes.
+    fn phrase(self) -> String {
+        match self {
+            Unmatched::Unknown(name) => {
+                let name: String = name
+                    .chars()
+                    .filter(char::is_ascii_graphic)
+                    .take(MAX_POOL_NAME)
+                    .collect();
+                format!("unknown pool {name}")
+            }
+            Unmatched::Unnamed => "no pool named".to_owned(),
+            Unmatched::Garbled => "unreadable pool name".to_owned(),
+        }
+    }
 }
 
 impl<'a> Lookup<'a> {
     pub fn verdict(self) -> &'a PoolVerdict {
         match self {
-            Lookup::Found(pool) | Lookup::Unknown(pool, _) => pool,
+            Lookup::Found(pool) | Lookup::Strictest(pool, _) => pool,
         }
     }
+}
+
+/// How permissive an answer is, for picking the strictest: down, then drain
+/// and maint, then up by weight.
+fn permissiveness(answer: &Answer) -> (u8, u8) {
+    let rank = match answer.reported {
+        Reported::Down => 0,
+        Reported::Drain | Reported::Maint => 1,
+        Reported::Up => 2,
+    };
+    (rank, answer.weight)
 }
 
 impl Snapshot {
@@ -160,15 +222,32 @@ impl Snapshot {
         std::iter::once(&self.default).chain(&self.pools)
     }
 
-    /// The verdict for a request naming `pool` (`None` or `""`: the default).
-    pub fn lookup<'a>(&'a self, pool: Option<&'a str>) -> Lookup<'a> {
-        match pool.filter(|name| !name.is_empty()) {
-            None => Lookup::Found(&self.default),
-            Some(name) => match self.pools.iter().find(|p| p.name == name) {
-                Some(found) => Lookup::Found(found),
-                None => Lookup::Unknown(&self.default, name),
+    /// The verdict for a request. With pools configured, a request that
+    /// names no pool that exists is answered by the strictest of them, never
+    /// by something more permissive than the pool it was meant for; only a
+    /// nameless one under `agent.unnamed: default` gets the default policy.
+    pub fn lookup<'a>(&'a self, asked: Asked<'a>) -> Lookup<'a> {
+        let unmatched = match asked {
+            Asked::Pool("") | Asked::Nothing => Unmatched::Unnamed,
+            Asked::Pool(name) => match self.pools.iter().find(|p| p.name == name) {
+                Some(found) => return Lookup::Found(found),
+                None => Unmatched::Unknown(name),
             },
+            Asked::Garbled => Unmatched::Garbled,
+        };
+        let nameless_allowed = self.unnamed == Unnamed::Default || !self.has_pools();
+        if unmatched == Unmatched::Unnamed && nameless_allowed {
+            return Lookup::Found(&self.default);
         }
+        Lookup::Strictest(self.strictest(), unmatched)
+    }
+
+    /// The configured pool whose answer is the least permissive (the
+    /// default policy when there are no pools).
+    fn strictest(&self) -> &PoolVerdict {
+        (self.pools.iter())
+            .min_by_key(|pool| permissiveness(&pool.answer))
+            .unwrap_or(&self.default)
     }
 
     /// True when `pool`'s verdict would say more than down although no poll
@@ -199,14 +278,14 @@ impl Snapshot {
         }
     }
 
-    /// The answer to a request: for a name no pool has, the default's with
-    /// `unknown pool <name>` added (maintenance says only itself). Borrowed (no allocation) for the
-    /// default policy and every configured pool.
+    /// The answer to a request: when it matched no pool, the strictest
+    /// pool's, saying why (maintenance says only itself). Borrowed (no
+    /// allocation) for the default policy and every configured pool.
     pub fn answer_to<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, Answer> {
         let answer = self.answer(now, lookup.verdict());
         match lookup {
-            Lookup::Unknown(_, name) if self.maintenance.is_none() => {
-                Cow::Owned(answer.adding(&unknown_pool(name)))
+            Lookup::Strictest(_, why) if self.maintenance.is_none() => {
+                Cow::Owned(answer.adding(&why.phrase()))
             }
             _ => Cow::Borrowed(answer),
         }
@@ -217,7 +296,7 @@ impl Snapshot {
         let answer = self.answer_to(now, lookup);
         match lookup {
             Lookup::Found(pool) => pool.checks.record(answer.reported),
-            Lookup::Unknown(..) => self.unknown_checks.record(answer.reported),
+            Lookup::Strictest(..) => self.unknown_checks.record(answer.reported),
         }
         answer
     }
@@ -235,17 +314,6 @@ impl Snapshot {
             ..self.clone()
         }
     }
-}
-
-/// `unknown pool <name>`, echoing only what a pool name may hold: the
-/// client chose these bytes.
-fn unknown_pool(name: &str) -> String {
-    let name: String = name
-        .chars()
-        .filter(char::is_ascii_graphic)
-        .take(MAX_POOL_NAME)
-        .collect();
-    format!("unknown pool {name}")
 }
 
 /// One policy and its flap damper.
@@ -383,8 +451,11 @@ impl Poller {
             last_success: self.last_success,
             stale_after: config.poll.stale_after,
             request_timeout: config.agent.request_timeout,
+            unnamed: config.agent.unnamed,
             max_connections: config.agent.max_connections,
             admin_token_file: config.http.admin_token_file.clone(),
+            error_text: config.http.error_text,
+            state_file: config.maintenance.state_file.clone(),
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
             history: Arc::clone(&self.history),
@@ -737,8 +808,10 @@ fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Ob
     if !news {
         return;
     }
+    // The error's text is the server's or the driver's: escaped, so a
+    // newline in it cannot forge a log line.
     let detail = match &observation.result {
-        Err(err) => format!(" ({err})"),
+        Err(err) => format!(" ({})", crate::logs::escaped(&err.to_string())),
         Ok(_) => String::new(),
     };
     let which = if pool.is_empty() {
@@ -754,13 +827,13 @@ fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Ob
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::health::Health;
     use crate::maintenance::Source;
     use crate::probe::PollError;
 
-    fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
+    pub(crate) fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
         PoolVerdict {
             name: name.into(),
@@ -777,7 +850,7 @@ mod tests {
     }
 
     /// A snapshot of `pools`, the default policy first.
-    fn snapshot(mut pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
+    pub(crate) fn snapshot(mut pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
         let at = Instant::now();
         let default = pools.remove(0);
         Snapshot {
@@ -800,8 +873,11 @@ mod tests {
             }),
             stale_after: Duration::from_secs(5),
             request_timeout: Duration::from_millis(100),
+            unnamed: Unnamed::Strictest,
             max_connections: 1000,
             admin_token_file: None,
+            error_text: ErrorText::Hide,
+            state_file: None,
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),
@@ -813,7 +889,11 @@ mod tests {
     }
 
     fn line(snapshot: &Snapshot, pool: Option<&str>) -> String {
-        let answer = snapshot.answer_to(Instant::now(), snapshot.lookup(pool));
+        asked_line(snapshot, pool.map_or(Asked::Nothing, Asked::Pool))
+    }
+
+    fn asked_line(snapshot: &Snapshot, asked: Asked) -> String {
+        let answer = snapshot.answer_to(Instant::now(), snapshot.lookup(asked));
         answer.line().to_owned()
     }
 
@@ -843,33 +923,85 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn pools_are_looked_up_by_name_and_unknown_names_get_the_default() {
-        let snapshot = snapshot(
+    async fn pools_are_looked_up_by_name_and_anything_else_gets_the_strictest_pool() {
+        let mut snapshot = snapshot(
             vec![
-                pool("", State::Up(40), "lag 20.0s"),
-                pool("backup", State::Up(100), ""),
-                pool("main", State::Drain, "lag 20.0s"),
+                pool("", State::Up(100), ""),
+                pool("backup", State::Up(40), "lag 20.0s"),
+                pool("writer", State::Down, "not writable: a replica"),
             ],
             Some(Instant::now()),
         );
-        assert_eq!(line(&snapshot, None), "up ready 40% #lag 20.0s\n");
-        assert_eq!(line(&snapshot, Some("")), "up ready 40% #lag 20.0s\n");
-        assert_eq!(line(&snapshot, Some("main")), "up drain #lag 20.0s\n");
-        assert_eq!(line(&snapshot, Some("backup")), "up ready 100%\n");
-        assert_eq!(
-            line(&snapshot, Some("mian")),
-            "up ready 40% #lag 20.0s; unknown pool mian\n"
-        );
+        let cases = [
+            (Asked::Pool("writer"), "down #not writable: a replica\n"),
+            (Asked::Pool("backup"), "up ready 40% #lag 20.0s\n"),
+            (
+                Asked::Pool("writter"),
+                "down #not writable: a replica; unknown pool writter\n",
+            ),
+            (
+                Asked::Nothing,
+                "down #not writable: a replica; no pool named\n",
+            ),
+            (
+                Asked::Pool(""),
+                "down #not writable: a replica; no pool named\n",
+            ),
+            (
+                Asked::Garbled,
+                "down #not writable: a replica; unreadable pool name\n",
+            ),
+        ];
+        for (asked, expected) in cases {
+            assert_eq!(asked_line(&snapshot, asked), expected, "{asked:?}");
+        }
         // Every configured pool's line is served without formatting.
         assert!(matches!(
-            snapshot.answer_to(Instant::now(), snapshot.lookup(Some("main"))),
+            snapshot.answer_to(Instant::now(), snapshot.lookup(Asked::Pool("writer"))),
             Cow::Borrowed(_)
         ));
+        // An operator whose nameless backends want the default says so; a
+        // garbled or unknown name still fails closed.
+        snapshot.unnamed = Unnamed::Default;
+        assert_eq!(asked_line(&snapshot, Asked::Nothing), "up ready 100%\n");
+        assert_eq!(
+            asked_line(&snapshot, Asked::Garbled),
+            "down #not writable: a replica; unreadable pool name\n"
+        );
+        assert_eq!(
+            asked_line(&snapshot, Asked::Pool("nope")),
+            "down #not writable: a replica; unknown pool nope\n"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(
             line(&snapshot, Some("backup")),
             "down #no successful poll for 5s\n"
         );
+    }
+
+    #[test]
+    fn the_strictest_pool_is_down_then_drained_then_the_lightest() {
+        let now = Some(Instant::now());
+        let pools = |states: &[State]| {
+            let mut all = vec![pool("", State::Up(100), "")];
+            all.extend((states.iter().enumerate()).map(|(i, s)| pool(&format!("p{i}"), *s, "")));
+            all
+        };
+        for (states, strictest) in [
+            (&[State::Up(100), State::Up(30), State::Up(60)][..], "p1"),
+            (&[State::Up(1), State::Drain, State::Up(60)], "p1"),
+            (&[State::Drain, State::Down, State::Up(60)], "p1"),
+            (&[State::Up(100)], "p0"),
+        ] {
+            let built = snapshot(pools(states), now);
+            assert_eq!(built.strictest().name, strictest, "{states:?}");
+        }
+        let alone = snapshot(vec![pool("", State::Up(70), "")], now);
+        assert_eq!(
+            line(&alone, Some("any")),
+            "up ready 70% #unknown pool any\n"
+        );
+        assert_eq!(line(&alone, None), "up ready 70%\n");
     }
 
     #[tokio::test(start_paused = true)]
@@ -907,12 +1039,15 @@ mod tests {
             ],
             Some(Instant::now()),
         );
-        for pool in [None, None, Some("main"), Some("nope")] {
-            snapshot.check(Instant::now(), snapshot.lookup(pool));
+        for asked in [
+            Asked::Pool("main"),
+            Asked::Pool("main"),
+            Asked::Pool("nope"),
+        ] {
+            snapshot.check(Instant::now(), snapshot.lookup(asked));
         }
-        assert_eq!(snapshot.default.checks.get(Reported::Up), 2);
-        assert_eq!(snapshot.pools[0].checks.get(Reported::Drain), 1);
-        assert_eq!(snapshot.unknown_checks.get(Reported::Up), 1);
+        assert_eq!(snapshot.pools[0].checks.get(Reported::Drain), 2);
+        assert_eq!(snapshot.unknown_checks.get(Reported::Drain), 1);
     }
 
     #[test]
@@ -935,7 +1070,8 @@ mod tests {
     #[test]
     fn unknown_pool_names_are_bounded() {
         let long = "x".repeat(500);
-        let answer = Answer::of(&Verdict::new(State::Up(100), "")).adding(&unknown_pool(&long));
+        let answer = Answer::of(&Verdict::new(State::Up(100), ""))
+            .adding(&Unmatched::Unknown(&long).phrase());
         assert!(answer.line().len() <= crate::answer::MAX_LINE);
     }
 
@@ -1079,7 +1215,7 @@ mod tests {
                         let _ = serde_json::to_string(&Status::of(&built, now, Audience::Loopback));
                         let _ = serde_json::to_string(&Status::of(&built, now, Audience::Remote));
                         let _ = metrics(&built, now);
-                        let _ = built.answer_to(now, built.lookup(Some("nope")));
+                        let _ = built.answer_to(now, built.lookup(Asked::Pool("nope")));
                     }
                 }
             }

@@ -41,6 +41,10 @@ pub struct Row {
     pub inputs: Inputs,
 }
 
+/// Latest `t` a trace may have, in seconds (some 31 years): beyond it a
+/// time no longer fits the clock replay runs on.
+pub const MAX_T: f64 = 1e9;
+
 /// Reads a trace.
 pub fn parse(text: &str) -> Result<Vec<Row>, TraceError> {
     let mut lines = text
@@ -118,11 +122,14 @@ impl Columns {
         let t: f64 = cell(self.t)
             .parse()
             .ok()
-            .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+            .filter(|t: &f64| t.is_finite() && (0.0..=MAX_T).contains(t))
             .ok_or_else(|| {
                 bad(
                     self.t,
-                    format!("{:?} is not a number of seconds", cell(self.t)),
+                    format!(
+                        "{:?} is not a number of seconds from 0 to {MAX_T}",
+                        cell(self.t)
+                    ),
                 )
             })?;
         let lag = match cell(self.lag) {
@@ -269,6 +276,7 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
         }
         samples.push(Sample {
             at_ms,
+            mono_ms: at_ms,
             inputs: row.inputs.clone(),
             pools: pool_samples.into_boxed_slice(),
         });
@@ -540,6 +548,19 @@ mod tests {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(wanted), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_absurd_time_is_refused_naming_the_line_not_a_panic() {
+        for t in ["1e20", "1000000001", "-1", "inf", "NaN"] {
+            let err = parse(&format!("t,lag\n0,1\n{t},2\n"))
+                .expect_err(t)
+                .to_string();
+            assert!(err.starts_with("line 3, column 1 (t)"), "{t}: {err}");
+        }
+        let rows = parse("t,lag\n0,1\n1000000000,2\n").expect("the latest t");
+        let replayed = run(&Config::default(), &rows);
+        assert_eq!(replayed.samples.len(), 2);
     }
 
     #[test]

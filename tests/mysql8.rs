@@ -203,7 +203,9 @@ fn group_of_three(s: &mut State) {
     s.workers = vec![Worker::idle("group_replication_applier", 0, ago(2.0))];
 }
 
-const POOLS: &str = "pools:\n  writer: {role: primary}\n  readers: {role: replica}\n";
+/// Two pools, and the default policy for checks that name none (`expect`).
+const POOLS: &str = "pools:\n  writer: {role: primary}\n  readers: {role: replica}\n\
+                     agent: {unnamed: default}\n";
 
 async fn pool_reply(remora: &Remora, pool: &str) -> Result<String> {
     let reply = agent_request(remora.agent, format!("{pool}\n").as_bytes()).await?;
@@ -408,6 +410,30 @@ async fn an_aurora_reader_lags_by_its_own_fresh_row() -> Result<()> {
     });
     expect(&remora, "up ready 100%").await?;
     assert_eq!(pool_reply(&remora, "writer").await?, "up ready 100%");
+    Ok(())
+}
+
+/// A proxy in front of a plain MySQL 8 replica answers `@@aurora_version`
+/// with NULL or '' instead of 1193: that is no Aurora version, so the
+/// server is judged by its replica status, not by an Aurora table it lacks.
+#[tokio::test]
+async fn a_proxy_answering_an_empty_aurora_version_does_not_make_aurora() -> Result<()> {
+    for answer in [None, Some("")] {
+        let fixture = MysqlFixture::start(Flavor::MySql80).await?;
+        fixture.set(|s| {
+            caught_up_replica(s, 100);
+            s.proxy_unknown_variables = Some(answer);
+        });
+        let remora = remora_on(&fixture, "").await?;
+        expect(&remora, "up ready 100%").await?;
+        let status = remora.status().await?;
+        assert_ne!(status["lag"]["source"], "aurora", "{answer:?}: {status}");
+        let asked_aurora = fixture
+            .statements()
+            .iter()
+            .any(|s| s.contains("replica_host_status"));
+        assert!(!asked_aurora, "{answer:?}: read Aurora's table");
+    }
     Ok(())
 }
 

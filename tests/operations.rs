@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use common::{mysql_section, remora_bin, weight};
 use mysql_async::prelude::Queryable;
-use remora_lab::remora::http_request;
 use remora_lab::{Pair, Remora, agent_request, free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,13 +118,21 @@ async fn a_maintenance_file_beats_measured_health_until_it_is_removed() -> Resul
 async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()> {
     let pair = Pair::start().await?;
     // Polls are slow on purpose: the switch must not wait for one. HTTP
-    // listens on every address, so a non-loopback client can try too.
+    // listens on every address, so a non-loopback client can try too (and
+    // so the switch needs a token).
     let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(
+        &token_file,
+        format!("{}\n", remora_lab::mariadb::ADMIN_TOKEN),
+    )?;
     let remora = Remora::builder(
         remora_bin(),
         &format!(
-            "{}poll: {{interval: 10s, stale_after: 30s}}\n",
-            mysql_section(pair.replica.port)
+            "{}poll: {{interval: 10s, stale_after: 30s}}\nhttp: {{admin_token_file: {}}}\n",
+            mysql_section(pair.replica.port),
+            token_file.display()
         ),
     )
     .listening(
@@ -158,7 +165,9 @@ async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()>
         "up drain #maintenance: moving racks\n"
     );
 
-    let (code, _) = http_request(http, "DELETE", "/maintenance").await?;
+    let bearer = format!("Bearer {}", remora_lab::mariadb::ADMIN_TOKEN);
+    let auth = [("Authorization", bearer.as_str())];
+    let (code, _) = remora_lab::http_exchange(http, "DELETE", "/maintenance", &auth, "").await?;
     assert_eq!(code, 200);
     remora
         .wait_reply(Duration::from_secs(2), |r| r == "up ready 100%")
@@ -172,11 +181,13 @@ async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()>
     Ok(())
 }
 
-/// POST /maintenance with `body`.
+/// POST /maintenance with `body` and the lab's admin token.
 async fn post(addr: SocketAddr, body: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!(
-        "POST /maintenance HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /maintenance HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        remora_lab::mariadb::ADMIN_TOKEN,
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -231,7 +242,10 @@ async fn metrics_describe_the_verdict_and_count_checks_by_pool() -> Result<()> {
     let remora = Remora::start(
         remora_bin(),
         &format!(
-            "{}poll: {{interval: 200ms}}\npools: {{main: {{}}, writer: {{role: primary}}}}\n",
+            // Nameless checks (waiting for remora to answer) count as the
+            // default policy's, so the one unknown name counts alone.
+            "{}poll: {{interval: 200ms}}\nagent: {{unnamed: default}}\n\
+             pools: {{main: {{}}, writer: {{role: primary}}}}\n",
             mysql_section(pair.replica.port)
         ),
     )
@@ -260,8 +274,9 @@ async fn metrics_describe_the_verdict_and_count_checks_by_pool() -> Result<()> {
         value(r#"remora_agent_checks_total{pool="writer",verdict="down"}"#),
         1.0
     );
+    // An unknown name is answered as the strictest pool, writer: down.
     assert_eq!(
-        value(r#"remora_agent_checks_total{pool="unknown",verdict="up"}"#),
+        value(r#"remora_agent_checks_total{pool="unknown",verdict="down"}"#),
         1.0
     );
     assert_eq!(value(r#"remora_verdict{pool="default",verdict="up"}"#), 1.0);

@@ -45,24 +45,31 @@ async fn each_pool_answers_its_own_question_about_the_same_replica() -> Result<(
     stream.read_to_string(&mut reply).await?;
     assert_eq!(reply, "down #not writable: a replica\n");
 
-    // An unknown name: the default policy's answer, saying so; logged once.
+    // An unknown name (a typo): the strictest pool's answer, saying so;
+    // logged once.
     for _ in 0..3 {
-        assert_eq!(ask(b"mian\n").await?, "up ready 100% #unknown pool mian\n");
+        assert_eq!(
+            ask(b"writter\n").await?,
+            "down #not writable: a replica; unknown pool writter\n"
+        );
     }
     assert_eq!(
-        remora.log().matches("unknown pool \"mian\"").count(),
+        remora.log().matches("unknown pool \"writter\"").count(),
         1,
         "{}",
         remora.log()
     );
 
-    // Bounded request lines: a 10 kB line is ignored, not buffered.
+    // Bounded request lines: a 10 kB line is not buffered, and fails closed.
     let long = [b'x'; 10_000];
     let mut stream = TcpStream::connect(remora.agent).await?;
     let _ = stream.write_all(&long).await;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await?;
-    assert_eq!(reply, "up ready 100%\n");
+    assert_eq!(
+        reply,
+        "down #not writable: a replica; unreadable pool name\n"
+    );
 
     // HTTP follows the same rules.
     assert_eq!(
@@ -72,8 +79,12 @@ async fn each_pool_answers_its_own_question_about_the_same_replica() -> Result<(
     assert_eq!(remora.get("/health?pool=main").await?.0, 200);
     assert_eq!(
         remora.get("/health?pool=nope").await?,
-        (200, "up ready 100% #unknown pool nope\n".to_owned())
+        (
+            503,
+            "down #not writable: a replica; unknown pool nope\n".to_owned()
+        )
     );
+    assert_eq!(remora.get("/health").await?.0, 200, "the default policy");
     let (_, body) = remora.get("/status").await?;
     let status: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(
@@ -114,10 +125,11 @@ async fn with_pools_the_agent_waits_briefly_for_the_pool_name_and_without_pools_
     )
     .await?;
     let refused = "down #mysql unreachable: connection refused\n";
+    let unnamed = "down #mysql unreachable: connection refused; no pool named\n";
 
-    // No request line: the default answer once agent.request_timeout (300ms) passes.
+    // No request line: an answer once agent.request_timeout (300ms) passes.
     let asked = Instant::now();
-    assert_eq!(agent_request(with_pools.agent, b"").await?, refused);
+    assert_eq!(agent_request(with_pools.agent, b"").await?, unnamed);
     let waited = asked.elapsed();
     assert!(
         waited >= Duration::from_millis(280),
@@ -130,7 +142,7 @@ async fn with_pools_the_agent_waits_briefly_for_the_pool_name_and_without_pools_
     stream.shutdown().await?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await?;
-    assert_eq!(reply, refused);
+    assert_eq!(reply, unnamed);
     // Judged against the wait just measured, in the same run: whatever the
     // machine adds to one reply it adds to the other.
     let half_closed = asked.elapsed();
@@ -151,6 +163,118 @@ async fn with_pools_the_agent_waits_briefly_for_the_pool_name_and_without_pools_
         times[5] < waited / 2,
         "median {:?} without pools, {waited:?} for a silent client with pools",
         times[5]
+    );
+    Ok(())
+}
+
+/// A pool name can arrive late (one lost `agent-send` segment costs a
+/// 200 ms retransmission), garbled or not at all: none of those exchanges
+/// may get an answer more permissive than the pool it was meant for. On a
+/// healthy replica the default policy and `main` say `up ready 100%`, and
+/// `writer` must never hear it.
+#[tokio::test]
+async fn a_late_or_garbled_pool_name_never_gets_a_more_permissive_answer() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\nagent: {{request_timeout: 100ms}}\n\
+             pools: {{main: {{}}, writer: {{role: primary}}}}\n",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await?;
+    let strictest = "down #not writable: a replica";
+    let failed_closed = async || -> Result<u64> {
+        let metrics = remora.get("/metrics").await?.1;
+        let series = "remora_agent_checks_total{pool=\"unknown\",verdict=\"down\"} ";
+        Ok((metrics.lines())
+            .find_map(|line| line.strip_prefix(series)?.parse().ok())
+            .unwrap_or(0))
+    };
+    let before = failed_closed().await?;
+
+    // `writer` at once: as before.
+    let prompt = agent_request(remora.agent, b"writer\n").await?;
+    assert_eq!(prompt, format!("{strictest}\n"));
+
+    // `writer` after the request timeout: answered before it came, as the
+    // strictest pool, and never up.
+    let mut stream = TcpStream::connect(remora.agent).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stream.write_all(b"writer\n").await;
+    let mut late = String::new();
+    let _ = stream.read_to_string(&mut late).await;
+    assert_eq!(late, format!("{strictest}; no pool named\n"));
+
+    // Half a name when the timeout fires, bytes that are not UTF-8, a line
+    // longer than a request may be: garbled, never up.
+    let mut half = TcpStream::connect(remora.agent).await?;
+    half.write_all(b"wri").await?;
+    let mut reply = String::new();
+    half.read_to_string(&mut reply).await?;
+    assert_eq!(reply, format!("{strictest}; unreadable pool name\n"));
+    for garbled in [&b"\xffwriter\xfe\n"[..], &[b'w'; 300]] {
+        let reply = agent_request(remora.agent, garbled).await?;
+        assert_eq!(reply, format!("{strictest}; unreadable pool name\n"));
+    }
+    assert_eq!(failed_closed().await? - before, 4, "counted as unknown");
+
+    // An operator whose backends send no name says so: those get the
+    // default policy again, and a garbled name still fails closed.
+    let mut remora = remora;
+    let yaml = format!(
+        "{}poll: {{interval: 200ms}}\nagent: {{request_timeout: 100ms, unnamed: default}}\n\
+         pools: {{main: {{}}, writer: {{role: primary}}}}\n",
+        mysql_section(pair.replica.port)
+    );
+    remora.rewrite_config(&yaml, None, None)?;
+    remora.reload()?;
+    wait_until(
+        "agent.unnamed: default",
+        Duration::from_secs(10),
+        async || Ok((agent_request(remora.agent, b"").await? == "up ready 100%\n").then_some(())),
+    )
+    .await?;
+    let reply = agent_request(remora.agent, b"\xff\n").await?;
+    assert_eq!(reply, format!("{strictest}; unreadable pool name\n"));
+    Ok(())
+}
+
+/// A backend without `agent-send` can have a port of its pool's own: every
+/// exchange there is that pool's, with nothing to read.
+#[tokio::test]
+async fn a_pool_with_its_own_port_answers_there_without_a_name() -> Result<()> {
+    let pair = Pair::start().await?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\n\
+             pools: {{main: {{}}, writer: {{role: primary, listen: '127.0.0.1:0'}}}}\n",
+            mysql_section(pair.replica.port)
+        ),
+    )
+    .await?;
+    // Port 0: the kernel chose one, and remora says which.
+    let log = remora.log();
+    let port: std::net::SocketAddr = log
+        .lines()
+        .find_map(|line| line.split("pool writer: agent listening on ").nth(1))
+        .map(str::trim)
+        .and_then(|addr| addr.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no pool port in the log:\n{log}"))?;
+    assert_eq!(
+        agent_request(port, b"").await?,
+        "down #not writable: a replica\n"
+    );
+    // Whatever a client sends there, the answer is the pool's.
+    assert_eq!(
+        agent_request(port, b"main\n").await?,
+        "down #not writable: a replica\n"
+    );
+    assert_eq!(
+        agent_request(remora.agent, b"main\n").await?,
+        "up ready 100%\n"
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ use remora::agent::{MAX_REQUEST, parse_pool};
 use remora::answer::MAX_LINE;
 use remora::config::{Config, Percent, Policy, Thresholds};
 use remora::policy::{Damper, State, Verdict, state_for_lag};
+use remora::poller::Asked;
 use serde_yaml::Value;
 
 /// What HAProxy makes of an agent reply, by its grammar
@@ -168,11 +169,16 @@ proptest! {
     }
 
     /// Whatever bytes arrive, the pool name read from them is short, trimmed,
-    /// printable and part of what was sent.
+    /// printable and part of what was sent; bytes that are not text are
+    /// garbled, never a name and never "no name".
     #[test]
     fn the_agent_request_parser_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let line = &bytes[..bytes.len().min(MAX_REQUEST)];
-        if let Some(name) = parse_pool(line) {
+        let asked = parse_pool(line);
+        if std::str::from_utf8(line).is_err() {
+            prop_assert_eq!(asked, Asked::Garbled);
+        }
+        if let Asked::Pool(name) = asked {
             prop_assert!(!name.is_empty());
             prop_assert_eq!(name, name.trim());
             prop_assert!(!name.contains(char::is_control));

@@ -17,6 +17,7 @@ async fn a_primary_switched_read_only_is_out_until_it_is_writable_again() -> Res
         remora_bin(),
         &format!(
             "{}poll: {{interval: 200ms}}\npolicy: {{recover_after: 2}}\n\
+             agent: {{unnamed: default}}\n\
              pools:\n  frozen_ok: {{standalone_read_only: up}}\n  \
              cautious: {{standalone_read_only: drain}}\n  writer: {{role: primary}}\n",
             mysql_section(pair.primary.port)

@@ -372,51 +372,251 @@ async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_
     Ok(())
 }
 
+/// `Last_SQL_Error` quotes the row ("Duplicate entry '42' ..."), and a
+/// loopback peer may be any local proxy: by default no HTTP answer carries
+/// it, only the errno and remora's own phrase. An operator who wants the
+/// text opts in, and then only readers on this host see it.
 #[tokio::test]
-async fn server_error_texts_are_shown_only_to_readers_on_this_host() -> Result<()> {
+async fn server_error_texts_are_served_to_nobody_unless_the_operator_opts_in() -> Result<()> {
     let pair = Pair::start().await?;
     let port = free_port()?;
-    let remora = Remora::builder(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 200ms}}\n",
-            mysql_section(pair.replica.port)
-        ),
-    )
-    .listening(
-        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-        SocketAddr::from(([0, 0, 0, 0], port)),
-    )
-    .start()
-    .await?;
-    // Last_SQL_Error quotes the row: "Duplicate entry '42' ...".
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let yaml = |error_text: &str| {
+        format!(
+            "{}poll: {{interval: 200ms}}\nhttp: {{admin_token_file: {}, error_text: {error_text}}}\n",
+            mysql_section(pair.replica.port),
+            token_file.display()
+        )
+    };
+    let mut remora = Remora::builder(remora_bin(), &yaml("hide"))
+        .listening(
+            SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        )
+        .start()
+        .await?;
     pair.break_replication(42).await?;
     remora
         .wait_reply(Duration::from_secs(5), |r| {
             r == "down #sql thread error 1062"
         })
         .await?;
-    let read = |addr: SocketAddr| async move {
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, port));
+    let status = async |addr: SocketAddr| -> Result<serde_json::Value> {
         let (code, body) = remora_lab::http_get(addr, "/status").await?;
         anyhow::ensure!(code == 200, "{code}");
-        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
+        Ok(serde_json::from_str(&body)?)
     };
-    let local = read(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    let error = &local["replication"][0]["last_sql_error"];
-    assert_eq!(error["errno"], 1062);
+    for path in [
+        "/status",
+        "/events",
+        "/history",
+        "/history?format=csv",
+        "/",
+        "/metrics",
+    ] {
+        let (code, body) = remora_lab::http_get(local, path).await?;
+        assert_eq!(code, 200, "{path}");
+        assert!(
+            !body.contains("Duplicate entry"),
+            "{path} serves row data:\n{body}"
+        );
+    }
+    let hidden = status(local).await?;
+    let error = &hidden["replication"][0]["last_sql_error"];
+    assert_eq!(error["errno"], 1062, "the errno is for everyone");
+    assert_eq!(error["message"], serde_json::Value::Null, "{hidden}");
+
+    remora.rewrite_config(&yaml("show"), None, None)?;
+    remora.reload()?;
+    let shown = remora_lab::wait_until("error_text: show", Duration::from_secs(10), async || {
+        let shown = status(local).await?;
+        Ok((!shown["replication"][0]["last_sql_error"]["message"].is_null()).then_some(shown))
+    })
+    .await?;
+    let message = &shown["replication"][0]["last_sql_error"]["message"];
     assert!(
-        error["message"]
+        message
             .as_str()
             .is_some_and(|m| m.contains("Duplicate entry")),
-        "{local}"
+        "{shown}"
     );
-    let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, port));
-    let remote = read(outside).await?;
-    let error = &remote["replication"][0]["last_sql_error"];
-    assert_eq!(error["errno"], 1062, "the errno is for everyone");
-    assert_eq!(error["message"], serde_json::Value::Null, "{remote}");
+    let remote = status(outside).await?;
+    assert_eq!(
+        remote["replication"][0]["last_sql_error"]["message"],
+        serde_json::Value::Null
+    );
     assert!(!remote.to_string().contains("Duplicate entry"), "{remote}");
     assert_eq!(remote["reason"], "sql thread error 1062");
+    Ok(())
+}
+
+/// A drain an operator set over HTTP outlives a restart (a crash, an OOM
+/// kill, `systemctl restart`): the first answer after it is the drain.
+#[tokio::test]
+async fn a_drain_set_over_http_survives_a_restart() -> Result<()> {
+    let pair = Pair::start().await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let state_file = dir.path().join("switch");
+    let mut remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 200ms}}\nhttp: {{admin_token_file: {}}}\n\
+             maintenance: {{state_file: {}}}\n",
+            mysql_section(pair.replica.port),
+            token_file.display(),
+            state_file.display()
+        ),
+    )
+    .await?;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let (code, _) = switch(remora.http, "POST", &auth, "drain moving racks").await?;
+    assert_eq!(code, 200);
+    let mode = std::fs::metadata(&state_file)?.permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    remora.restart().await?;
+    assert_eq!(remora.reply().await?, "up drain #maintenance: moving racks");
+
+    // Switched off, it stays off after the next restart.
+    let (code, _) = switch(remora.http, "DELETE", &auth, "").await?;
+    assert_eq!(code, 200);
+    assert!(!state_file.exists());
+    remora.restart().await?;
+    assert_eq!(remora.reply().await?, "up ready 100%");
+
+    // A state file that cannot be trusted still means an operator wanted
+    // the server out.
+    std::fs::write(&state_file, "\u{0}garbage")?;
+    remora.restart().await?;
+    let reply = remora.reply().await?;
+    assert!(
+        reply.starts_with("up drain #maintenance state unreadable: starts with"),
+        "{reply}"
+    );
+    Ok(())
+}
+
+/// The admin token file is read on every switch, by the same bounded reader
+/// as every other file: a FIFO put in its place refuses the switch at once.
+#[tokio::test]
+async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Result<()> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 1s}}\nhttp: {{admin_token_file: {}}}\n",
+            mysql_section(port),
+            token_file.display()
+        ),
+    )
+    .await?;
+    std::fs::remove_file(&token_file)?;
+    let made = std::process::Command::new("mkfifo")
+        .arg(&token_file)
+        .status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, body) = switch(remora.http, "POST", &[("Authorization", &bearer)], "drain").await?;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "the admin token cannot be read\n")
+    );
+    assert!(
+        remora.log().contains("http.admin_token_file: cannot read"),
+        "{}",
+        remora.log()
+    );
+    Ok(())
+}
+
+/// A remote client hammering the switch cannot flood the log.
+#[tokio::test]
+async fn refused_switch_attempts_cannot_flood_the_log() -> Result<()> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let remora = Remora::builder(
+        remora_bin(),
+        &format!(
+            "{}poll: {{interval: 1s}}\nhttp: {{admin_token_file: {}}}\n",
+            mysql_section(port),
+            token_file.display()
+        ),
+    )
+    .listening(
+        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        SocketAddr::from(([0, 0, 0, 0], free_port()?)),
+    )
+    .start()
+    .await?;
+    let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, remora.http.port()));
+    for _ in 0..200 {
+        let (code, _) = http_exchange(outside, "POST", "/maintenance", &[], "drain").await?;
+        assert_eq!(code, 403);
+    }
+    let logged = remora.log().matches("maintenance switch refused").count();
+    assert!(
+        (1..=6).contains(&logged),
+        "{logged} lines:\n{}",
+        remora.log()
+    );
+    Ok(())
+}
+
+/// `tls.ca_file` naming a FIFO (or a hung mount) cannot hang
+/// `--check-config` or start-up: exit 2 naming the key.
+#[tokio::test]
+async fn a_fifo_as_tls_ca_file_is_refused_at_once_naming_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("ca.pem");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(made.success(), "mkfifo failed");
+    let config = dir.path().join("remora.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mysql: {{host: 127.0.0.1, tls: {{mode: verify_ca, ca_file: {}}}}}\n",
+            fifo.display()
+        ),
+    )?;
+    for args in [&["--check-config"][..], &[]] {
+        let mut child = tokio::process::Command::new(remora_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stderr = String::new();
+        let mut pipe = child.stderr.take().expect("piped");
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr).await?;
+            child.wait().await
+        })
+        .await;
+        let status = waited.map_err(|_| anyhow::anyhow!("{args:?}: hung on the FIFO"))??;
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("mysql.tls.ca_file") && stderr.contains("not a regular file"),
+            "{args:?}: {stderr}"
+        );
+    }
     Ok(())
 }
 

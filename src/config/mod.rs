@@ -20,15 +20,16 @@ mod policy;
 mod secrets;
 mod sections;
 
-pub use mysql::{Address, MysqlConfig, TlsConfig, TlsMode};
+pub use mysql::{Address, MAX_CA_BYTES, MysqlConfig, TlsConfig, TlsMode};
 pub use policy::{
     MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, StandaloneVerdict,
     Thresholds,
 };
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
-    AgentConfig, DonorVerdict, GaleraConfig, GroupReplicationConfig, HeartbeatTimezone,
+    AgentConfig, DonorVerdict, ErrorText, GaleraConfig, GroupReplicationConfig, HeartbeatTimezone,
     HistoryConfig, HttpConfig, LagConfig, LagSource, LoadConfig, MaintenanceConfig, PollConfig,
+    Unnamed,
 };
 
 /// The whole configuration file.
@@ -205,11 +206,24 @@ impl Config {
             load.validate()?;
         }
         self.policy.validate("policy")?;
+        self.http.validate()?;
+        self.validate_pools()
+    }
+
+    /// Pool names and each pool's policy; agent ports used once.
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        let mut ports = vec![("agent.listen".to_owned(), self.agent.listen)];
         for (name, pool) in &self.pools {
-            if name == "default" {
+            if let Some(reserved) = RESERVED_POOL_NAMES.iter().find(|r| **r == name) {
                 return Err(invalid(
-                    "pools.default",
-                    "the name default is reserved for the top-level policy",
+                    &format!("pools.{name}"),
+                    format!(
+                        "the name {reserved} is reserved ({}): choose another",
+                        match *reserved {
+                            "default" => "the top-level policy",
+                            _ => "the label of checks that named no pool",
+                        }
+                    ),
                 ));
             }
             if name.is_empty()
@@ -226,8 +240,24 @@ impl Config {
             let section = format!("pools.{name}");
             pool.validate_order(&section)?;
             pool.policy(&self.policy).validate(&section)?;
+            if let Some(listen) = pool.listen {
+                let key = format!("{section}.listen");
+                if let Some((other, _)) =
+                    (ports.iter()).find(|(_, used)| *used == listen && listen.port() != 0)
+                {
+                    return Err(invalid(&key, format!("{listen} is already {other}")));
+                }
+                ports.push((key, listen));
+            }
         }
         Ok(())
+    }
+
+    /// The pools with an agent port of their own, and the port.
+    pub fn pool_listeners(&self) -> BTreeMap<String, std::net::SocketAddr> {
+        (self.pools.iter())
+            .filter_map(|(name, pool)| Some((name.clone(), pool.listen?)))
+            .collect()
     }
 
     /// Every policy remora answers for: the default (named `""`), then each pool.
@@ -241,6 +271,11 @@ impl Config {
             .collect()
     }
 }
+
+/// Names no pool may have: `default` is the top-level policy's label and
+/// `unknown` the label of checks that named no pool, in metrics and
+/// history; a pool so named would share their series.
+pub const RESERVED_POOL_NAMES: [&str; 2] = ["default", "unknown"];
 
 /// Longest configuration file read.
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -493,6 +528,17 @@ maintenance: {file: /etc/remora/maintenance}
             ),
             ("pools:\n  'a pool': {}\n", &["pools.a pool", "name"]),
             ("pools:\n  default: {}\n", &["pools.default", "reserved"]),
+            ("pools:\n  unknown: {}\n", &["pools.unknown", "reserved"]),
+            (
+                "pools:\n  a: {listen: '127.0.0.1:9258'}\n",
+                &["pools.a.listen", "agent.listen"],
+            ),
+            (
+                "http:\n  listen: 0.0.0.0:9259\n",
+                &["http.admin_token_file", "0.0.0.0:9259", "without a token"],
+            ),
+            ("agent:\n  unnamed: anyone\n", &["agent.unnamed"]),
+            ("http:\n  error_text: all\n", &["http.error_text"]),
             (
                 "agent:\n  request_timeout: 0ms\n",
                 &["agent.request_timeout"],

@@ -165,12 +165,25 @@ impl MysqlConfig {
                     "is used only by mode verify_ca or verify_identity",
                 ));
             }
-            std::fs::File::open(ca).map_err(|err| {
-                tls.invalid(
-                    "tls.ca_file",
-                    format!("cannot read {}: {err}", ca.display()),
-                )
-            })?;
+            match crate::files::read_regular(ca, MAX_CA_BYTES) {
+                Ok((_, false)) => {}
+                Ok((_, true)) => {
+                    return Err(tls.invalid(
+                        "tls.ca_file",
+                        format!("{}: larger than {MAX_CA_BYTES} bytes", ca.display()),
+                    ));
+                }
+                Err(err) => {
+                    return Err(tls.invalid(
+                        "tls.ca_file",
+                        format!(
+                            "cannot read {}: {}",
+                            ca.display(),
+                            crate::files::phrase(&err)
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -207,3 +220,6 @@ impl MysqlConfig {
         Ok(())
     }
 }
+
+/// Longest CA bundle read (Debian's whole system bundle is about 200 KB).
+pub const MAX_CA_BYTES: usize = 1024 * 1024;

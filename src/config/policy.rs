@@ -181,6 +181,14 @@ pub struct PoolConfig {
     pub ramp_up: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standalone_read_only: Option<StandaloneVerdict>,
+    /// An agent port of this pool's own: every exchange on it is answered
+    /// by this pool, with no name read (for backends without `agent-send`).
+    #[serde(
+        default,
+        deserialize_with = "super::sections::some_listen_address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl PoolConfig {
@@ -258,6 +266,7 @@ impl From<Policy> for PoolConfig {
             recover_after: Some(policy.recover_after),
             ramp_up: Some(policy.ramp_up),
             standalone_read_only: Some(policy.standalone_read_only),
+            listen: None,
         }
     }
 }

@@ -190,6 +190,11 @@ pub struct MaintenanceConfig {
     /// the file's first word is `maint`) with the rest of the file as reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// Where the switch set over HTTP is kept, so that a drain survives a
+    /// restart: written on every switch, read at start before the first
+    /// answer. Unreadable or malformed: drain, saying why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -225,6 +230,11 @@ pub struct AgentConfig {
     /// Connections open at once. Beyond this a new connection closes the
     /// oldest open one (see the connections module).
     pub max_connections: usize,
+    /// With pools configured: who answers an exchange that names no pool
+    /// (none arrived within `request_timeout`). `strictest`: the strictest
+    /// pool, so a late or lost name never routes writes to a replica.
+    /// `default`: the top-level policy, for backends without `agent-send`.
+    pub unnamed: Unnamed,
 }
 
 impl Default for AgentConfig {
@@ -233,8 +243,32 @@ impl Default for AgentConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9258)),
             request_timeout: Duration::from_millis(100),
             max_connections: 1000,
+            unnamed: Unnamed::Strictest,
         }
     }
+}
+
+/// Who answers an agent exchange that names no pool, when pools exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unnamed {
+    /// The strictest configured pool: fail closed.
+    #[default]
+    Strictest,
+    /// The top-level policy.
+    Default,
+}
+
+/// Whether HTTP answers carry the text of a server's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorText {
+    /// Only the errno and remora's own phrase: `Last_SQL_Error` and driver
+    /// messages can quote row data.
+    #[default]
+    Hide,
+    /// The whole text, to readers on loopback.
+    Show,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -247,6 +281,8 @@ pub struct HttpConfig {
     /// rotated file applies at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// `show`: `/status` gives loopback readers the text of server errors.
+    pub error_text: ErrorText,
 }
 
 impl Default for HttpConfig {
@@ -254,8 +290,35 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9259)),
             admin_token_file: None,
+            error_text: ErrorText::Hide,
         }
     }
+}
+
+impl HttpConfig {
+    /// The maintenance switch answers loopback peers only, but a listener on
+    /// another address also serves whatever forwards to it from this host
+    /// (a mesh's sidecar, a container's neighbours): there it needs a token.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.admin_token_file.is_none() {
+            return Err(invalid(
+                "http.admin_token_file",
+                format!(
+                    "required when http.listen ({}) is not a loopback address: \
+                     the maintenance switch would be open without a token",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An optional [`listen_address`].
+pub(super) fn some_listen_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    listen_address(deserializer).map(Some)
 }
 
 /// An address and port to listen on. A bare port is refused with the form

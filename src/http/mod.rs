@@ -7,9 +7,16 @@
 //!   down; the body is the agent line;
 //! - `GET /metrics`: Prometheus text exposition 0.0.4;
 //! - `GET /events`: verdict changes, newest first, and `GET /history`
-//!   (`?format=json|csv`): every poll kept (`history.keep`);
+//!   (`?format=json|csv`, `since=` RFC 3339 or seconds ago, `limit=N`):
+//!   the polls kept (`history.keep`), streamed;
 //! - `POST /maintenance` (body: `drain|maint [reason]`) and
-//!   `DELETE /maintenance`: the operator's switch, from loopback only.
+//!   `DELETE /maintenance`: the operator's switch, from loopback only, kept
+//!   in `maintenance.state_file` when one is set.
+//!
+//! HTTP runs on a thread of its own, below the poller's priority: no
+//! render, however heavy, delays a poll. The heavy renders (`/`,
+//! `/events`, `/history`) run at most [`HEAVY_RENDERS`] at a time; beyond
+//! that they are answered 503 with `Retry-After`.
 //!
 //! Every connection is bounded: the request head must arrive within
 //! [`HEADER_DEADLINE`] and fit in [`MAX_HEAD`] bytes (else 431), the body is
@@ -17,6 +24,7 @@
 //! lives longer than [`CONNECTION_DEADLINE`], and beyond [`MAX_CONNECTIONS`]
 //! open at once a new one closes the oldest (see [`crate::connections`]).
 
+mod body;
 mod history;
 mod metrics;
 pub mod page;
@@ -28,11 +36,14 @@ pub use status::{Audience, Status, rfc3339};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, ORIGIN, RETRY_AFTER as RETRY_AFTER_HEADER,
+    WWW_AUTHENTICATE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -40,14 +51,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use log::{debug, info};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
 use crate::connections::Connections;
+use crate::history::Selection;
+use crate::logs::Throttle;
 use crate::maintenance::{self, Maintenance, Source};
-use crate::poller::Snapshot;
+use crate::poller::{Asked, Lookup, Snapshot};
+use crate::threads::Priority;
+
+pub use body::Body;
+use body::Holding as _;
 
 const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -56,9 +73,41 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const MAX_HEAD: usize = 16 * 1024;
 /// HTTP connections open at once; scrapers and health checks need a handful.
 const MAX_CONNECTIONS: usize = 256;
+/// Refused switch attempts logged per [`REFUSAL_WINDOW`]; the rest are
+/// counted and the count logged once the window is over.
+const REFUSALS_LOGGED: u32 = 5;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// Heavy renders (`/`, `/events`, `/history`) under way at once; more are
+/// answered 503. Each holds its place until its body is sent or dropped.
+pub const HEAVY_RENDERS: usize = 4;
+/// What a 503 for a heavy render tells the client to wait, in seconds.
+const RETRY_AFTER: &str = "1";
 
 /// The HTTP maintenance switch, shared with the poller.
 pub type Switch = Arc<watch::Sender<Option<Maintenance>>>;
+
+/// What every request on one listener shares.
+struct Shared {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    switch: Switch,
+    heavy: Arc<Semaphore>,
+    /// Refused switch attempts are logged at most this often.
+    refusals: Throttle,
+}
+
+/// Runs [`serve`] on a thread of its own, at a lower priority than the
+/// poller's.
+pub fn spawn(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    switch: Switch,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    crate::threads::serve_on_own_thread("http", Priority::Background, listener, move |listener| {
+        serve(listener, snapshots, switch, shutdown)
+    })
+}
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -69,6 +118,12 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Connections::new("http");
+    let shared = Arc::new(Shared {
+        snapshots,
+        switch,
+        heavy: Arc::new(Semaphore::new(HEAVY_RENDERS)),
+        refusals: Throttle::new(REFUSALS_LOGGED, REFUSAL_WINDOW),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -85,12 +140,10 @@ pub async fn serve(
             .admit(MAX_CONNECTIONS, "the HTTP connection cap")
             .make_room()
             .await;
-        let snapshots = snapshots.clone();
-        let switch = Arc::clone(&switch);
+        let shared = Arc::clone(&shared);
         let service = service_fn(move |request: Request<Incoming>| {
-            let snapshots = snapshots.clone();
-            let switch = Arc::clone(&switch);
-            async move { Ok::<_, Infallible>(route(request, peer, &snapshots, &switch).await) }
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(route(request, peer, &shared).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -116,45 +169,30 @@ pub async fn serve(
     }
 }
 
-async fn route(
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    snapshots: &watch::Receiver<Arc<Snapshot>>,
-    switch: &Switch,
-) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let read_only = matches!(method, Method::GET | Method::HEAD);
+    let snapshot = Arc::clone(&shared.snapshots.borrow());
     match path.as_str() {
-        "/" if read_only => {
-            let snapshot = Arc::clone(&snapshots.borrow());
-            reply(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                page::render(&snapshot, Instant::now()),
-            )
-        }
         "/" | "/status" | "/health" | "/metrics" | "/events" | "/history" if !read_only => {
             not_allowed("GET, HEAD")
         }
-        "/events" | "/history" => {
-            let snapshot = Arc::clone(&snapshots.borrow());
-            kept(
-                &path,
-                query_param(request.uri().query(), "format"),
-                &snapshot,
-            )
+        "/" | "/events" | "/history" => {
+            let Ok(place) = Arc::clone(&shared.heavy).try_acquire_owned() else {
+                return busy();
+            };
+            heavy(&path, request.uri().query(), &snapshot).holding(place)
         }
         "/maintenance" => match method {
             Method::POST | Method::DELETE => {
-                let token_file = snapshots.borrow().admin_token_file.clone();
-                match refusal(&request, peer, token_file).await {
-                    None => maintenance(request, peer, switch).await,
+                let token_file = snapshot.admin_token_file.clone();
+                match refusal(&request, peer, token_file, &shared.refusals).await {
+                    None => maintenance(request, peer, &shared.switch, &snapshot).await,
                     Some(refused) => refused,
                 }
             }
             Method::GET | Method::HEAD => {
-                let snapshot = Arc::clone(&snapshots.borrow());
                 let text = match &snapshot.maintenance {
                     Some(m) => m.answer().line().to_owned(),
                     None => "off\n".to_owned(),
@@ -163,48 +201,122 @@ async fn route(
             }
             _ => not_allowed("GET, HEAD, POST, DELETE"),
         },
-        "/status" | "/health" | "/metrics" => {
-            let snapshot = Arc::clone(&snapshots.borrow());
-            let now = Instant::now();
-            match path.as_str() {
-                "/status" => {
-                    let status = Status::of(&snapshot, now, Audience::of(peer));
-                    let mut body = serde_json::to_string_pretty(&status)
-                        .expect("the status document always serializes");
-                    body.push('\n');
-                    reply(StatusCode::OK, "application/json", body)
-                }
-                "/health" => {
-                    let lookup = snapshot.lookup(query_param(request.uri().query(), "pool"));
-                    let answer = snapshot.answer_to(now, lookup);
-                    reply(health_code(&answer), "text/plain", answer.line().to_owned())
-                }
-                _ => reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    metrics::render(&snapshot, now),
-                ),
-            }
+        "/status" => {
+            let audience = Audience::of(peer, snapshot.error_text);
+            let status = Status::of(&snapshot, Instant::now(), audience);
+            let mut body = serde_json::to_string_pretty(&status)
+                .expect("the status document always serializes");
+            body.push('\n');
+            reply(StatusCode::OK, "application/json", body)
         }
+        "/health" => {
+            // Without `?pool=` an HTTP check asks for the default policy on
+            // purpose: unlike a lost agent-send, nothing was meant and lost.
+            let lookup = match query_param(request.uri().query(), "pool") {
+                Some(pool) => snapshot.lookup(Asked::Pool(pool)),
+                None => Lookup::Found(&snapshot.default),
+            };
+            let answer = snapshot.answer_to(Instant::now(), lookup);
+            reply(health_code(&answer), "text/plain", answer.line().to_owned())
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics::render(&snapshot, Instant::now()),
+        ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 
-/// `/events`, and `/history` as JSON or CSV.
-fn kept(path: &str, format: Option<&str>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+/// `/`, `/events`, and `/history` as JSON or CSV, streamed.
+fn heavy(path: &str, query: Option<&str>, snapshot: &Snapshot) -> Response<Body> {
     let kept = &snapshot.history;
-    match (path, format) {
-        ("/events", _) => reply(StatusCode::OK, "application/json", history::events(kept)),
-        ("/history", None | Some("json")) => {
-            reply(StatusCode::OK, "application/json", history::json(kept))
-        }
-        ("/history", Some("csv")) => reply(StatusCode::OK, "text/csv", history::csv(kept)),
-        _ => reply(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "format is json or csv\n".into(),
+    match path {
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page::render(snapshot, Instant::now()),
         ),
+        "/events" => reply(StatusCode::OK, "application/json", history::events(kept)),
+        _ => {
+            let (format, content_type) = match query_param(query, "format") {
+                None | Some("json") => (history::Format::Json, "application/json"),
+                Some("csv") => (history::Format::Csv, "text/csv"),
+                Some(_) => return bad_request("format is json or csv"),
+            };
+            let selection = match selection(query, SystemTime::now()) {
+                Ok(selection) => selection,
+                Err(why) => return bad_request(&why),
+            };
+            let samples = history::Samples::new(Arc::clone(kept), format, selection);
+            let mut response = Response::new(Body::streamed(samples));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
     }
+}
+
+/// `since=` and `limit=` of a `/history` request, or what is wrong with them.
+fn selection(query: Option<&str>, now: SystemTime) -> Result<Selection, String> {
+    let since_ms = match query_param(query, "since") {
+        None => None,
+        Some(text) => Some(since(&percent_decoded(text), now).ok_or_else(|| {
+            format!("since is an RFC 3339 time in UTC (2026-12-04T10:00:00Z) or seconds ago, got {text:?}")
+        })?),
+    };
+    let limit = match query_param(query, "limit") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<usize>()
+                .ok()
+                .filter(|limit| *limit > 0)
+                .ok_or_else(|| format!("limit is a number of samples, at least 1, got {text:?}"))?,
+        ),
+    };
+    Ok(Selection { since_ms, limit })
+}
+
+/// Milliseconds since 1970 of `since=`: an RFC 3339 time, or seconds before `now`.
+fn since(text: &str, now: SystemTime) -> Option<u64> {
+    let at = match text.parse::<f64>() {
+        Ok(ago) if ago.is_finite() && ago >= 0.0 => {
+            let ago = Duration::try_from_secs_f64(ago).ok()?;
+            now.checked_sub(ago).unwrap_or(UNIX_EPOCH)
+        }
+        Ok(_) => return None,
+        Err(_) => humantime::parse_rfc3339_weak(text).ok()?,
+    };
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Some(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `%XX` escapes decoded (a time's `:` arrives as `%3A` from some clients).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Longest the switch waits to read `http.admin_token_file`.
@@ -218,16 +330,20 @@ async fn refusal(
     request: &Request<Incoming>,
     peer: SocketAddr,
     token_file: Option<std::path::PathBuf>,
-) -> Option<Response<Full<Bytes>>> {
+    log: &Throttle,
+) -> Option<Response<Body>> {
     let refuse = |code, text: &str| Some(reply(code, "text/plain", format!("{text}\n")));
     if request.headers().contains_key(ORIGIN) {
-        info!("maintenance switch refused to {peer}: a browser request (Origin header)");
+        log.info(|| {
+            format!("maintenance switch refused to {peer}: a browser request (Origin header)")
+        });
         return refuse(
             StatusCode::FORBIDDEN,
             "maintenance cannot be switched from a browser page",
         );
     }
     if !is_loopback(peer.ip()) {
+        log.info(|| format!("maintenance switch refused to {peer}: not from loopback"));
         return refuse(
             StatusCode::FORBIDDEN,
             "maintenance can be switched from loopback only",
@@ -271,42 +387,91 @@ async fn refusal(
         }
     };
     if !token.matches(presented.trim()) {
-        info!("maintenance switch refused to {peer}: wrong admin token");
+        log.info(|| format!("maintenance switch refused to {peer}: wrong admin token"));
         return refuse(StatusCode::FORBIDDEN, "wrong admin token");
     }
     None
 }
 
-/// Turns the HTTP maintenance switch on (POST) or off (DELETE).
+/// Turns the HTTP maintenance switch on (POST) or off (DELETE), and keeps
+/// it in `maintenance.state_file`. A switch that cannot be kept still
+/// applies now (the operator asked for it), and the reply says it will not
+/// survive a restart.
 async fn maintenance(
     request: Request<Incoming>,
     peer: SocketAddr,
     switch: &Switch,
-) -> Response<Full<Bytes>> {
-    if request.method() == Method::DELETE {
-        switch.send_replace(None);
-        info!("maintenance switched off by {peer}");
-        return reply(StatusCode::OK, "text/plain", "off\n".into());
-    }
-    let body = match Limited::new(request.into_body(), maintenance::MAX_TEXT)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "text/plain",
-                format!("the body is limited to {} bytes\n", maintenance::MAX_TEXT),
+    snapshot: &Snapshot,
+) -> Response<Body> {
+    let switched = if request.method() == Method::DELETE {
+        None
+    } else {
+        let body = match Limited::new(request.into_body(), maintenance::MAX_TEXT)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text/plain",
+                    format!("the body is limited to {} bytes\n", maintenance::MAX_TEXT),
+                );
+            }
+        };
+        Some(Maintenance::parse(
+            &String::from_utf8_lossy(&body),
+            Source::Http,
+        ))
+    };
+    let unkept = match &snapshot.state_file {
+        Some(path) => keep_switch(path.clone(), switched.clone()).await.err(),
+        None => None,
+    };
+    let mut text = match &switched {
+        Some(on) => {
+            info!(
+                "maintenance switched on by {peer}: {}",
+                crate::logs::escaped(on.answer().text())
             );
+            on.answer().line().to_owned()
+        }
+        None => {
+            info!("maintenance switched off by {peer}");
+            "off\n".to_owned()
         }
     };
-    let text = String::from_utf8_lossy(&body);
-    let switched = Maintenance::parse(&text, Source::Http);
-    let answer = switched.answer();
-    info!("maintenance switched on by {peer}: {}", answer.text());
-    switch.send_replace(Some(switched));
-    reply(StatusCode::OK, "text/plain", answer.line().to_owned())
+    switch.send_replace(switched);
+    if let Some(why) = unkept {
+        log::error!("maintenance switch not kept: {why}; it applies until remora restarts");
+        text.push_str(&format!(
+            "not kept ({why}): applies until remora restarts\n"
+        ));
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", text);
+    }
+    reply(StatusCode::OK, "text/plain", text)
+}
+
+/// Longest writing the state file may take.
+const STATE_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Writes the switch to `maintenance.state_file`, off the async thread.
+async fn keep_switch(
+    path: std::path::PathBuf,
+    switched: Option<Maintenance>,
+) -> Result<(), String> {
+    let shown = path.display().to_string();
+    let writing = move || Maintenance::keep(&path, switched.as_ref());
+    match crate::files::read_within(STATE_WRITE_LIMIT, writing).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(err)) => Err(format!(
+            "maintenance.state_file {shown}: {}",
+            crate::files::phrase(&err)
+        )),
+        None => Err(format!(
+            "maintenance.state_file {shown}: not written within {STATE_WRITE_LIMIT:?}"
+        )),
+    }
 }
 
 /// `/health`: 200 when up with weight, 404 when drained or in maintenance
@@ -328,7 +493,24 @@ fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+/// 503 for a heavy render beyond [`HEAVY_RENDERS`].
+fn busy() -> Response<Body> {
+    let mut response = reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        format!("busy: {HEAVY_RENDERS} renders of /, /events or /history under way; retry\n"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER_HEADER, HeaderValue::from_static(RETRY_AFTER));
+    response
+}
+
+fn bad_request(why: &str) -> Response<Body> {
+    reply(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n"))
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = reply(
         StatusCode::METHOD_NOT_ALLOWED,
         "text/plain",
@@ -348,8 +530,8 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }
 
-fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::whole(body));
     *response.status_mut() = code;
     response
         .headers_mut()

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::config::ErrorText;
 use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load, PRIMARY_SOURCE};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
@@ -18,8 +19,10 @@ use crate::probe::{ChannelStatus, GaleraStatus, GroupStatus, Observation, Thread
 use crate::trend::LagTrendNow;
 
 /// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
-/// message) can quote row data: only a reader on this host sees them whole;
-/// anyone else gets the errno and the agent's short phrase.
+/// message) can quote row data (`Duplicate entry 'alice@example.com'`), and
+/// a loopback peer may be a local proxy for anyone: by default nobody sees
+/// them, only the errno and remora's own phrase. With `http.error_text:
+/// show`, readers on loopback see them whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
     Loopback,
@@ -27,8 +30,8 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub fn of(peer: SocketAddr) -> Audience {
-        if super::is_loopback(peer.ip()) {
+    pub fn of(peer: SocketAddr, error_text: ErrorText) -> Audience {
+        if error_text == ErrorText::Show && super::is_loopback(peer.ip()) {
             Audience::Loopback
         } else {
             Audience::Remote

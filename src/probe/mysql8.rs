@@ -112,7 +112,12 @@ impl Probe {
             .query(conn, AURORA_VERSION, "SELECT @@aurora_version")
             .await
         {
-            Ok(_) => true,
+            // Only a real version string: a proxy in between may answer
+            // any variable with NULL or ''.
+            Ok(rows) => rows
+                .first()
+                .and_then(|row| text(row, 0))
+                .is_some_and(|version| !version.trim().is_empty()),
             Err(PollError::Server { code, .. }) if code == super::ER_UNKNOWN_SYSTEM_VARIABLE => {
                 false
             }

@@ -17,7 +17,12 @@ use crate::config::{TlsConfig, TlsMode};
 /// host (see [`Probe::connect`]).
 pub(super) fn ssl_opts(tls: &TlsConfig, server_name: Option<&str>) -> Option<SslOpts> {
     let mut checked = SslOpts::default()
-        .with_root_certs(tls.ca_file.iter().map(|path| path.clone().into()).collect())
+        .with_root_certs(
+            tls.ca_file
+                .iter()
+                .map(|path| ca_bundle(path).into())
+                .collect(),
+        )
         .with_disable_built_in_roots(tls.ca_file.is_some());
     if let Some(name) = server_name {
         checked = checked.with_danger_tls_hostname_override(Some(name.to_owned()));
@@ -31,6 +36,31 @@ pub(super) fn ssl_opts(tls: &TlsConfig, server_name: Option<&str>) -> Option<Ssl
         ),
         TlsMode::VerifyCa => Some(checked.with_danger_skip_domain_validation(true)),
         TlsMode::VerifyIdentity => Some(checked),
+    }
+}
+
+/// The CA bundle's bytes, read by remora's bounded reader (the driver would
+/// open the path itself at every connection, and wait on a FIFO forever).
+/// One that cannot be read now trusts nothing: the connection fails as
+/// `mysql tls failed` rather than trusting the system roots.
+fn ca_bundle(path: &std::path::Path) -> Vec<u8> {
+    match crate::files::read_regular(path, crate::config::MAX_CA_BYTES) {
+        Ok((bytes, false)) => bytes,
+        Ok((_, true)) => {
+            warn!(
+                "mysql.tls.ca_file {}: too large; trusting nothing",
+                path.display()
+            );
+            Vec::new()
+        }
+        Err(err) => {
+            warn!(
+                "mysql.tls.ca_file {}: {}; trusting nothing",
+                path.display(),
+                crate::files::phrase(&err)
+            );
+            Vec::new()
+        }
     }
 }
 
