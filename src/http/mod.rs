@@ -50,6 +50,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use log::{debug, info};
+use socket2::SockRef;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, timeout};
@@ -73,6 +74,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const MAX_HEAD: usize = 16 * 1024;
 /// HTTP connections open at once; scrapers and health checks need a handful.
 const MAX_CONNECTIONS: usize = 256;
+/// Each connection's kernel send buffer (Linux doubles it): with
+/// [`MAX_CONNECTIONS`] open, some 32 MiB at most, wherever the memory limit
+/// counts socket buffers (a cgroup's does).
+const SEND_BUFFER: usize = 64 * 1024;
 /// Refused switch attempts logged per [`REFUSAL_WINDOW`]; the rest are
 /// counted and the count logged once the window is over.
 const REFUSALS_LOGGED: u32 = 5;
@@ -136,6 +141,11 @@ pub async fn serve(
                 }
             },
         };
+        // The kernel's send buffer grows to megabytes for a client that does
+        // not read, and a container's memory limit counts it: keep it small.
+        if let Err(err) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            debug!("http: cannot size the send buffer: {err}");
+        }
         let slot = connections
             .admit(MAX_CONNECTIONS, "the HTTP connection cap")
             .make_room()
