@@ -17,6 +17,21 @@ use remora_lab::{Pair, Remora, free_port, http_exchange};
 /// output for it.
 const TOKEN: &str = remora_lab::mariadb::ADMIN_TOKEN;
 
+/// A directory holding the admin token file the tests configure.
+fn admin_token() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    Ok((dir, token_file))
+}
+
+/// A FIFO at `path`, where an operator's file should be.
+fn mkfifo(path: &std::path::Path) -> Result<()> {
+    let made = std::process::Command::new("mkfifo").arg(path).status()?;
+    anyhow::ensure!(made.success(), "mkfifo {} failed", path.display());
+    Ok(())
+}
+
 async fn switch(
     http: SocketAddr,
     method: &str,
@@ -30,9 +45,7 @@ async fn switch(
 async fn with_an_admin_token_only_its_holder_can_flip_maintenance_and_never_a_browser() -> Result<()>
 {
     let pair = Pair::start().await?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let (_dir, token_file) = admin_token()?;
     let remora = Remora::start(
         remora_bin(),
         &format!(
@@ -127,8 +140,7 @@ async fn a_fifo_as_maintenance_file_drains_and_sigterm_still_stops_remora() -> R
     let pair = Pair::start().await?;
     let dir = tempfile::tempdir()?;
     let fifo = dir.path().join("maintenance");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
-    anyhow::ensure!(made.success(), "mkfifo failed");
+    mkfifo(&fifo)?;
     let mut remora = Remora::start(
         remora_bin(),
         &format!(
@@ -380,9 +392,7 @@ async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_
 async fn server_error_texts_are_served_to_nobody_unless_the_operator_opts_in() -> Result<()> {
     let pair = Pair::start().await?;
     let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let (_dir, token_file) = admin_token()?;
     let yaml = |error_text: &str| {
         format!(
             "{}poll: {{interval: 200ms}}\nhttp: {{admin_token_file: {}, error_text: {error_text}}}\n",
@@ -459,9 +469,7 @@ async fn server_error_texts_are_served_to_nobody_unless_the_operator_opts_in() -
 #[tokio::test]
 async fn a_drain_set_over_http_survives_a_restart() -> Result<()> {
     let pair = Pair::start().await?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let (dir, token_file) = admin_token()?;
     let state_file = dir.path().join("switch");
     let mut remora = Remora::start(
         remora_bin(),
@@ -512,9 +520,7 @@ async fn a_drain_set_over_http_survives_a_restart() -> Result<()> {
 #[tokio::test]
 async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Result<()> {
     let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let (_dir, token_file) = admin_token()?;
     let remora = Remora::start(
         remora_bin(),
         &format!(
@@ -525,10 +531,7 @@ async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Resu
     )
     .await?;
     std::fs::remove_file(&token_file)?;
-    let made = std::process::Command::new("mkfifo")
-        .arg(&token_file)
-        .status()?;
-    anyhow::ensure!(made.success(), "mkfifo failed");
+    mkfifo(&token_file)?;
     let bearer = format!("Bearer {TOKEN}");
     let (code, body) = switch(remora.http, "POST", &[("Authorization", &bearer)], "drain").await?;
     assert_eq!(
@@ -547,9 +550,7 @@ async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Resu
 #[tokio::test]
 async fn refused_switch_attempts_cannot_flood_the_log() -> Result<()> {
     let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let (_dir, token_file) = admin_token()?;
     let remora = Remora::builder(
         remora_bin(),
         &format!(
@@ -584,8 +585,7 @@ async fn refused_switch_attempts_cannot_flood_the_log() -> Result<()> {
 async fn a_fifo_as_tls_ca_file_is_refused_at_once_naming_the_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let fifo = dir.path().join("ca.pem");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
-    anyhow::ensure!(made.success(), "mkfifo failed");
+    mkfifo(&fifo)?;
     let config = dir.path().join("remora.yaml");
     std::fs::write(
         &config,
@@ -628,8 +628,7 @@ async fn a_reload_from_a_fifo_is_rejected_and_remora_keeps_serving_and_stops_on_
     // The configuration file becomes a FIFO nobody writes to.
     let config = remora.config_path.clone();
     std::fs::remove_file(&config)?;
-    let made = std::process::Command::new("mkfifo").arg(&config).status()?;
-    anyhow::ensure!(made.success(), "mkfifo failed");
+    mkfifo(&config)?;
     remora.reload()?;
     let polls = remora.polls().await?;
     remora.wait_until_polls(polls + 2).await?;
@@ -665,5 +664,71 @@ async fn a_password_file_readable_by_everyone_is_warned_about_once_not_every_pol
     assert_eq!(remora.reply().await?, "up ready 100%");
     let warnings = remora.log().matches("readable by every user").count();
     assert_eq!(warnings, 1, "{}", remora.log());
+    Ok(())
+}
+
+/// `systemctl reload` may come while remora is still starting (a
+/// `Type=exec` unit counts as started once the binary runs): that SIGHUP
+/// must not end it. It is handled from the first line of `main`, before the
+/// configuration is even read, not only once remora serves.
+#[tokio::test]
+async fn a_sighup_while_remora_starts_does_not_end_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (agent, http) = (free_port()?, free_port()?);
+    // Nearly 1 MiB of configuration (the most remora reads): reading it
+    // takes long enough to see what remora does meanwhile.
+    let config = dir.path().join("remora.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}agent: {{listen: '127.0.0.1:{agent}'}}\nhttp: {{listen: '127.0.0.1:{http}'}}\n",
+            "# padding: a long configuration file\n".repeat(27_000),
+            mysql_section(free_port()?)
+        ),
+    )?;
+    let mut child = tokio::process::Command::new(remora_bin())
+        .arg("--config")
+        .arg(&config)
+        .env(remora_lab::remora::PASSWORD_ENV, "unused")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().expect("running");
+    let hangup = 1u64 << (remora_lab::signal::SIGHUP - 1);
+    let handles_hangup = || -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|line| {
+            let mask = line
+                .strip_prefix("SigIgn:")
+                .or_else(|| line.strip_prefix("SigCgt:"));
+            mask.and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .is_some_and(|mask| mask & hangup != 0)
+        })
+    };
+    let started = std::time::Instant::now();
+    while !handles_hangup() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP never handled"
+        );
+        std::hint::spin_loop();
+    }
+    let agent = SocketAddr::from(([127, 0, 0, 1], agent));
+    let serving = tokio::net::TcpStream::connect(agent).await.is_ok();
+    // SAFETY: kill only sends a signal to the child this test started.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, remora_lab::signal::SIGHUP) };
+    anyhow::ensure!(sent == 0, "kill failed");
+    assert!(!serving, "SIGHUP was handled only once remora listened");
+    let answered =
+        remora_lab::wait_until("remora to answer", Duration::from_secs(10), async || {
+            Ok(remora_lab::agent_reply(agent)
+                .await
+                .ok()
+                .filter(|r| !r.is_empty()))
+        })
+        .await?;
+    assert!(answered.starts_with("down #mysql"), "{answered}");
+    assert!(child.try_wait()?.is_none(), "remora ended");
     Ok(())
 }
