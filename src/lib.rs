@@ -33,7 +33,9 @@
 //!   [`poller::Snapshot`]s; it applies a reloaded configuration by the
 //!   [`reload::ReloadPlan`] that [`reload`] works out, purely.
 //! - [`history`]: every poll and verdict change of the last `history.keep`,
-//!   written by the poller, read by `/history` and `/events`; [`trend`]: the
+//!   written by the poller, read by `/history` and `/events`, and
+//!   [`history::trace`], the trace format `/history?format=csv` writes and
+//!   `--replay` reads; [`trend`]: the
 //!   lag's slope and the time until it is back under `full_weight_below`.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
 //!   memory and never wait on MySQL. `http` routes and guards the
@@ -274,28 +276,12 @@ impl Service {
             return Reloaded::Rejected;
         }
         if let Some((listener, addr)) = agent {
-            match self.spawner.agent(listener, None) {
-                Ok(next) => {
-                    self.retire(|service| &mut service.agent, next);
-                    info!("agent now listening on {addr}");
-                }
-                Err(err) => error!(
-                    "agent.listen {addr} not served: {err}; still serving on {}",
-                    old.0
-                ),
-            }
+            let next = self.spawner.agent(listener, None);
+            self.move_to("agent", |service| &mut service.agent, next, (old.0, addr));
         }
         if let Some((listener, addr)) = http {
-            match self.spawner.http(listener) {
-                Ok(next) => {
-                    self.retire(|service| &mut service.http, next);
-                    info!("http now listening on {addr}");
-                }
-                Err(err) => error!(
-                    "http.listen {addr} not served: {err}; still serving on {}",
-                    old.1
-                ),
-            }
+            let next = self.spawner.http(listener);
+            self.move_to("http", |service| &mut service.http, next, (old.1, addr));
         }
         self.move_pool_agents(pools);
         Reloaded::Applied
@@ -350,6 +336,24 @@ impl Service {
                 }
                 Err(err) => error!("pools.{name}.listen {addr} not served: {err}"),
             }
+        }
+    }
+
+    /// Serves `name` (`agent`, `http`) on its new address in place of the
+    /// old, or keeps the old if the new one could not be served.
+    fn move_to(
+        &mut self,
+        name: &str,
+        which: fn(&mut Service) -> &mut Serving,
+        next: std::io::Result<Serving>,
+        (old, new): (SocketAddr, SocketAddr),
+    ) {
+        match next {
+            Ok(next) => {
+                self.retire(which, next);
+                info!("{name} now listening on {new}");
+            }
+            Err(err) => error!("{name}.listen {new} not served: {err}; still serving on {old}"),
         }
     }
 

@@ -160,7 +160,7 @@ fn replay(config: &Path, trace: &Path, svg: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let rows = match remora::replay::parse(&text) {
+    let rows = match remora::history::trace::parse(&text) {
         Ok(rows) => rows,
         Err(err) => {
             eprintln!("remora: {}: {err}", trace.display());

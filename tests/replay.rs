@@ -51,7 +51,7 @@ async fn a_recorded_incident_replays_to_the_verdicts_remora_published() -> Resul
 
     // The same configuration, offline: the same verdict at every poll.
     let config = Config::load(&remora.config_path)?;
-    let rows = replay::parse(&csv)?;
+    let rows = remora::history::trace::parse(&csv)?;
     assert_eq!(rows.len(), live.len());
     let replayed = replay::run(&config, &rows);
     for (i, (sample, recorded)) in replayed.samples.iter().zip(&live).enumerate() {

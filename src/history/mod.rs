@@ -5,6 +5,8 @@
 //! The poller is the only writer, once per poll; HTTP readers copy what
 //! they render under a short lock. The agent never touches it.
 
+pub mod trace;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

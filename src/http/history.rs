@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use hyper::body::Bytes;
 use serde::Serialize;
 
-use crate::history::{Event, History, Sample, Selection, SharedHistory, Span};
+use crate::history::{Event, History, Sample, Selection, SharedHistory, Span, trace};
 
 /// Samples rendered per piece of a streamed body.
 const PIECE: usize = 256;
@@ -40,11 +40,8 @@ pub fn events(history: &Mutex<History>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Json,
-    /// `t` (seconds from the first sample sent, by the monotonic clock) and
-    /// `lag` first, as a hand-written trace has them, then the other inputs,
-    /// `at` (the wall clock, milliseconds since 1970), then per pool
-    /// `<pool>_target`, `<pool>_verdict`, `<pool>_weight`, `<pool>_reason`.
-    /// An empty cell is unknown.
+    /// The trace format ([`crate::history::trace`]), `t` counting from the
+    /// first sample sent.
     Csv,
 }
 
@@ -126,15 +123,7 @@ impl Samples {
                     history.keep().as_secs_f64()
                 );
             }
-            Format::Csv => {
-                out.push_str("t,lag,source,estimated,io_thread,sql_thread,errno,error,at");
-                for pool in history.pools() {
-                    for column in ["target", "verdict", "weight", "reason"] {
-                        let _ = write!(out, ",{}", quoted(&format!("{pool}_{column}")));
-                    }
-                }
-                out.push('\n');
-            }
+            Format::Csv => trace::write_header(history.pools(), out),
         }
     }
 
@@ -145,48 +134,9 @@ impl Samples {
                 out.push_str(if self.sent == 0 { "\n" } else { ",\n" });
                 out.push_str(&serde_json::to_string(sample).expect("samples serialize"));
             }
-            Format::Csv => csv_row(sample, first_ms, out),
+            Format::Csv => trace::write_row(sample, first_ms, out),
         }
         self.sent += 1;
-    }
-}
-
-/// One CSV row.
-fn csv_row(sample: &Sample, first_ms: u64, out: &mut String) {
-    let inputs = &sample.inputs;
-    let cell = |value: Option<String>| value.unwrap_or_default();
-    let _ = write!(
-        out,
-        "{:.3},{},{},{},{},{},{},{},{}",
-        sample.mono_ms.saturating_sub(first_ms) as f64 / 1e3,
-        cell(inputs.lag.map(|lag| format!("{lag:.3}"))),
-        inputs.source.unwrap_or_default(),
-        inputs.estimated,
-        cell(inputs.io_thread.map(|t| t.to_string())),
-        cell(inputs.sql_thread.map(|t| t.to_string())),
-        cell(inputs.errno.map(|e| e.to_string())),
-        cell(inputs.error.map(|e| e.to_string())),
-        sample.at_ms,
-    );
-    for pool in &sample.pools {
-        let _ = write!(
-            out,
-            ",{},{},{},{}",
-            pool.target.state,
-            pool.published.state,
-            pool.published.weight,
-            quoted(&pool.reason)
-        );
-    }
-    out.push('\n');
-}
-
-/// A CSV cell: quoted when it holds a comma, a quote or a line break.
-fn quoted(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
     }
 }
 
@@ -222,7 +172,7 @@ mod tests {
         }
         let mut csv = Samples::new(Arc::clone(&history), Format::Csv, Selection::default());
         let text = body(&mut csv);
-        let rows = crate::replay::parse(&text).expect("replayable");
+        let rows = crate::history::trace::parse(&text).expect("replayable");
         let times: Vec<f64> = rows.iter().map(|row| row.t).collect();
         assert_eq!(times, [0.0, 1.0], "{text}");
     }
@@ -267,15 +217,5 @@ mod tests {
         let mut newest = Samples::new(Arc::clone(&history), Format::Json, limited);
         let parsed: serde_json::Value = serde_json::from_str(&body(&mut newest)).expect("JSON");
         assert_eq!(parsed["samples"].as_array().expect("samples").len(), 7);
-    }
-
-    #[test]
-    fn csv_cells_with_commas_or_quotes_are_quoted() {
-        assert_eq!(quoted("lag 3.0s"), "lag 3.0s");
-        assert_eq!(
-            quoted("lag 3.0s; unknown pool a,b"),
-            "\"lag 3.0s; unknown pool a,b\""
-        );
-        assert_eq!(quoted("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }
