@@ -116,6 +116,20 @@ impl Answer {
     }
 }
 
+impl Verdict {
+    /// The agent line this verdict alone would send.
+    pub fn agent_line(&self) -> String {
+        Answer::of(self).line().to_owned()
+    }
+}
+
+/// A verdict in logs reads as its agent line.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Answer::of(self).text())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,20 @@
 //!                                        agent (HAProxy agent-check)   http (/status, /health, /metrics)
 //! ```
 //!
+//! The modules, from the bottom up. Each uses only modules listed before
+//! it, never one after (`tests/layers.rs` holds the code to this list):
+//!
+//! - [`kinds`]: enums that list their values (`labelled!`).
+//! - [`files`]: operator files read without hanging; [`units`]: time as
+//!   remora writes it; [`logs`]: throttled log lines, foreign text escaped.
+//! - [`connections`]: the open-connection cap; [`threads`]: a listener on a
+//!   thread and runtime of its own.
 //! - [`config`]: YAML → [`config::Config`], validated, every error naming its
 //!   key; `mysql`, `policy` (with [`config::Thresholds`]), `secrets` and the
 //!   smaller `sections` each in their own file. Secrets are masked.
+//! - [`passwords`]: password files re-read on rotation.
+//! - [`maintenance`]: the operator's switch, which beats every measurement:
+//!   the file, and the state file that keeps the HTTP switch.
 //! - [`probe`]: the only code that talks to MySQL. One poll, every wait under a
 //!   deadline, becomes one [`probe::Observation`]; failures are data. Its
 //!   files: the observation types, poll errors, TLS, the queries, row decoding.
@@ -26,24 +37,23 @@
 //! - [`policy`]: pure. Assessment + policy → target verdict, the flap damper
 //!   that lets worse verdicts through at once and better ones only after
 //!   `recover_after` qualifying polls, and the warm-up ramp.
-//! - [`maintenance`]: the operator's switch, which beats every measurement.
+//! - [`trend`]: the lag's slope and the time until it is back under
+//!   `full_weight_below`.
 //! - [`answer`]: what HAProxy is told (up / drain / down / maint, weight,
 //!   reason, the agent line), computed once per snapshot and pool.
-//! - [`poller`]: the loop that owns probes and history and publishes
-//!   [`poller::Snapshot`]s; it applies a reloaded configuration by the
-//!   [`reload::ReloadPlan`] that [`reload`] works out, purely.
 //! - [`history`]: every poll and verdict change of the last `history.keep`,
 //!   written by the poller, read by `/history` and `/events`, and
 //!   [`history::trace`], the trace format `/history?format=csv` writes and
-//!   `--replay` reads; [`trend`]: the
-//!   lag's slope and the time until it is back under `full_weight_below`.
+//!   `--replay` reads.
+//! - [`reload`]: a reloaded configuration's [`reload::ReloadPlan`], worked
+//!   out purely.
+//! - [`poller`]: the loop that owns probes and history and publishes
+//!   [`poller::Snapshot`]s, applying each reload by its plan.
+//! - [`replay`]: the policy code over a trace, offline.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
-//!   memory and never wait on MySQL. `http` routes and guards the
-//!   maintenance switch; `/status`, `/metrics` and the history render in
-//!   their own files.
-//! - Shared pieces: [`connections`] (the open-connection cap), [`files`]
-//!   (operator files read without hanging), [`passwords`] (rotation),
-//!   [`kinds`] (enums that list their values).
+//!   memory, never wait on MySQL, and never share a thread with the poller.
+//!   `http` routes and guards the maintenance switch; `/status`, `/metrics`,
+//!   the page and the history render in their own files.
 //!
 //! [`run`] wires these together on listeners the caller has already bound, so
 //! tests can bind port 0.
@@ -68,6 +78,7 @@ pub mod reload;
 pub mod replay;
 pub mod threads;
 pub mod trend;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -478,7 +489,11 @@ async fn kept_switch(config: &Config) -> Option<Maintenance> {
             ))
         });
     if let Some(on) = &kept {
-        info!("maintenance on ({}): {}", on.source, on.answer().text());
+        info!(
+            "maintenance on ({}): {}",
+            on.source,
+            answer::Answer::maintenance(on).text()
+        );
     }
     kept
 }

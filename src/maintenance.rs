@@ -9,7 +9,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::answer::Answer;
 use crate::files::OneAtATime;
 
 /// Longest maintenance text read, from the file or an HTTP body.
@@ -183,11 +182,6 @@ impl Maintenance {
             format!("{}: {}", self.headline, self.reason)
         }
     }
-
-    /// What this switch tells HAProxy.
-    pub fn answer(&self) -> Answer {
-        Answer::maintenance(self)
-    }
 }
 
 /// Reads `maintenance.file` off the async workers, under [`READ_DEADLINE`],
@@ -263,7 +257,11 @@ mod tests {
         for (text, mode, reason, line) in cases {
             let m = Maintenance::parse(text, Source::Http);
             assert_eq!((m.mode, m.reason.as_str()), (mode, reason), "{text:?}");
-            assert_eq!(m.answer().line(), line, "{text:?}");
+            assert_eq!(
+                crate::answer::Answer::maintenance(&m).line(),
+                line,
+                "{text:?}"
+            );
         }
     }
 
@@ -278,7 +276,7 @@ mod tests {
             .expect("present");
         assert_eq!(m.mode, Mode::Maint);
         assert!(m.reason.len() < MAX_TEXT);
-        assert!(m.answer().line().len() <= crate::answer::MAX_LINE);
+        assert!(crate::answer::Answer::maintenance(&m).line().len() <= crate::answer::MAX_LINE);
     }
 
     #[test]
@@ -294,7 +292,10 @@ mod tests {
             0o600
         );
         let back = Maintenance::from_state_file(&path).expect("kept");
-        assert_eq!(back.answer(), set.answer());
+        assert_eq!(
+            crate::answer::Answer::maintenance(&back),
+            crate::answer::Answer::maintenance(&set)
+        );
         assert_eq!(back.source, Source::Kept(path.clone()));
         Maintenance::keep(&path, None).expect("removed");
         assert_eq!(Maintenance::from_state_file(&path), None);
@@ -321,11 +322,11 @@ mod tests {
         ] {
             std::fs::write(&path, content).expect("write");
             let found = Maintenance::from_state_file(&path).expect("drains");
-            assert_eq!(found.answer().line(), line);
+            assert_eq!(crate::answer::Answer::maintenance(&found).line(), line);
         }
         let found = Maintenance::from_state_file(dir.path()).expect("drains");
         assert_eq!(
-            found.answer().line(),
+            crate::answer::Answer::maintenance(&found).line(),
             "up drain #maintenance state unreadable: not a regular file\n"
         );
     }
@@ -344,12 +345,12 @@ mod tests {
         let mut watch = FileWatch::new(fifo);
         let found = watch.read().await.expect("a FIFO is there");
         assert_eq!(
-            found.answer().line(),
+            crate::answer::Answer::maintenance(&found).line(),
             "up drain #maintenance file unreadable: not a regular file\n"
         );
         let mut watch = FileWatch::new(dir.path().to_owned());
         assert_eq!(
-            watch.read().await.expect("there").answer().line(),
+            crate::answer::Answer::maintenance(&watch.read().await.expect("there")).line(),
             "up drain #maintenance file unreadable: not a regular file\n"
         );
     }

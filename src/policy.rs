@@ -8,12 +8,10 @@
 //! catching up climbs back smoothly, one qualifying window at a time.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::answer::Answer;
 use crate::config::{
     Config, DonorVerdict, GaleraConfig, GroupReplicationConfig, LoadConfig, Percent, Policy, Role,
     StandaloneVerdict,
@@ -62,17 +60,6 @@ impl Verdict {
             state,
             reason: reason.into(),
         }
-    }
-
-    /// The agent line this verdict alone would send (see [`Answer`]).
-    pub fn agent_line(&self) -> String {
-        Answer::of(self).line().to_owned()
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Answer::of(self).text())
     }
 }
 

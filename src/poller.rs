@@ -23,7 +23,7 @@ use crate::config::{
     Config, ErrorText, MAX_POOL_NAME, Policy, Role, Secrets, Thresholds, Unnamed, show,
 };
 use crate::health::{Assessment, Assessor};
-use crate::history::{History, SharedHistory, reason_kind};
+use crate::history::{History, Poll, Published, SharedHistory, reason_kind};
 use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
@@ -96,7 +96,7 @@ impl PoolVerdict {
 
 /// What HAProxy is told for `verdict`: the operator's switch beats it.
 fn answer_under(maintenance: Option<&Maintenance>, verdict: &Verdict) -> Answer {
-    maintenance.map_or_else(|| Answer::of(verdict), Maintenance::answer)
+    maintenance.map_or_else(|| Answer::of(verdict), Answer::maintenance)
 }
 
 /// Everything one poll concluded, published as a whole.
@@ -299,6 +299,21 @@ impl Snapshot {
             Lookup::Strictest(..) => self.unknown_checks.record(answer.reported),
         }
         answer
+    }
+
+    /// This snapshot as the history records it.
+    pub fn as_poll(&self) -> Poll<'_> {
+        Poll {
+            observation: &self.observation,
+            assessment: &self.assessment,
+            pools: (self.every_pool())
+                .map(|pool| Published {
+                    label: pool.label(),
+                    target: &pool.target,
+                    answer: &pool.answer,
+                })
+                .collect(),
+        }
     }
 
     /// The same snapshot under another maintenance state.
@@ -555,7 +570,11 @@ impl Poller {
         let found = watch.read().await;
         if found != self.file_maintenance {
             match &found {
-                Some(m) => info!("maintenance on ({}): {}", m.source, m.answer().text()),
+                Some(m) => info!(
+                    "maintenance on ({}): {}",
+                    m.source,
+                    Answer::maintenance(m).text()
+                ),
                 None => info!("maintenance off: {} removed", watch.path().display()),
             }
             self.file_maintenance = found.clone();
@@ -671,7 +690,7 @@ impl Poller {
                     }
                     let switch = maintenance.borrow_and_update().clone();
                     match &switch {
-                        Some(m) => info!("maintenance on ({}): {}", m.source, m.answer().text()),
+                        Some(m) => info!("maintenance on ({}): {}", m.source, Answer::maintenance(m).text()),
                         None => info!("maintenance off (DELETE /maintenance)"),
                     }
                     let file = self.file_maintenance.clone();
@@ -715,7 +734,7 @@ impl Poller {
             .history
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        history.record(old, snapshot);
+        history.record(old.map(Snapshot::as_poll).as_ref(), &snapshot.as_poll());
     }
 
     /// Closes the MySQL pools, waiting at most half a second.

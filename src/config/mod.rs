@@ -28,8 +28,8 @@ pub use policy::{
 pub use secrets::{Secret, Secrets, read_secret, secret_file};
 pub use sections::{
     AgentConfig, DonorVerdict, ErrorText, GaleraConfig, GroupReplicationConfig, HeartbeatTimezone,
-    HistoryConfig, HttpConfig, LagConfig, LagSource, LoadConfig, MaintenanceConfig, PollConfig,
-    Unnamed,
+    HistoryConfig, HttpConfig, LagConfig, LagSource, LoadConfig, MAX_SAMPLES, MaintenanceConfig,
+    PollConfig, Unnamed, samples_for,
 };
 
 /// The whole configuration file.
@@ -183,13 +183,13 @@ impl Config {
                 ),
             ));
         }
-        let samples = crate::history::samples_for(self.history.keep, self.poll.interval);
-        if samples > crate::history::MAX_SAMPLES {
+        let samples = samples_for(self.history.keep, self.poll.interval);
+        if samples > MAX_SAMPLES {
             return Err(invalid(
                 "history.keep",
                 format!(
                     "at most {} polls (history.keep / poll.interval), got {samples}",
-                    crate::history::MAX_SAMPLES
+                    MAX_SAMPLES
                 ),
             ));
         }

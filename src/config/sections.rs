@@ -165,6 +165,19 @@ pub struct LoadConfig {
     pub connections_min_at: Option<Percent>,
 }
 
+/// Most polls kept: a day at one a second, some 20 MB with three pools.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// How many polls `interval` apart fill `keep`.
+pub fn samples_for(keep: Duration, interval: Duration) -> usize {
+    let polls = keep.as_secs_f64() / interval.as_secs_f64().max(1e-3);
+    if polls >= usize::MAX as f64 {
+        usize::MAX
+    } else {
+        polls.ceil() as usize
+    }
+}
+
 /// What is kept in memory for `/history` and `/events`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

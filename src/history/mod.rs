@@ -9,29 +9,37 @@ pub mod trace;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::answer::{Answer, Reported};
+use crate::config::{MAX_SAMPLES, samples_for};
 use crate::health::{Assessment, Health, PRIMARY_SOURCE};
-use crate::poller::Snapshot;
-use crate::probe::{ErrorKind, ThreadState};
+use crate::policy::Verdict;
+use crate::probe::{ErrorKind, Observation, ThreadState};
 
 /// Most verdict changes kept, whatever `history.keep` says.
 pub const MAX_EVENTS: usize = 1000;
 
-/// Most polls kept: a day at one a second, some 20 MB with three pools.
-pub const MAX_SAMPLES: usize = 100_000;
+/// A published poll, as the history reads it: what was observed and
+/// assessed, and each pool's outcome, the default policy first.
+#[derive(Debug)]
+pub struct Poll<'a> {
+    pub observation: &'a Observation,
+    pub assessment: &'a Assessment,
+    pub pools: Vec<Published<'a>>,
+}
 
-/// How many polls `interval` apart fill `keep`.
-pub fn samples_for(keep: Duration, interval: Duration) -> usize {
-    let polls = keep.as_secs_f64() / interval.as_secs_f64().max(1e-3);
-    if polls >= usize::MAX as f64 {
-        usize::MAX
-    } else {
-        polls.ceil() as usize
-    }
+/// One pool's outcome in a published poll.
+#[derive(Debug)]
+pub struct Published<'a> {
+    /// `default` for the top-level policy, else the pool's name.
+    pub label: &'a str,
+    /// What this poll alone called for.
+    pub target: &'a Verdict,
+    /// What HAProxy was told.
+    pub answer: &'a Answer,
 }
 
 /// The history, shared by the poller (writer) and HTTP (readers).
@@ -166,33 +174,32 @@ impl History {
         Arc::new(Mutex::new(History::new(keep, interval)))
     }
 
-    /// Records one published snapshot, and the verdict changes since `old`.
-    pub fn record(&mut self, old: Option<&Snapshot>, new: &Snapshot) {
-        let inputs = Inputs::of(&new.assessment, new);
-        let labels: Vec<String> = new.every_pool().map(|p| p.label().to_owned()).collect();
+    /// Records one published poll, and the verdict changes since `old`.
+    pub fn record(&mut self, old: Option<&Poll>, new: &Poll) {
+        let inputs = Inputs::of(new.assessment, new.observation);
+        let labels: Vec<String> = new.pools.iter().map(|p| p.label.to_owned()).collect();
         if labels != self.pools {
             self.samples.clear();
             self.pools = labels;
             self.generation += 1;
         }
         let previous = self.samples.back();
-        let pools = new
-            .every_pool()
+        let pools = (new.pools.iter())
             .enumerate()
             .map(|(i, pool)| {
-                let published = &pool.answer;
+                let published = pool.answer;
                 let reason = match previous.map(|p| &p.pools[i].reason) {
                     Some(same) if **same == *published.reason => Arc::clone(same),
                     _ => Arc::from(published.reason.as_str()),
                 };
                 PoolSample {
-                    target: StateSample::of(&Answer::of(&pool.target)),
+                    target: StateSample::of(&Answer::of(pool.target)),
                     published: StateSample::of(published),
                     reason,
                 }
             })
             .collect();
-        let at_ms = millis_since_epoch(new.observation.wall);
+        let at_ms = crate::units::millis_since_epoch(new.observation.wall);
         let mono_ms = (new.observation.at)
             .saturating_duration_since(self.began)
             .as_millis()
@@ -216,12 +223,12 @@ impl History {
         self.next += 1;
     }
 
-    fn note_changes(&mut self, old: &Snapshot, new: &Snapshot, at_ms: u64, inputs: &Inputs) {
-        for after in new.every_pool() {
-            let Some(before) = old.every_pool().find(|p| p.name == after.name) else {
+    fn note_changes(&mut self, old: &Poll, new: &Poll, at_ms: u64, inputs: &Inputs) {
+        for after in &new.pools {
+            let Some(before) = old.pools.iter().find(|p| p.label == after.label) else {
                 continue;
             };
-            if !is_news(&before.answer, &after.answer) {
+            if !is_news(before.answer, after.answer) {
                 continue;
             }
             if self.events.len() == MAX_EVENTS {
@@ -229,7 +236,7 @@ impl History {
             }
             self.events.push_front(Event {
                 at_ms,
-                pool: after.label().to_owned(),
+                pool: after.label.to_owned(),
                 from: before.answer.text().to_owned(),
                 to: after.answer.text().to_owned(),
                 reason: after.answer.reason.clone(),
@@ -353,7 +360,7 @@ pub fn reason_kind(reason: &str) -> &str {
 }
 
 impl Inputs {
-    fn of(assessment: &Assessment, snapshot: &Snapshot) -> Inputs {
+    fn of(assessment: &Assessment, observation: &Observation) -> Inputs {
         let lag = assessment.health.lag();
         let (lag_seconds, source) = match &assessment.health {
             Health::Primary { .. } => (Some(0.0), Some(PRIMARY_SOURCE)),
@@ -362,7 +369,7 @@ impl Inputs {
                 lag.map(|lag| lag.origin.as_str()),
             ),
         };
-        let status = snapshot.observation.result.as_ref();
+        let status = observation.result.as_ref();
         let channel = status.ok().and_then(|status| {
             let wanted = lag.map(|lag| lag.channel.as_str());
             (status.channels.iter())
@@ -390,14 +397,7 @@ fn shared_str<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> Result<S:
 }
 
 fn rfc3339<S: serde::Serializer>(at_ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    let time = UNIX_EPOCH.checked_add(Duration::from_millis(*at_ms));
-    serializer.serialize_some(&time.and_then(crate::http::rfc3339))
-}
-
-fn millis_since_epoch(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
+    serializer.serialize_some(&crate::units::rfc3339_ms(*at_ms))
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ impl Samples {
 mod tests {
     use super::*;
     use crate::policy::State;
+    use crate::poller::Snapshot;
     use crate::poller::tests::{pool, snapshot};
     use std::sync::Arc;
     use std::time::Duration;
@@ -168,7 +169,11 @@ mod tests {
         second.observation.at += Duration::from_secs(1);
         second.observation.wall -= Duration::from_secs(3600);
         for (old, new) in [(None, &first), (Some(&first), &second)] {
-            history.lock().expect("lock").record(old, new);
+            let old = old.map(Snapshot::as_poll);
+            history
+                .lock()
+                .expect("lock")
+                .record(old.as_ref(), &new.as_poll());
         }
         let mut csv = Samples::new(Arc::clone(&history), Format::Csv, Selection::default());
         let text = body(&mut csv);
@@ -183,11 +188,16 @@ mod tests {
     fn a_stream_resumes_where_it_stopped_and_skips_what_was_dropped() {
         let history = History::shared(Duration::from_secs(600), Duration::from_secs(1));
         let mut last = snapshot(vec![pool("", State::Up(100), "")], None);
-        history.lock().expect("lock").record(None, &last);
+        history.lock().expect("lock").record(None, &last.as_poll());
         for _ in 1..(PIECE * 2) {
             let mut next = last.clone();
             next.observation.at += Duration::from_secs(1);
-            history.lock().expect("lock").record(Some(&last), &next);
+            let polls = (last.as_poll(), next.as_poll());
+            history
+                .lock()
+                .expect("lock")
+                .record(Some(&polls.0), &polls.1);
+            drop(polls);
             last = next;
         }
         let mut json = Samples::new(Arc::clone(&history), Format::Json, Selection::default());
@@ -201,7 +211,12 @@ mod tests {
         for _ in 0..400 {
             let mut next = last.clone();
             next.observation.at += Duration::from_secs(1);
-            history.lock().expect("lock").record(Some(&last), &next);
+            let polls = (last.as_poll(), next.as_poll());
+            history
+                .lock()
+                .expect("lock")
+                .record(Some(&polls.0), &polls.1);
+            drop(polls);
             last = next;
         }
         text.push_str(&body(&mut json));

@@ -31,7 +31,7 @@ pub mod page;
 mod status;
 
 pub use metrics::render as metrics;
-pub use status::{Audience, Status, rfc3339};
+pub use status::{Audience, Status};
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -204,7 +204,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
             }
             Method::GET | Method::HEAD => {
                 let text = match &snapshot.maintenance {
-                    Some(m) => m.answer().line().to_owned(),
+                    Some(m) => Answer::maintenance(m).line().to_owned(),
                     None => "off\n".to_owned(),
                 };
                 reply(StatusCode::OK, "text/plain", text)
@@ -442,9 +442,9 @@ async fn maintenance(
         Some(on) => {
             info!(
                 "maintenance switched on by {peer}: {}",
-                crate::logs::escaped(on.answer().text())
+                crate::logs::escaped(Answer::maintenance(on).text())
             );
-            on.answer().line().to_owned()
+            Answer::maintenance(on).line().to_owned()
         }
         None => {
             info!("maintenance switched off by {peer}");

@@ -6,7 +6,7 @@
 //! works air-gapped, and refreshes itself every few seconds.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -125,7 +125,8 @@ const MAX_POINTS: usize = 2 * WIDTH as usize;
 /// The samples of the last [`WINDOW`] (at most [`MAX_POINTS`]), with the
 /// pool labels.
 fn window(history: &History) -> (Vec<String>, Vec<Sample>) {
-    let from = millis(SystemTime::now()).saturating_sub(WINDOW.as_millis() as u64);
+    let from = crate::units::millis_since_epoch(SystemTime::now())
+        .saturating_sub(WINDOW.as_millis() as u64);
     (history.pools().to_vec(), history.recent(from, MAX_POINTS))
 }
 
@@ -161,7 +162,7 @@ fn chart(
             samples,
             events,
             thresholds,
-            end_ms: millis(SystemTime::now()),
+            end_ms: crate::units::millis_since_epoch(SystemTime::now()),
             longest: WINDOW,
         },
     );
@@ -413,17 +414,8 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
-}
-
 fn rfc3339_ms(at_ms: u64) -> String {
-    UNIX_EPOCH
-        .checked_add(Duration::from_millis(at_ms))
-        .and_then(super::rfc3339)
-        .unwrap_or_default()
+    crate::units::rfc3339_ms(at_ms).unwrap_or_default()
 }
 
 #[cfg(test)]

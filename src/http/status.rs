@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use crate::policy::{Recovery, Warming};
 use crate::poller::{PollTime, PoolVerdict, Snapshot};
 use crate::probe::{ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError};
 use crate::trend::LagTrendNow;
+use crate::units::rfc3339;
 
 /// Who reads `/status`. Server error texts (`Last_SQL_Error`, a driver's
 /// message) can quote row data (`Duplicate entry 'alice@example.com'`), and
@@ -381,15 +382,6 @@ struct Polls {
     errors: BTreeMap<&'static str, u64>,
 }
 
-/// A wall-clock time as RFC 3339, or `None` for one RFC 3339 cannot write
-/// (before 1970 or after 9999, a clock set wrong): never a panic.
-pub fn rfc3339(time: SystemTime) -> Option<String> {
-    /// 10000-01-01T00:00:00Z.
-    const END: Duration = Duration::from_secs(253_402_300_800);
-    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
-    (since_epoch < END).then(|| humantime::format_rfc3339_millis(time).to_string())
-}
-
 /// Milliseconds, to the microsecond.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
@@ -398,23 +390,4 @@ fn millis(duration: Duration) -> f64 {
 /// Seconds, to the millisecond.
 fn seconds(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e3).round() / 1e3
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wall_clocks_out_of_rfc3339_range_render_as_nothing() {
-        use std::time::UNIX_EPOCH;
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(86400)).as_deref(),
-            Some("1970-01-02T00:00:00.000Z")
-        );
-        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), None);
-        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
-        assert_eq!(rfc3339(year_10000), None);
-        assert!(rfc3339(year_10000 - Duration::from_secs(1)).is_some());
-        assert!(rfc3339(SystemTime::now()).is_some());
-    }
 }
