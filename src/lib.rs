@@ -41,6 +41,9 @@
 //!   `full_weight_below`.
 //! - [`answer`]: what HAProxy is told (up / drain / down / maint, weight,
 //!   reason, the agent line), computed once per snapshot and pool.
+//! - [`judge`]: the one decision pipeline (targets → damping → warm-up →
+//!   the lag's direction → answer), called by the poller, `--replay` and the
+//!   property tests alike.
 //! - [`history`]: every poll and verdict change of the last `history.keep`,
 //!   written by the poller, read by `/history` and `/events`, and
 //!   [`history::trace`], the trace format `/history?format=csv` writes and
@@ -66,6 +69,7 @@ pub mod files;
 pub mod health;
 pub mod history;
 pub mod http;
+pub mod judge;
 #[macro_use]
 pub mod kinds;
 pub mod logs;

@@ -19,17 +19,16 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
-use crate::config::{
-    Config, ErrorText, MAX_POOL_NAME, Policy, Role, Secrets, Thresholds, Unnamed, show,
-};
+use crate::config::{Config, ErrorText, MAX_POOL_NAME, Role, Secrets, Thresholds, Unnamed, show};
 use crate::health::{Assessment, Assessor};
 use crate::history::{History, Poll, Published, SharedHistory, reason_kind};
+use crate::judge::{Judge, Judgement, Moment, answer_under};
 use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
-use crate::policy::{self, Damper, Decision, Ramp, Rules, State, Verdict};
+use crate::policy::{Decision, State, Verdict};
 use crate::probe::{ErrorKind, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 use crate::reload::ReloadPlan;
-use crate::trend::{LagTrend, LagTrendNow, with_direction};
+use crate::trend::LagTrendNow;
 
 /// When the last successful poll finished, and how long it took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,11 +91,6 @@ impl PoolVerdict {
             ..self.clone()
         }
     }
-}
-
-/// What HAProxy is told for `verdict`: the operator's switch beats it.
-fn answer_under(maintenance: Option<&Maintenance>, verdict: &Verdict) -> Answer {
-    maintenance.map_or_else(|| Answer::of(verdict), Answer::maintenance)
 }
 
 /// Everything one poll concluded, published as a whole.
@@ -331,15 +325,6 @@ impl Snapshot {
     }
 }
 
-/// One policy and its flap damper.
-#[derive(Debug)]
-struct Judge {
-    name: String,
-    policy: Policy,
-    damper: Damper,
-    ramp: Ramp,
-}
-
 /// Commands for the running poller.
 #[derive(Debug)]
 pub enum Command {
@@ -358,8 +343,8 @@ pub struct Poller {
     /// `lag.primary`: reads the heartbeat writer's own row on the primary.
     primary: Option<Probe>,
     assessor: Assessor,
-    judges: Vec<Judge>,
-    rules: Rules,
+    /// The decision pipeline and its memory (dampers, warm-ups, the trend).
+    judge: Judge,
     last_success: Option<PollTime>,
     polls: PollCounters,
     /// Per pool name, so counts survive reloads.
@@ -373,19 +358,17 @@ pub struct Poller {
     file_maintenance: Option<Maintenance>,
     /// Every published snapshot, recorded; shared with the readers.
     history: SharedHistory,
-    trend: LagTrend,
 }
 
 impl Poller {
     pub fn new(config: &Config, secrets: &Secrets) -> Poller {
-        let mut poller = Poller {
+        Poller {
             config: config.clone(),
             secrets: secrets.clone(),
             probe: build_probe(config, secrets),
             primary: build_primary_probe(config, secrets),
             assessor: Assessor::new(&config.lag),
-            judges: Vec::new(),
-            rules: Rules::of(config),
+            judge: Judge::new(config),
             last_success: None,
             polls: PollCounters::default(),
             checks: HashMap::new(),
@@ -394,40 +377,12 @@ impl Poller {
             maintenance_file: config.maintenance.file.clone().map(FileWatch::new),
             file_maintenance: None,
             history: History::shared(config.history.keep, config.poll.interval),
-            trend: LagTrend::default(),
-        };
-        poller.judges = poller.judges_for(config, Vec::new());
-        poller
+        }
     }
 
     /// `user@host:port` of the watched server.
     pub fn target(&self) -> &str {
         self.probe.target()
-    }
-
-    /// New judges for `config`, keeping the damper history of pools that
-    /// still exist under the same name.
-    fn judges_for(&self, config: &Config, mut old: Vec<Judge>) -> Vec<Judge> {
-        config
-            .policies()
-            .into_iter()
-            .map(|(name, policy)| {
-                let (damper, ramp) = old
-                    .iter()
-                    .position(|judge| judge.name == name)
-                    .map(|at| {
-                        let judge = old.swap_remove(at);
-                        (judge.damper, judge.ramp)
-                    })
-                    .unwrap_or_default();
-                Judge {
-                    name,
-                    policy,
-                    damper,
-                    ramp,
-                }
-            })
-            .collect()
     }
 
     /// Polls once and decides, for the default policy and every pool.
@@ -437,10 +392,18 @@ impl Poller {
         let (observation, primary) = self.observe().await;
         self.count(&observation);
         let assessment = self.assessor.assess(&observation, primary.as_ref());
-        let trend = self.trend_of(&observation, &assessment);
         let from_file = self.read_maintenance_file().await;
         let maintenance = http_maintenance.cloned().or(from_file);
-        let mut pools = self.judge(&observation, &assessment, maintenance.as_ref(), trend);
+        let moment = Moment {
+            at: observation.at,
+            uptime: (observation.result.as_ref().ok()).and_then(|status| status.uptime),
+            maintenance: maintenance.as_ref(),
+        };
+        let judged = self.judge.judge(&assessment, moment);
+        let trend = judged.trend;
+        let mut pools: Vec<PoolVerdict> = (judged.pools.into_iter())
+            .map(|judgement| self.pool_verdict(judgement))
+            .collect();
         let default = pools.remove(0);
         debug!(
             "poll took {:?}: {} -> {}",
@@ -495,18 +458,6 @@ impl Poller {
         }
     }
 
-    /// The lag's trend after this poll, with the default policy's way back.
-    fn trend_of(
-        &mut self,
-        observation: &Observation,
-        assessment: &Assessment,
-    ) -> Option<LagTrendNow> {
-        let lag = assessment.health.lag();
-        let trend = self.trend.observe(observation.at, lag)?;
-        let full_weight_below = self.config.policy.thresholds.full_weight_below;
-        Some(LagTrendNow::of(trend, lag?, full_weight_below))
-    }
-
     /// Counts the poll, and remembers it if it succeeded.
     fn count(&mut self, observation: &Observation) {
         self.polls.polls += 1;
@@ -522,44 +473,17 @@ impl Poller {
         }
     }
 
-    /// Each judge's decision on this assessment: the default policy first.
-    fn judge(
-        &mut self,
-        observation: &Observation,
-        assessment: &Assessment,
-        maintenance: Option<&Maintenance>,
-        trend: Option<LagTrendNow>,
-    ) -> Vec<PoolVerdict> {
-        let uptime = observation
-            .result
-            .as_ref()
-            .ok()
-            .and_then(|status| status.uptime);
-        self.judges
-            .iter_mut()
-            .map(|judge| {
-                let target = policy::target(assessment, &judge.policy, &self.rules);
-                let damped = judge
-                    .damper
-                    .apply(target.clone(), judge.policy.recover_after);
-                let mut decision = judge.ramp.apply(
-                    damped,
-                    maintenance.is_none(),
-                    observation.at,
-                    uptime,
-                    &judge.policy,
-                );
-                decision.verdict = with_direction(decision.verdict, trend);
-                PoolVerdict {
-                    name: judge.name.clone(),
-                    role: judge.policy.role,
-                    target,
-                    answer: answer_under(maintenance, &decision.verdict),
-                    decision,
-                    checks: Arc::clone(self.checks.entry(judge.name.clone()).or_default()),
-                }
-            })
-            .collect()
+    /// A pool's judgement, with the counter of the checks it answers.
+    fn pool_verdict(&mut self, judgement: Judgement) -> PoolVerdict {
+        let checks = Arc::clone(self.checks.entry(judgement.name.clone()).or_default());
+        PoolVerdict {
+            name: judgement.name,
+            role: judgement.role,
+            target: judgement.target,
+            decision: judgement.decision,
+            answer: judgement.answer,
+            checks,
+        }
     }
 
     /// The maintenance file, if configured and present. A file that exists
@@ -628,7 +552,6 @@ impl Poller {
         }
         if plan.forgets_lag() {
             self.assessor = Assessor::new(&config.lag);
-            self.trend = LagTrend::default();
         }
         if plan.target {
             self.last_success = None;
@@ -644,9 +567,7 @@ impl Poller {
             self.maintenance_file = config.maintenance.file.clone().map(FileWatch::new);
         }
         self.password_files = PasswordFiles::of(config);
-        self.rules = Rules::of(config);
-        let judges = std::mem::take(&mut self.judges);
-        self.judges = self.judges_for(&self.config, judges);
+        self.judge.reconfigure(config, plan.forgets_lag());
         info!(
             "configuration reloaded: watching {}, pools [{}]",
             self.probe.target(),
@@ -848,6 +769,7 @@ fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Ob
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::Policy;
     use crate::health::Health;
     use crate::maintenance::Source;
     use crate::probe::PollError;
@@ -1102,7 +1024,6 @@ pub(crate) mod tests {
         use crate::config::LagConfig;
         use crate::health::Assessor;
         use crate::http::{Audience, Status, metrics};
-        use crate::policy::Ramp;
         use crate::probe::{ChannelStatus, HeartbeatRead, ServerStatus, ThreadError, ThreadState};
         use proptest::prelude::*;
 
@@ -1188,10 +1109,13 @@ pub(crate) mod tests {
             })]
             #[test]
             fn no_observation_panics_anything(polls in prop::collection::vec(poll(), 1..12)) {
-                let policy = Policy { ramp_up: Duration::from_secs(30), ..Policy::default() };
-                let lag = LagConfig { subtract_sql_delay: true, ..LagConfig::default() };
-                let mut assessor = Assessor::new(&lag);
-                let (mut damper, mut ramp) = (Damper::default(), Ramp::default());
+                let config = Config {
+                    policy: Policy { ramp_up: Duration::from_secs(30), ..Policy::default() },
+                    lag: LagConfig { subtract_sql_delay: true, ..LagConfig::default() },
+                    ..Config::default()
+                };
+                let mut assessor = Assessor::new(&config.lag);
+                let mut judge = Judge::new(&config);
                 let mut at = Instant::now();
                 for (channels, heartbeat, uptime, step_ms, wall, failed) in polls {
                     let step = Duration::from_millis(u64::from(step_ms.unsigned_abs()));
@@ -1219,10 +1143,10 @@ pub(crate) mod tests {
                         tls: Default::default(),
                     };
                     let assessment = assessor.assess(&observation, None);
-                    let target = policy::target(&assessment, &policy, &Rules::default());
-                    let damped = damper.apply(target, policy.recover_after);
-                    let decision = ramp.apply(damped, true, at, uptime.map(Duration::from_secs), &policy);
-                    let line = decision.verdict.agent_line();
+                    let moment = Moment { at, uptime: uptime.map(Duration::from_secs), maintenance: None };
+                    let judged = judge.judge(&assessment, moment).pools.remove(0);
+                    let decision = judged.decision;
+                    let line = judged.answer.line().to_owned();
                     prop_assert!(line.len() <= crate::answer::MAX_LINE && line.ends_with('\n'), "{line:?}");
                     let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(at));
                     built.default.answer = Answer::of(&decision.verdict);

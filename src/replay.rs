@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::health::{Assessment, Health, Lag, LagOrigin, PRIMARY_SOURCE};
 use crate::history::trace::Row;
 use crate::history::{Event, Inputs, PoolSample, Sample, StateSample, is_news};
-use crate::policy::{self, Damper, Decision, Ramp, Rules};
+use crate::judge::{Judge, Moment};
 use crate::probe::ThreadState;
 
 /// What a replay decided.
@@ -35,38 +35,31 @@ pub struct Replay {
 
 /// Runs every policy of `config` over `rows`.
 pub fn run(config: &Config, rows: &[Row]) -> Replay {
-    let policies = config.policies();
-    let mut judges: Vec<(Damper, Ramp)> = policies.iter().map(|_| Default::default()).collect();
+    let mut judge = Judge::for_replay(config);
     let start = Instant::now();
-    // A trace records lag, not load: the load rules have nothing to read.
-    let rules = Rules {
-        load: None,
-        ..Rules::of(config)
-    };
-    let pools: Vec<String> = policies
-        .iter()
+    let pools: Vec<String> = (config.policies().into_iter())
         .map(|(name, _)| {
             if name.is_empty() {
                 "default".to_owned()
             } else {
-                name.clone()
+                name
             }
         })
         .collect();
     let mut samples = Vec::with_capacity(rows.len());
     let mut changes = Vec::new();
-    let mut last: Vec<Option<Answer>> = vec![None; policies.len()];
+    let mut last: Vec<Option<Answer>> = vec![None; pools.len()];
     for row in rows {
-        let at = start + Duration::from_secs_f64(row.t);
-        let assessment = assessment_of(&row.inputs);
+        let moment = Moment {
+            at: start + Duration::from_secs_f64(row.t),
+            uptime: None,
+            maintenance: None,
+        };
+        let judged = judge.judge(&assessment_of(&row.inputs), moment);
         let at_ms = (row.t * 1e3) as u64;
-        let mut pool_samples = Vec::with_capacity(policies.len());
-        for (i, (_, policy)) in policies.iter().enumerate() {
-            let (damper, ramp) = &mut judges[i];
-            let target = policy::target(&assessment, policy, &rules);
-            let damped: Decision = damper.apply(target.clone(), policy.recover_after);
-            let decision = ramp.apply(damped, true, at, None, policy);
-            let published = Answer::of(&decision.verdict);
+        let mut pool_samples = Vec::with_capacity(pools.len());
+        for (i, judgement) in judged.pools.into_iter().enumerate() {
+            let published = judgement.answer;
             if let Some(before) = &last[i]
                 && is_news(before, &published)
             {
@@ -80,7 +73,7 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
                 });
             }
             pool_samples.push(PoolSample {
-                target: StateSample::of(&Answer::of(&target)),
+                target: StateSample::of(&Answer::of(&judgement.target)),
                 published: StateSample::of(&published),
                 reason: published.reason.as_str().into(),
             });
@@ -265,12 +258,13 @@ mod tests {
         let to: Vec<&str> = replay.changes.iter().map(|c| c.to.as_str()).collect();
         assert_eq!(
             to,
+            // As live: the lag climbs a second a second, falling behind.
             [
-                "up ready 78% #lag 3.0s",
-                "up ready 55% #lag 4.0s",
-                "up ready 33% #lag 5.0s",
-                "up ready 10% #lag 6.0s",
-                "up drain #lag 7.0s",
+                "up ready 78% #lag 3.0s; falling behind",
+                "up ready 55% #lag 4.0s; falling behind",
+                "up ready 33% #lag 5.0s; falling behind",
+                "up ready 10% #lag 6.0s; falling behind",
+                "up drain #lag 7.0s; falling behind",
                 // Caught up at 15 s; better verdicts wait for 2 qualifying polls.
                 "up ready 100%",
             ],

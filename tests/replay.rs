@@ -60,6 +60,29 @@ async fn a_recorded_incident_replays_to_the_verdicts_remora_published() -> Resul
             .collect();
         assert_eq!(&got, recorded, "row {i}:\n{}", replayed.report());
     }
+    // And the same answer lines, reasons included: every change /events
+    // recorded live comes out of the replay verbatim, one pipeline for both.
+    let (_, events) = remora.get("/events").await?;
+    let events: serde_json::Value = serde_json::from_str(&events)?;
+    let live_changes: Vec<(String, String, String)> = (events["events"].as_array())
+        .context("events")?
+        .iter()
+        .rev()
+        .map(|e| {
+            let text = |key: &str| e[key].as_str().unwrap_or_default().to_owned();
+            (text("pool"), text("from"), text("to"))
+        })
+        .collect();
+    let replayed_changes: Vec<(String, String, String)> = (replayed.changes.iter())
+        .map(|c| (c.pool.clone(), c.from.clone(), c.to.clone()))
+        .collect();
+    assert!(
+        live_changes
+            .iter()
+            .any(|(_, _, to)| to.contains("; falling behind")),
+        "the live run said which way the lag went: {live_changes:#?}"
+    );
+    assert_eq!(replayed_changes, live_changes, "{}", replayed.report());
     let main = replayed
         .pools
         .iter()

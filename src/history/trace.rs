@@ -38,7 +38,9 @@ pub fn write_row(sample: &Sample, first_ms: u64, out: &mut String) {
         out,
         "{:.3},{},{},{},{},{},{},{},{}",
         sample.mono_ms.saturating_sub(first_ms) as f64 / 1e3,
-        cell(inputs.lag.map(|lag| format!("{lag:.3}"))),
+        // To the microsecond: a replay computes the same weights and
+        // reasons from it as the live poll did.
+        cell(inputs.lag.map(|lag| format!("{lag:.6}"))),
         inputs.source.unwrap_or_default(),
         inputs.estimated,
         cell(inputs.io_thread.map(|t| t.to_string())),
