@@ -410,7 +410,7 @@ impl Poller {
             observation.duration,
             match &observation.result {
                 Ok(status) => format!("{} channel(s)", status.channels.len()),
-                Err(err) => err.to_string(),
+                Err(err) => crate::logs::escaped(&err.to_string()),
             },
             default.decision.verdict
         );
@@ -450,7 +450,7 @@ impl Poller {
                 let (observation, primary) =
                     tokio::join!(self.probe.poll(), primary.poll_heartbeat());
                 if let Err(err) = &primary {
-                    debug!("lag.primary: {err}");
+                    debug!("lag.primary: {}", crate::logs::escaped(&err.to_string()));
                 }
                 (observation, Some(primary))
             }
