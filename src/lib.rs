@@ -61,6 +61,8 @@
 //! [`run`] wires these together on listeners the caller has already bound, so
 //! tests can bind port 0.
 
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod answer;
 pub mod config;
@@ -74,6 +76,7 @@ pub mod judge;
 pub mod kinds;
 pub mod logs;
 pub mod maintenance;
+pub mod os;
 pub mod passwords;
 pub mod policy;
 pub mod poller;
@@ -150,31 +153,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Raises the soft limit on open files to the hard limit, as servers do (the
-/// usual soft default, 1024, is near `agent.max_connections`), and returns
-/// the limit now in force.
-pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
-}
+pub use os::raise_fd_limit;
 
 /// File descriptors remora needs beside agent connections: listeners, HTTP
 /// connections, MySQL connections, the runtime's own.

@@ -1,6 +1,8 @@
 //! `remora`: parse the command line, load the configuration, bind, run, and
 //! turn the outcome into an exit status. Everything else lives in the library.
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,10 +50,7 @@ fn main() -> ExitCode {
     // `systemctl reload` may come while remora is still starting: until the
     // reload handler is installed (`serve`), a SIGHUP is ignored rather than
     // the default, which ends the process.
-    // SAFETY: signal() only sets this process's disposition for SIGHUP.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
+    remora::os::ignore_hangup_for_now();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 

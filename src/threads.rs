@@ -57,17 +57,9 @@ where
     }))
 }
 
-/// Nice 10 for the calling thread only (Linux schedules threads one by one).
+/// Nice 10 for this thread: it yields to the poller's.
 fn lower_priority(name: &str) {
-    // SAFETY: gettid and setpriority take and return plain integers.
-    let failed = unsafe {
-        let thread = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, 10) != 0
-    };
-    if failed {
-        warn!(
-            "{name}: cannot lower the thread's priority: {}",
-            io::Error::last_os_error()
-        );
+    if let Err(err) = crate::os::lower_this_threads_priority() {
+        warn!("{name}: cannot lower the thread's priority: {err}");
     }
 }
