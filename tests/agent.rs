@@ -2,6 +2,8 @@
 //! hostile clients, start-up and shutdown. These watch a MySQL address that
 //! refuses or never greets, so they need no database: the verdict is `down`,
 //! and what is under test is how it is served.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

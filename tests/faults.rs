@@ -5,6 +5,8 @@
 //! undone the same remora process returns to `up ready 100%`. The primary
 //! takes a write every 100 ms throughout, as a live one would. The measured
 //! detection and recovery times are printed as a table.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! a MariaDB pair, a remora beside each server answering three pools, and
 //! HAProxy in front. Proven by HAProxy's own stats socket and by real MySQL
 //! sessions through its frontends (`SELECT @@port` says which server answered).
+// This test times a real process with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Heartbeat lag with the real pt-heartbeat (percona-toolkit) writing on a real
 //! MariaDB primary: sub-second lag, a dead writer noticed, a frozen primary
 //! seen where `Seconds_Behind_Master` shows nothing.
+// This test times a real process with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Running remora: load-aware weight, the maintenance switch, Prometheus
 //! metrics and configuration reload on SIGHUP, against real MariaDB servers.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Context-aware pools: one remora beside a real replica answers each pool's
 //! question, chosen by the line HAProxy's `agent-send` writes.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! remora against a real MariaDB 10.11 primary/replica pair: each test starts
 //! its own pair and its own remora process on free ports.
+// This test times a real process with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! crashes or fools remora: the admin switch only the operator can flip, a
 //! FIFO where the maintenance file should be, SIGTERM while a poll hangs, a
 //! replica reporting 2^64-1 seconds of lag.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -7,6 +7,8 @@
 //!
 //! `make soak` runs it for ten minutes (`SOAK_SECONDS`); `make test` runs a
 //! short one so it cannot rot.
+// This times real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! Shared by the integration tests: where the binary is, and reading replies.
-#![allow(dead_code)] // each test crate uses a different subset
+#![allow(dead_code)]
+// each test crate uses a different subset
+// Tests time real processes with the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 
