@@ -17,7 +17,8 @@
 //! The modules, from the bottom up. Each uses only modules listed before
 //! it, never one after (`tests/layers.rs` holds the code to this list):
 //!
-//! - [`kinds`]: enums that list their values (`labelled!`).
+//! - [`kinds`]: enums that list their values (`labelled!`); [`os`]: the few
+//!   calls into the operating system, the crate's only `unsafe` code.
 //! - [`files`]: operator files read without hanging; [`units`]: time as
 //!   remora writes it; [`logs`]: throttled log lines, foreign text escaped.
 //! - [`connections`]: the open-connection cap; [`threads`]: a listener on a
