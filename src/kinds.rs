@@ -1,7 +1,9 @@
 //! Kinds that list themselves. [`labelled!`] declares an enum of label-only
 //! variants together with `ALL` (every variant, in order) and `as_str` (its
 //! label), from one list: a variant added to the enum is in `ALL` and has a
-//! label, so nothing that iterates `ALL` (the metrics) can forget it.
+//! label, so nothing that iterates `ALL` (the metrics) can forget it. The
+//! label is also how it is written (`Display`, serde) and read back (serde:
+//! exactly; `from_label`: in any case).
 
 /// `labelled! { /// doc  pub enum Name { Variant => "label", ... } }`
 #[macro_export]
@@ -39,6 +41,28 @@ macro_rules! labelled {
             }
         }
 
+        /// Read back from its label, exactly (a configuration value).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const LABELS: &[&str] = &[$($label),+];
+                struct Label;
+                impl serde::de::Visitor<'_> for Label {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "one of {}", LABELS.join(", "))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        $name::ALL
+                            .iter()
+                            .copied()
+                            .find(|value| value.as_str() == text)
+                            .ok_or_else(|| E::unknown_variant(text, LABELS))
+                    }
+                }
+                deserializer.deserialize_str(Label)
+            }
+        }
+
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
@@ -69,5 +93,12 @@ mod tests {
         assert_eq!(Colour::Green.to_string(), "green");
         assert_eq!(Colour::from_label("RED"), Some(Colour::Red));
         assert_eq!(Colour::from_label("blue"), None);
+        let read: Colour = serde_yaml::from_str("green").expect("a label");
+        assert_eq!(read, Colour::Green);
+        let err = serde_yaml::from_str::<Colour>("Green").expect_err("exact");
+        assert!(
+            err.to_string().contains("expected `red` or `green`"),
+            "{err}"
+        );
     }
 }

@@ -18,21 +18,13 @@ pub const MAX_TEXT: usize = 4096;
 /// file must not hold up the poll.
 pub const READ_DEADLINE: Duration = Duration::from_millis(500);
 
-/// What HAProxy should do with the server meanwhile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// No new connections; established ones continue.
-    Drain,
-    /// None at all; HAProxy also pauses its regular check.
-    Maint,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Drain => "drain",
-            Mode::Maint => "maint",
-        }
+crate::labelled! {
+    /// What HAProxy should do with the server meanwhile.
+    pub enum Mode {
+        /// No new connections; established ones continue.
+        Drain => "drain",
+        /// None at all; HAProxy also pauses its regular check.
+        Maint => "maint",
     }
 }
 

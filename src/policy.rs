@@ -37,12 +37,27 @@ impl State {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// Which of the three it is, weight aside.
+    pub fn kind(self) -> StateKind {
         match self {
-            State::Up(_) => "up",
-            State::Drain => "drain",
-            State::Down => "down",
+            State::Up(_) => StateKind::Up,
+            State::Drain => StateKind::Drain,
+            State::Down => StateKind::Down,
         }
+    }
+
+    /// Its label: `up`, `drain` or `down`.
+    pub fn as_str(self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+crate::labelled! {
+    /// A [`State`] without its weight: what `/status` and the metrics name.
+    pub enum StateKind {
+        Up => "up",
+        Drain => "drain",
+        Down => "down",
     }
 }
 

@@ -8,26 +8,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ConfigError, Section, duration, show};
 
-/// What kind of server a pool wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Any server, judged by its lag (a primary has none).
-    #[default]
-    Any,
-    /// Only a writable primary: not a replica, `read_only` off.
-    Primary,
-    /// Only a replica, judged by its lag.
-    Replica,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Any => "any",
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
+crate::labelled! {
+    /// What kind of server a pool wants.
+    #[derive(Default)]
+    pub enum Role {
+        /// Any server, judged by its lag (a primary has none).
+        #[default]
+        Any => "any",
+        /// Only a writable primary: not a replica, `read_only` off.
+        Primary => "primary",
+        /// Only a replica, judged by its lag.
+        Replica => "replica",
     }
 }
 
