@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::answer::Answer;
-use crate::config::{Config, Policy, Role};
+use crate::config::{Config, Policy, PoolName, Role};
 use crate::health::Assessment;
 use crate::maintenance::Maintenance;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, Verdict};
@@ -32,8 +32,7 @@ pub struct Judge {
 /// One pool's policy and memory.
 #[derive(Debug)]
 struct PoolJudge {
-    /// `""` for the top-level policy.
-    name: String,
+    name: PoolName,
     policy: Policy,
     damper: Damper,
     ramp: Ramp,
@@ -60,8 +59,7 @@ pub struct Judged {
 /// One pool's outcome.
 #[derive(Debug, Clone)]
 pub struct Judgement {
-    /// `""` for the top-level policy.
-    pub name: String,
+    pub name: PoolName,
     pub role: Role,
     /// What this poll alone called for, before damping and the warm-up.
     pub target: Verdict,

@@ -19,7 +19,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
-use crate::config::{Config, ErrorText, MAX_POOL_NAME, Role, Secrets, Thresholds, Unnamed, show};
+use crate::config::{
+    Config, ErrorText, MAX_POOL_NAME, PoolName, Role, Secrets, Thresholds, Unnamed, show,
+};
 use crate::health::{Assessment, Assessor};
 use crate::history::{History, Poll, Published, SharedHistory, reason_kind};
 use crate::judge::{Judge, Judgement, Moment, answer_under};
@@ -63,8 +65,7 @@ pub struct PollCounters {
 /// One pool's verdict, and what HAProxy is told for it.
 #[derive(Debug, Clone)]
 pub struct PoolVerdict {
-    /// `""` for the top-level policy.
-    pub name: String,
+    pub name: PoolName,
     pub role: Role,
     /// What this poll alone called for, before flap damping and the warm-up.
     pub target: Verdict,
@@ -77,11 +78,7 @@ pub struct PoolVerdict {
 impl PoolVerdict {
     /// The pool's name in metrics and logs: `default` for the top-level policy.
     pub fn label(&self) -> &str {
-        if self.name.is_empty() {
-            "default"
-        } else {
-            &self.name
-        }
+        self.name.label()
     }
 
     /// The same verdict under another maintenance state.
@@ -223,7 +220,7 @@ impl Snapshot {
     pub fn lookup<'a>(&'a self, asked: Asked<'a>) -> Lookup<'a> {
         let unmatched = match asked {
             Asked::Pool("") | Asked::Nothing => Unmatched::Unnamed,
-            Asked::Pool(name) => match self.pools.iter().find(|p| p.name == name) {
+            Asked::Pool(name) => match self.pools.iter().find(|p| p.name.is(name)) {
                 Some(found) => return Lookup::Found(found),
                 None => Unmatched::Unknown(name),
             },
@@ -347,8 +344,8 @@ pub struct Poller {
     judge: Judge,
     last_success: Option<PollTime>,
     polls: PollCounters,
-    /// Per pool name, so counts survive reloads.
-    checks: HashMap<String, Arc<CheckCounters>>,
+    /// Per pool, so counts survive reloads.
+    checks: HashMap<PoolName, Arc<CheckCounters>>,
     unknown_checks: Arc<CheckCounters>,
     /// `mysql.password_file` and `lag.primary.password_file`, watched for rotation.
     password_files: PasswordFiles,
@@ -740,7 +737,7 @@ fn log_transitions(old: &Snapshot, new: &Snapshot) {
 
 /// Logs a verdict change once: a new state or weight, or a down whose kind of
 /// reason changed. Lag figures and recovery counts changing are not news.
-fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Observation) {
+fn log_transition(pool: &PoolName, old: &Verdict, new: &PoolVerdict, observation: &Observation) {
     let verdict = &new.decision.verdict;
     let news = old.state != verdict.state
         || (verdict.state == State::Down
@@ -754,10 +751,9 @@ fn log_transition(pool: &str, old: &Verdict, new: &PoolVerdict, observation: &Ob
         Err(err) => format!(" ({})", crate::logs::escaped(&err.to_string())),
         Ok(_) => String::new(),
     };
-    let which = if pool.is_empty() {
-        "verdict".to_owned()
-    } else {
-        format!("pool {pool}:")
+    let which = match pool {
+        PoolName::Default => "verdict".to_owned(),
+        PoolName::Named(name) => format!("pool {name}:"),
     };
     if verdict.state < old.state {
         warn!("{which} {old} -> {verdict}{detail}");
@@ -777,7 +773,10 @@ pub(crate) mod tests {
     pub(crate) fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
         PoolVerdict {
-            name: name.into(),
+            name: match name {
+                "" => PoolName::Default,
+                name => PoolName::Named(name.to_owned()),
+            },
             role: Role::Any,
             target: verdict.clone(),
             answer: Answer::of(&verdict),
@@ -935,7 +934,7 @@ pub(crate) mod tests {
             (&[State::Up(100)], "p0"),
         ] {
             let built = snapshot(pools(states), now);
-            assert_eq!(built.strictest().name, strictest, "{states:?}");
+            assert_eq!(built.strictest().label(), strictest, "{states:?}");
         }
         let alone = snapshot(vec![pool("", State::Up(70), "")], now);
         assert_eq!(

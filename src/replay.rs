@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::answer::{Answer, Reported};
 use crate::config::Config;
-use crate::health::{Assessment, Health, Lag, LagOrigin, PRIMARY_SOURCE};
+use crate::health::{Assessment, Health, Lag, LagFrom, LagOrigin};
 use crate::history::trace::Row;
 use crate::history::{Event, Inputs, PoolSample, Sample, StateSample, is_news};
 use crate::judge::{Judge, Moment};
@@ -37,14 +37,8 @@ pub struct Replay {
 pub fn run(config: &Config, rows: &[Row]) -> Replay {
     let mut judge = Judge::for_replay(config);
     let start = Instant::now();
-    let pools: Vec<String> = (config.policies().into_iter())
-        .map(|(name, _)| {
-            if name.is_empty() {
-                "default".to_owned()
-            } else {
-                name
-            }
-        })
+    let pools: Vec<String> = (config.policies().iter())
+        .map(|(name, _)| name.label().to_owned())
         .collect();
     let mut samples = Vec::with_capacity(rows.len());
     let mut changes = Vec::new();
@@ -99,7 +93,7 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
         Health::Unreachable {
             reason: format!("poll failed ({kind})"),
         }
-    } else if inputs.source == Some(PRIMARY_SOURCE) {
+    } else if inputs.source == Some(LagFrom::Primary) {
         Health::Primary { read_only: false }
     } else if let Some(lag) = inputs.lag {
         Health::Replica {
@@ -110,7 +104,7 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
                     .estimated
                     .then(|| "estimated when recorded".to_owned()),
                 origin: (inputs.source)
-                    .and_then(LagOrigin::from_label)
+                    .and_then(LagFrom::origin)
                     .unwrap_or(LagOrigin::ReplicaStatus),
                 fallback: None,
             },
@@ -230,7 +224,6 @@ fn describe(state: StateSample, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::lag_sources;
     use crate::history::trace::parse;
 
     fn config(yaml: &str) -> Config {
@@ -299,8 +292,8 @@ mod tests {
     #[test]
     fn every_lag_source_history_records_replays() {
         let mut text = String::from("t,lag,source\n");
-        for (t, source) in lag_sources().enumerate() {
-            let lag = if source == PRIMARY_SOURCE { 0 } else { 16 };
+        for (t, source) in LagFrom::ALL.iter().enumerate() {
+            let lag = if *source == LagFrom::Primary { 0 } else { 16 };
             let _ = writeln!(text, "{t},{lag},{source}");
         }
         let rows = parse(&text).expect("every source /history writes");
@@ -309,7 +302,7 @@ mod tests {
         let changes: Vec<(&str, &str, u64)> = (replay.changes.iter())
             .map(|c| (c.from.as_str(), c.to.as_str(), c.at_ms))
             .collect();
-        let primary_at = 1000 * (lag_sources().count() as u64 - 1);
+        let primary_at = 1000 * (LagFrom::ALL.len() as u64 - 1);
         assert_eq!(
             changes,
             [("up ready 55% #lag 16.0s", "up ready 100%", primary_at)]

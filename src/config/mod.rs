@@ -260,15 +260,39 @@ impl Config {
             .collect()
     }
 
-    /// Every policy remora answers for: the default (named `""`), then each pool.
-    pub fn policies(&self) -> Vec<(String, Policy)> {
-        std::iter::once((String::new(), self.policy.clone()))
+    /// Every policy remora answers for: the default, then each pool.
+    pub fn policies(&self) -> Vec<(PoolName, Policy)> {
+        std::iter::once((PoolName::Default, self.policy.clone()))
             .chain(
                 self.pools
                     .iter()
-                    .map(|(name, pool)| (name.clone(), pool.policy(&self.policy))),
+                    .map(|(name, pool)| (PoolName::Named(name.clone()), pool.policy(&self.policy))),
             )
             .collect()
+    }
+}
+
+/// Which policy: the top-level one, or a pool by its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PoolName {
+    /// The top-level `policy`: what a check naming no pool may get.
+    Default,
+    Named(String),
+}
+
+impl PoolName {
+    /// The name in metrics, logs, `/events` and `/history`: `default` for
+    /// the top-level policy (a name no pool may take).
+    pub fn label(&self) -> &str {
+        match self {
+            PoolName::Default => RESERVED_POOL_NAMES[0],
+            PoolName::Named(name) => name,
+        }
+    }
+
+    /// Whether this is the pool a request named `name`.
+    pub fn is(&self, name: &str) -> bool {
+        matches!(self, PoolName::Named(own) if own == name)
     }
 }
 
@@ -351,8 +375,9 @@ policy:
         )
         .expect("valid");
         let policies = config.policies();
-        let names: Vec<&str> = policies.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["", "backup", "main", "writer"]);
+        let names: Vec<&str> = policies.iter().map(|(name, _)| name.label()).collect();
+        assert_eq!(names, ["default", "backup", "main", "writer"]);
+        assert_eq!(policies[0].0, PoolName::Default);
         let main = &policies[2].1;
         assert_eq!(main.thresholds.drain_at, Duration::from_secs(10));
         assert_eq!(main.thresholds.down_at, Duration::from_secs(30));

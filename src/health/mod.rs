@@ -84,6 +84,14 @@ pub enum Health {
 }
 
 impl Health {
+    /// The lag remora reports and where it came from: a primary's is 0.
+    pub fn reported_lag(&self) -> Option<(Duration, LagFrom, bool)> {
+        match self {
+            Health::Primary { .. } => Some((Duration::ZERO, LagFrom::Primary, false)),
+            health => (health.lag()).map(|lag| (lag.value, lag.origin.into(), lag.is_estimated())),
+        }
+    }
+
     pub fn lag(&self) -> Option<&Lag> {
         match self {
             Health::Replica { lag, .. } => Some(lag),
@@ -116,12 +124,39 @@ crate::labelled! {
     }
 }
 
-/// The lag source named for a primary (lag 0), beside a replica's [`LagOrigin`]s.
-pub const PRIMARY_SOURCE: &str = "primary";
+crate::labelled! {
+    /// Where the lag remora reports came from: a replica's [`LagOrigin`],
+    /// or a primary's (lag 0). `/status`'s `lag.source`, the metrics'
+    /// `remora_lag_source`, the trace's `source`.
+    pub enum LagFrom {
+        Heartbeat => "heartbeat",
+        ReplicaStatus => "replica_status",
+        Applier => "applier",
+        Aurora => "aurora",
+        /// Not a replica: nothing to lag behind.
+        Primary => "primary",
+    }
+}
 
-/// Every lag source label: a replica's origins, then a primary's.
-pub fn lag_sources() -> impl Iterator<Item = &'static str> {
-    (LagOrigin::ALL.iter().map(|origin| origin.as_str())).chain([PRIMARY_SOURCE])
+impl From<LagOrigin> for LagFrom {
+    fn from(origin: LagOrigin) -> LagFrom {
+        match origin {
+            LagOrigin::Heartbeat => LagFrom::Heartbeat,
+            LagOrigin::ReplicaStatus => LagFrom::ReplicaStatus,
+            LagOrigin::Applier => LagFrom::Applier,
+            LagOrigin::Aurora => LagFrom::Aurora,
+        }
+    }
+}
+
+impl LagFrom {
+    /// A replica's origin; `None` for a primary.
+    pub fn origin(self) -> Option<LagOrigin> {
+        LagOrigin::ALL
+            .iter()
+            .copied()
+            .find(|origin| LagFrom::from(*origin) == self)
+    }
 }
 
 /// How far a replica is behind.

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::answer::{Answer, Reported};
 use crate::config::{MAX_SAMPLES, samples_for};
-use crate::health::{Assessment, Health, PRIMARY_SOURCE};
+use crate::health::{Assessment, LagFrom};
 use crate::policy::Verdict;
 use crate::probe::{ErrorKind, Observation, ThreadState};
 
@@ -50,8 +50,8 @@ pub type SharedHistory = Arc<Mutex<History>>;
 pub struct Inputs {
     /// Lag in seconds; `None` while unknown (broken, unreachable).
     pub lag: Option<f64>,
-    /// `heartbeat`, `replica_status`, or `primary` (lag 0).
-    pub source: Option<&'static str>,
+    /// Where the lag came from (`primary`: lag 0).
+    pub source: Option<LagFrom>,
     pub estimated: bool,
     /// The channel's IO and SQL threads (the channel the lag is from, else the first).
     pub io_thread: Option<ThreadState>,
@@ -362,13 +362,7 @@ pub fn reason_kind(reason: &str) -> &str {
 impl Inputs {
     fn of(assessment: &Assessment, observation: &Observation) -> Inputs {
         let lag = assessment.health.lag();
-        let (lag_seconds, source) = match &assessment.health {
-            Health::Primary { .. } => (Some(0.0), Some(PRIMARY_SOURCE)),
-            _ => (
-                lag.map(|lag| lag.value.as_secs_f64()),
-                lag.map(|lag| lag.origin.as_str()),
-            ),
-        };
+        let reported = assessment.health.reported_lag();
         let status = observation.result.as_ref();
         let channel = status.ok().and_then(|status| {
             let wanted = lag.map(|lag| lag.channel.as_str());
@@ -377,9 +371,9 @@ impl Inputs {
                 .or(status.channels.first())
         });
         Inputs {
-            lag: lag_seconds,
-            source,
-            estimated: lag.is_some_and(|lag| lag.is_estimated()),
+            lag: reported.map(|(value, ..)| value.as_secs_f64()),
+            source: reported.map(|(_, from, _)| from),
+            estimated: reported.is_some_and(|(.., estimated)| estimated),
             io_thread: channel.map(|c| c.io_thread),
             sql_thread: channel.map(|c| c.sql_thread),
             errno: channel.and_then(|c| {

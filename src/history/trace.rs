@@ -13,7 +13,7 @@
 use std::fmt::{self, Write as _};
 
 use super::{Inputs, Sample};
-use crate::health::lag_sources;
+use crate::health::LagFrom;
 use crate::probe::{ErrorKind, ThreadState};
 
 /// The input columns, in order, after which each pool's four follow.
@@ -41,7 +41,7 @@ pub fn write_row(sample: &Sample, first_ms: u64, out: &mut String) {
         // To the microsecond: a replay computes the same weights and
         // reasons from it as the live poll did.
         cell(inputs.lag.map(|lag| format!("{lag:.6}"))),
-        inputs.source.unwrap_or_default(),
+        inputs.source.map(LagFrom::as_str).unwrap_or_default(),
         inputs.estimated,
         cell(inputs.io_thread.map(|t| t.to_string())),
         cell(inputs.sql_thread.map(|t| t.to_string())),
@@ -214,7 +214,7 @@ impl Columns {
         };
         let threads: Vec<&'static str> = ThreadState::ALL.iter().map(|s| s.as_str()).collect();
         let kinds: Vec<&'static str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
-        let sources: Vec<&'static str> = lag_sources().collect();
+        let sources: Vec<&'static str> = LagFrom::ALL.iter().map(|s| s.as_str()).collect();
         let thread = |column| -> Result<Option<ThreadState>, TraceError> {
             Ok(label(column, &threads)?.and_then(ThreadState::from_label))
         };
@@ -222,7 +222,7 @@ impl Columns {
             t,
             inputs: Inputs {
                 lag,
-                source: label(self.source, &sources)?,
+                source: label(self.source, &sources)?.and_then(LagFrom::from_label),
                 estimated: label(self.estimated, &["true", "false"])? == Some("true"),
                 io_thread: thread(self.io_thread)?,
                 sql_thread: thread(self.sql_thread)?,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use tokio::time::Instant;
 
 use crate::answer::Reported;
-use crate::health::{Health, PRIMARY_SOURCE, lag_sources};
+use crate::health::LagFrom;
 use crate::poller::Snapshot;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 
@@ -96,17 +96,8 @@ fn poll_errors(out: &mut Exposition, snapshot: &Snapshot) {
 /// replica status) moves a one-hot, it does not end the lag's series.
 fn lag(out: &mut Exposition, snapshot: &Snapshot) {
     let assessment = &snapshot.assessment;
-    let lag = match &assessment.health {
-        Health::Primary { .. } => Some((0.0, PRIMARY_SOURCE, false)),
-        health => health.lag().map(|lag| {
-            (
-                lag.value.as_secs_f64(),
-                lag.origin.as_str(),
-                lag.is_estimated(),
-            )
-        }),
-    };
-    if let Some((value, source, estimated)) = lag {
+    if let Some((value, source, estimated)) = assessment.health.reported_lag() {
+        let value = value.as_secs_f64();
         out.gauge(
             "remora_lag_seconds",
             "The lag that decides the verdict (0 on a primary; absent while unknown).",
@@ -121,7 +112,8 @@ fn lag(out: &mut Exposition, snapshot: &Snapshot) {
             "remora_lag_source",
             "gauge",
             "Where the lag came from, one-hot.",
-            lag_sources().map(|each| (vec![("source", each)], bool_value(each == source))),
+            (LagFrom::ALL.iter())
+                .map(|each| (vec![("source", each.as_str())], bool_value(*each == source))),
         );
     }
     if let Some(trend) = snapshot.trend {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::ErrorText;
-use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, Load, PRIMARY_SOURCE};
+use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, LagFrom, Load};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
 use crate::poller::{PollTime, PoolVerdict, Snapshot};
@@ -115,12 +115,7 @@ impl<'a> Status<'a> {
             },
             stale_after_seconds: snapshot.stale_after.as_secs_f64(),
             pools: (snapshot.pools.iter())
-                .map(|pool| {
-                    (
-                        pool.name.as_str(),
-                        PoolStatus::of(snapshot, pool, now, true),
-                    )
-                })
+                .map(|pool| (pool.name.label(), PoolStatus::of(snapshot, pool, now, true)))
                 .collect(),
         }
     }
@@ -229,7 +224,7 @@ struct LagStatus<'a> {
     estimated: bool,
     estimated_because: Option<&'a str>,
     channel: Option<&'a str>,
-    source: &'static str,
+    source: LagFrom,
     fallback: Option<&'a str>,
 }
 
@@ -244,7 +239,7 @@ impl<'a> LagStatus<'a> {
                 estimated: false,
                 estimated_because: None,
                 channel: None,
-                source: PRIMARY_SOURCE,
+                source: LagFrom::Primary,
                 fallback: None,
             }),
             health => health.lag().map(|lag| LagStatus::measured(lag, trend)),
@@ -261,7 +256,7 @@ impl<'a> LagStatus<'a> {
             estimated: lag.is_estimated(),
             estimated_because: lag.estimated.as_deref(),
             channel: Some(&lag.channel),
-            source: lag.origin.as_str(),
+            source: lag.origin.into(),
             fallback: lag.fallback.as_deref(),
         }
     }
