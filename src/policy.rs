@@ -17,7 +17,9 @@ use crate::config::{
     StandaloneVerdict,
 };
 use crate::health::{Assessment, Health, Lag, Load};
-use crate::probe::{GaleraStatus, GroupStatus, MemberState};
+use crate::probe::{
+    ClusterStatus, GaleraStatus, GroupStatus, LocalState, MemberState, RejectQueries,
+};
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,7 +160,7 @@ fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) 
     if !galera.ready {
         return Verdict::new(State::Down, "galera not ready (wsrep_ready OFF)");
     }
-    if galera.cluster_status != "Primary" {
+    if galera.cluster_status != ClusterStatus::Primary {
         return Verdict::new(
             State::Down,
             format!("galera cluster status {}", galera.cluster_status),
@@ -167,15 +169,15 @@ fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) 
     if galera.desync {
         return Verdict::new(State::Drain, "galera desynced (wsrep_desync ON)");
     }
-    if !galera.reject_queries.eq_ignore_ascii_case("NONE") {
+    if galera.reject_queries != RejectQueries::None {
         return Verdict::new(
             State::Drain,
             format!("galera rejects queries ({})", galera.reject_queries),
         );
     }
     match galera.local_state {
-        4 => {}
-        2 => {
+        LocalState::Synced => {}
+        LocalState::DonorDesynced => {
             let state = match config.donor {
                 DonorVerdict::Drain => State::Drain,
                 DonorVerdict::Down => State::Down,
@@ -186,7 +188,8 @@ fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) 
             return Verdict::new(
                 State::Down,
                 format!(
-                    "galera not synced (state {state} {})",
+                    "galera not synced (state {} {})",
+                    state.number(),
                     galera.local_state_comment
                 ),
             );
@@ -758,15 +761,45 @@ mod tests {
         Assessment::of(health)
     }
 
+    /// Values no server sends (a lying server, a proxy) are kinds of their
+    /// own, never taken for the good ones.
+    #[test]
+    fn galera_values_no_server_sends_are_never_taken_for_good_ones() {
+        let policy = Policy::default();
+        let config = GaleraConfig::default();
+        let lying = GaleraStatus {
+            cluster_status: ClusterStatus::from_label("Primaryish").unwrap_or_default(),
+            ..synced()
+        };
+        assert_eq!(
+            galera_target(&lying, &policy, &config).agent_line(),
+            "down #galera cluster status unknown\n"
+        );
+        let rejecting = GaleraStatus {
+            reject_queries: RejectQueries::Unknown,
+            ..synced()
+        };
+        assert_eq!(
+            galera_target(&rejecting, &policy, &config).state,
+            State::Drain
+        );
+        assert_eq!(LocalState::of(17), LocalState::Unknown);
+        for state in LocalState::ALL {
+            if *state != LocalState::Unknown {
+                assert_eq!(LocalState::of(state.number()), *state);
+            }
+        }
+    }
+
     fn synced() -> GaleraStatus {
         GaleraStatus {
             ready: true,
-            cluster_status: "Primary".into(),
-            local_state: 4,
+            cluster_status: ClusterStatus::Primary,
+            local_state: LocalState::of(4),
             local_state_comment: "Synced".into(),
             recv_queue: 0,
             desync: false,
-            reject_queries: "NONE".into(),
+            reject_queries: RejectQueries::None,
         }
     }
 
@@ -792,7 +825,7 @@ mod tests {
             ),
             (
                 GaleraStatus {
-                    cluster_status: "non-Primary".into(),
+                    cluster_status: ClusterStatus::NonPrimary,
                     ..synced()
                 },
                 "down #galera cluster status non-Primary\n",
@@ -800,28 +833,28 @@ mod tests {
             (
                 GaleraStatus {
                     desync: true,
-                    local_state: 2,
+                    local_state: LocalState::of(2),
                     ..synced()
                 },
                 "up drain #galera desynced (wsrep_desync ON)\n",
             ),
             (
                 GaleraStatus {
-                    reject_queries: "ALL".into(),
+                    reject_queries: RejectQueries::All,
                     ..synced()
                 },
                 "up drain #galera rejects queries (ALL)\n",
             ),
             (
                 GaleraStatus {
-                    local_state: 2,
+                    local_state: LocalState::of(2),
                     ..synced()
                 },
                 "up drain #galera donor\n",
             ),
             (
                 GaleraStatus {
-                    local_state: 1,
+                    local_state: LocalState::of(1),
                     local_state_comment: "Joining".into(),
                     ..synced()
                 },
@@ -849,7 +882,7 @@ mod tests {
         };
         let mut a = assessment(Health::Primary { read_only: false });
         a.galera = Some(GaleraStatus {
-            local_state: 2,
+            local_state: LocalState::of(2),
             ..synced()
         });
         assert_eq!(

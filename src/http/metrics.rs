@@ -192,7 +192,7 @@ fn galera_group_and_load(out: &mut Exposition, snapshot: &Snapshot) {
         out.gauge(
             "remora_galera_local_state",
             "wsrep_local_state (4 = synced).",
-            galera.local_state as f64,
+            galera.local_state.number() as f64,
         );
         out.gauge(
             "remora_galera_recv_queue",

@@ -25,9 +25,9 @@ use error::PRIVILEGE_ERRORS;
 pub use error::{ErrorKind, PollError};
 pub use mysql8::age;
 pub use observation::{
-    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, ChannelStatus, Dialect, GaleraStatus,
-    GroupRead, GroupStatus, HeartbeatRead, LoadStatus, MemberState, Observation, ServerStatus,
-    ThreadError, ThreadState, TlsState,
+    ApplierChannel, ApplierRead, AuroraReplica, AuroraStatus, ChannelStatus, ClusterStatus,
+    Dialect, GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, LoadStatus, LocalState,
+    MemberState, Observation, RejectQueries, ServerStatus, ThreadError, ThreadState, TlsState,
 };
 use queries::ER_UNKNOWN_SYSTEM_VARIABLE;
 pub use queries::HeartbeatQuery;

@@ -153,22 +153,91 @@ pub struct AuroraReplica {
     pub updated: Option<Duration>,
 }
 
+crate::labelled! {
+    /// `wsrep_cluster_status`, as the server writes it; `unknown` for
+    /// anything else (a value a lying server made up).
+    #[derive(Default)]
+    pub enum ClusterStatus {
+        Primary => "Primary",
+        NonPrimary => "non-Primary",
+        Disconnected => "Disconnected",
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
+crate::labelled! {
+    /// `@@wsrep_reject_queries`, as the server writes it.
+    #[derive(Default)]
+    pub enum RejectQueries {
+        #[default]
+        None => "NONE",
+        All => "ALL",
+        AllKill => "ALL_KILL",
+        /// A value no server sends: as strict as `ALL`.
+        Unknown => "unknown",
+    }
+}
+
+crate::labelled! {
+    /// `wsrep_local_state`, by its number.
+    #[derive(Default)]
+    pub enum LocalState {
+        Joining => "joining",
+        DonorDesynced => "donor/desynced",
+        Joined => "joined",
+        Synced => "synced",
+        /// 0, or a number no server sends.
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
+impl LocalState {
+    /// The state `wsrep_local_state` numbers.
+    pub fn of(number: u64) -> LocalState {
+        match number {
+            1 => LocalState::Joining,
+            2 => LocalState::DonorDesynced,
+            3 => LocalState::Joined,
+            4 => LocalState::Synced,
+            _ => LocalState::Unknown,
+        }
+    }
+
+    /// Its number, as the server counts (0 for unknown).
+    pub fn number(self) -> u64 {
+        match self {
+            LocalState::Joining => 1,
+            LocalState::DonorDesynced => 2,
+            LocalState::Joined => 3,
+            LocalState::Synced => 4,
+            LocalState::Unknown => 0,
+        }
+    }
+}
+
 /// A Galera node's state (`SHOW GLOBAL STATUS LIKE 'wsrep%'` and variables).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct GaleraStatus {
     /// `wsrep_ready`
     pub ready: bool,
-    /// `wsrep_cluster_status`: `Primary`, `non-Primary`, `Disconnected`.
-    pub cluster_status: String,
-    /// `wsrep_local_state`: 1 joining, 2 donor/desynced, 3 joined, 4 synced.
-    pub local_state: u64,
+    /// `wsrep_cluster_status`.
+    pub cluster_status: ClusterStatus,
+    /// `wsrep_local_state`: `/status` shows its number (4 is synced).
+    #[serde(serialize_with = "local_state_number")]
+    pub local_state: LocalState,
     pub local_state_comment: String,
     /// `wsrep_local_recv_queue`: write-sets received but not yet applied.
     pub recv_queue: u64,
     /// `@@wsrep_desync`: an operator took the node out of flow control.
     pub desync: bool,
-    /// `@@wsrep_reject_queries`: `NONE`, `ALL`, `ALL_KILL`.
-    pub reject_queries: String,
+    /// `@@wsrep_reject_queries`.
+    pub reject_queries: RejectQueries,
+}
+
+fn local_state_number<S: serde::Serializer>(state: &LocalState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(state.number())
 }
 
 /// Load counters from `SHOW GLOBAL STATUS`.

@@ -9,8 +9,8 @@ use tokio::time::timeout;
 
 use super::rows::{number_of, status_map, value_number, value_signed, value_text};
 use super::{
-    ChannelStatus, Dialect, GaleraStatus, GroupRead, HeartbeatRead, Known, LoadStatus, PollError,
-    Probe, ServerStatus,
+    ChannelStatus, ClusterStatus, Dialect, GaleraStatus, GroupRead, HeartbeatRead, Known,
+    LoadStatus, LocalState, PollError, Probe, RejectQueries, ServerStatus,
 };
 use crate::config::{HeartbeatTimezone, LagConfig};
 
@@ -86,11 +86,10 @@ impl Probe {
             let counters = status_map(&rows);
             if let Some(galera) = status.galera.as_mut() {
                 galera.ready = counters.get("wsrep_ready").is_some_and(|v| v == "ON");
-                galera.cluster_status = counters
-                    .get("wsrep_cluster_status")
-                    .cloned()
+                galera.cluster_status = (counters.get("wsrep_cluster_status"))
+                    .and_then(|status| ClusterStatus::from_label(status))
                     .unwrap_or_default();
-                galera.local_state = number_of(&counters, "wsrep_local_state");
+                galera.local_state = LocalState::of(number_of(&counters, "wsrep_local_state"));
                 galera.local_state_comment = counters
                     .get("wsrep_local_state_comment")
                     .cloned()
@@ -196,7 +195,12 @@ impl Probe {
         {
             status.galera = Some(GaleraStatus {
                 desync: desync.and_then(value_number).unwrap_or(0) != 0,
-                reject_queries: reject.and_then(value_text).unwrap_or_else(|| "NONE".into()),
+                reject_queries: match reject.and_then(value_text) {
+                    None => RejectQueries::None,
+                    Some(text) => {
+                        RejectQueries::from_label(&text).unwrap_or(RejectQueries::Unknown)
+                    }
+                },
                 ..GaleraStatus::default()
             });
         }
