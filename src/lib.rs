@@ -397,12 +397,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut poller = Poller::new(&config, &secrets);
+    // The addresses bound, not the configured ones: port 0 becomes a port.
+    let bound = |listener: &TcpListener| {
+        listener
+            .local_addr()
+            .map_or_else(|err| format!("? ({err})"), |addr| addr.to_string())
+    };
     info!(
         "watching {} every {}; agent on {}, http on {}",
         poller.target(),
         config::show(config.poll.interval),
-        config.agent.listen,
-        config.http.listen
+        bound(&listeners.agent),
+        bound(&listeners.http)
     );
     let kept = kept_switch(&config).await;
     let first = tokio::select! {

@@ -3,6 +3,8 @@
 //! benchmark. Everything listens on 127.0.0.1, on free ports unless told
 //! otherwise, and every process is stopped by pid: on drop, on panic, and by
 //! the kernel if the test process dies (see [`process`]).
+// The lab runs and times real processes: the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 pub mod bench;
 pub mod demo;

@@ -1,5 +1,7 @@
 //! `remora-lab`: the native lab behind the Makefile (`make up`, `make down`,
 //! `make start-lag`, ...) and `make demo`. Lab-only credentials: root/secret.
+// The lab runs and times real processes: the wall clock, on purpose.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -100,15 +100,13 @@ impl Builder {
     }
 
     /// Starts remora without waiting for it to answer: a temporary
-    /// directory, killed on drop.
+    /// directory, killed on drop. Without [`Builder::listening`], remora
+    /// binds port 0 for both listeners and the ports it reports are used:
+    /// no port is guessed free.
     pub fn spawn(self) -> Result<Remora> {
-        let (agent, http) = match self.listeners {
-            Some(listeners) => listeners,
-            None => (
-                SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
-                SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
-            ),
-        };
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let reported = self.listeners.is_none();
+        let (agent, http) = self.listeners.unwrap_or((any_port, any_port));
         let scratch = tempfile::Builder::new()
             .prefix("remora-run-")
             .tempdir()
@@ -125,7 +123,7 @@ impl Builder {
             &env,
             self.run_as,
         )?;
-        Ok(Remora {
+        let mut remora = Remora {
             agent,
             http,
             config_path,
@@ -133,7 +131,11 @@ impl Builder {
             pending_listeners: None,
             process,
             _scratch: Some(scratch),
-        })
+        };
+        if reported {
+            remora.read_bound_ports()?;
+        }
+        Ok(remora)
     }
 }
 
@@ -198,11 +200,24 @@ impl Remora {
         agent: Option<SocketAddr>,
         http: Option<SocketAddr>,
     ) -> Result<()> {
-        let agent = agent.unwrap_or(self.agent);
-        let http = http.unwrap_or(self.http);
-        std::fs::write(&self.config_path, with_listeners(yaml, agent, http)?)
+        // An address not given stays as the file has it (port 0 stays 0:
+        // the running remora keeps the port it bound).
+        let current: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(&self.config_path).context("reading remora.yaml")?,
+        )?;
+        let listen = |given: Option<SocketAddr>, section: &str| -> serde_yaml::Value {
+            match given {
+                Some(addr) => addr.to_string().into(),
+                None => current[section]["listen"].clone(),
+            }
+        };
+        let keys = [
+            ("agent", "listen", listen(agent, "agent")),
+            ("http", "listen", listen(http, "http")),
+        ];
+        std::fs::write(&self.config_path, set_keys(yaml, &keys)?)
             .context("rewriting remora.yaml")?;
-        self.pending_listeners = Some((agent, http));
+        self.pending_listeners = Some((agent.unwrap_or(self.agent), http.unwrap_or(self.http)));
         Ok(())
     }
 
@@ -217,10 +232,45 @@ impl Remora {
         Ok(())
     }
 
+    /// The addresses remora says it bound (`agent on …, http on …`, logged
+    /// before its first poll), waited for at most [`START_LIMIT`].
+    fn read_bound_ports(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            let bound = log.lines().find_map(|line| {
+                let (_, rest) = line.split_once("; agent on ")?;
+                let (agent, http) = rest.split_once(", http on ")?;
+                Some((agent.trim().parse().ok()?, http.trim().parse().ok()?))
+            });
+            if let Some((agent, http)) = bound {
+                (self.agent, self.http) = (agent, http);
+                return Ok(());
+            }
+            ensure!(
+                self.process.is_running(),
+                "remora exited before it listened:\n{log}"
+            );
+            ensure!(
+                started.elapsed() < START_LIMIT,
+                "remora never said where it listens:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops remora (SIGTERM) and starts it again with the same configuration
     /// and ports; waits until it answers.
     pub async fn restart(&mut self) -> Result<()> {
         self.process.terminate(Duration::from_secs(3));
+        // The ports it had, not port 0 again: whoever points at them
+        // (HAProxy, the test) finds the new process there.
+        let yaml = std::fs::read_to_string(&self.config_path).context("reading remora.yaml")?;
+        std::fs::write(
+            &self.config_path,
+            with_listeners(&yaml, self.agent, self.http)?,
+        )
+        .context("rewriting remora.yaml")?;
         let dir = self
             .config_path
             .parent()
