@@ -86,11 +86,15 @@ lint:
 OUTPUT_DIR := $(CURDIR)/target/remora-output
 
 # The tests build the `checked` profile (Cargo.toml): optimized, with debug
-# assertions and overflow checks. The scan uses the lab binary they built
-# (`cargo run -p remora-lab` would rebuild its dependencies with other features).
+# assertions and overflow checks. Plain `cargo test` runs the fast tier
+# (unit tests, remora in-process against the MySQL fixture); the tests that
+# need real servers or load are #[ignore]d there, saying what they need, and
+# run here (--include-ignored), all but the ten-minute soak (`make soak`).
+# The scan uses the lab binary they built (`cargo run -p remora-lab` would
+# rebuild its dependencies with other features).
 test: deps lint
 	rm -rf $(OUTPUT_DIR)
-	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace --profile checked
+	REMORA_OUTPUT_DIR=$(OUTPUT_DIR) $(CARGO) test --workspace --profile checked -- --include-ignored --skip soak_for_ten_minutes
 	$(CURDIR)/target/checked/remora-lab check-output $(OUTPUT_DIR)
 
 # Not part of `make test` (which runs two cycles of it): ten minutes of lag

@@ -16,6 +16,7 @@ use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora, measure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn every_benchmark_target_answers_correctly() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(remora_bin(), &mysql_section(pair.replica.port)).await?;
@@ -82,6 +83,7 @@ async fn every_benchmark_target_answers_correctly() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn checks_are_answered_beside_idle_connections_held_open() -> Result<()> {
     remora::raise_fd_limit()?;
     let pair = Pair::start().await?;
@@ -114,6 +116,7 @@ async fn checks_are_answered_beside_idle_connections_held_open() -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "slow (seconds of load on every core): `make test` runs this"]
 async fn metrics_and_status_render_with_64_pools_and_16_channels() -> Result<()> {
     let fixture = bench::sixteen_channel_replica().await?;
     let remora = Remora::start(

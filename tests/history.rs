@@ -11,6 +11,7 @@ use remora_lab::Pair;
 use serde_json::Value;
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn events_say_what_changed_and_why_and_history_keeps_every_poll() -> Result<()> {
     let pair = Pair::start().await?;
     let (remora, _writes) = drained_replica(&pair).await?;

@@ -509,6 +509,7 @@ async fn survive_every_attack(pools: bool) -> Result<()> {
 
 /// One test, both ways in turn: two attacks at once would measure each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (seconds of load on every core): `make test` runs this"]
 async fn the_agent_survives_hostile_clients_with_and_without_pools() -> Result<()> {
     survive_every_attack(false).await?;
     survive_every_attack(true).await

@@ -50,6 +50,7 @@ fn download_in_a_loop(
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn heavy_history_readers_never_slow_the_poller_nor_change_an_answer_nor_grow_memory()
 -> Result<()> {
     let pair = Pair::start().await?;
@@ -142,6 +143,7 @@ fn checks_during(checks: &Checker, answer: &str) -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn history_takes_since_and_limit() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(

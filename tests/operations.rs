@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn busy_sessions_lower_the_weight_and_it_recovers_when_they_finish() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(
@@ -57,6 +58,7 @@ load: {{threads_running_full_below: 3, threads_running_min_at: 13}}
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_maintenance_file_beats_measured_health_until_it_is_removed() -> Result<()> {
     let pair = Pair::start().await?;
     let dir = tempfile::tempdir()?;
@@ -117,6 +119,7 @@ async fn a_maintenance_file_beats_measured_health_until_it_is_removed() -> Resul
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()> {
     let pair = Pair::start().await?;
     // Polls are slow on purpose: the switch must not wait for one. HTTP
@@ -239,6 +242,7 @@ fn parse_exposition(text: &str) -> Vec<(String, f64)> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn metrics_describe_the_verdict_and_count_checks_by_pool() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(
@@ -317,6 +321,7 @@ async fn metrics_describe_the_verdict_and_count_checks_by_pool() -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_when_invalid() -> Result<()> {
     let pair = Pair::start().await?;
     let _writes = pair.keep_writing(Duration::from_millis(50));

@@ -68,6 +68,7 @@ impl Drop for Installed {
 }
 
 #[test]
+#[ignore = "needs cargo-deb, lintian and dpkg: `make test` installs it and runs this"]
 fn the_package_installs_checks_its_config_and_purges_cleanly() -> Result<()> {
     let out = tempfile::tempdir()?;
     let deb = build_package(out.path())?;

@@ -80,6 +80,7 @@ async fn remora_on(pair: &Pair) -> Result<Remora> {
 }
 
 #[test]
+#[ignore = "needs MariaDB, Prometheus and promtool: `make test` installs it and runs this"]
 fn the_shipped_alerts_pass_their_unit_tests() -> Result<()> {
     let rules = shipped("examples/prometheus/alerts.yml");
     let tests = shipped("examples/prometheus/alerts_test.yml");
@@ -90,6 +91,7 @@ fn the_shipped_alerts_pass_their_unit_tests() -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB, Prometheus and promtool: `make test` installs it and runs this"]
 async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = remora_on(&pair).await?;
@@ -145,6 +147,7 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() -> Result<()
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB, Prometheus and promtool: `make test` installs it and runs this"]
 async fn the_shipped_alerts_and_dashboard_use_only_series_remora_exports() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = remora_on(&pair).await?;

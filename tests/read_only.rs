@@ -11,6 +11,7 @@ use common::{mysql_section, remora_bin};
 use remora_lab::{Pair, Remora, agent_request};
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_primary_switched_read_only_is_out_until_it_is_writable_again() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(
@@ -60,6 +61,7 @@ async fn a_primary_switched_read_only_is_out_until_it_is_writable_again() -> Res
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_replica_whose_replication_was_removed_is_out_while_it_stays_read_only() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = Remora::start(

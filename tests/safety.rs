@@ -44,6 +44,7 @@ async fn switch(
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn with_an_admin_token_only_its_holder_can_flip_maintenance_and_never_a_browser() -> Result<()>
 {
     let pair = Pair::start().await?;
@@ -138,6 +139,7 @@ async fn without_a_token_a_browser_still_cannot_flip_maintenance() -> Result<()>
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_fifo_as_maintenance_file_drains_and_sigterm_still_stops_remora() -> Result<()> {
     let pair = Pair::start().await?;
     let dir = tempfile::tempdir()?;
@@ -172,6 +174,7 @@ async fn stop_within_two_seconds(remora: &mut Remora) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn sigterm_stops_remora_within_two_seconds_while_a_poll_hangs() -> Result<()> {
     let pair = Pair::start().await?;
     let mut remora = Remora::start(
@@ -307,6 +310,7 @@ fn password_file_config(port: u16, file: &std::path::Path) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_rotated_password_file_is_used_within_two_polls_without_a_reload() -> Result<()> {
     use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_PASSWORD, REMORA_USER};
     let pair = Pair::start().await?;
@@ -344,6 +348,7 @@ async fn a_rotated_password_file_is_used_within_two_polls_without_a_reload() -> 
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_it() -> Result<()> {
     use remora_lab::mariadb::{REMORA_PASSWORD, WRONG_PASSWORD};
     let pair = Pair::start().await?;
@@ -391,6 +396,7 @@ async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_
 /// it, only the errno and remora's own phrase. An operator who wants the
 /// text opts in, and then only readers on this host see it.
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn server_error_texts_are_served_to_nobody_unless_the_operator_opts_in() -> Result<()> {
     let pair = Pair::start().await?;
     let port = free_port()?;
@@ -469,6 +475,7 @@ async fn server_error_texts_are_served_to_nobody_unless_the_operator_opts_in() -
 /// A drain an operator set over HTTP outlives a restart (a crash, an OOM
 /// kill, `systemctl restart`): the first answer after it is the drain.
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_drain_set_over_http_survives_a_restart() -> Result<()> {
     let pair = Pair::start().await?;
     let (dir, token_file) = admin_token()?;
@@ -649,6 +656,7 @@ async fn a_reload_from_a_fifo_is_rejected_and_remora_keeps_serving_and_stops_on_
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_password_file_readable_by_everyone_is_warned_about_once_not_every_poll() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let pair = Pair::start().await?;

@@ -265,6 +265,7 @@ fn the_systemd_unit_restarts_forever_caps_memory_and_keeps_the_switch() -> Resul
 }
 
 #[test]
+#[ignore = "needs systemd-analyze (Debian's systemd): `make test` installs it and runs this"]
 fn the_systemd_unit_verifies() -> Result<()> {
     // systemd-analyze checks that ExecStart exists: point it at the binary
     // cargo built, and the config at the shipped example.

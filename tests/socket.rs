@@ -65,6 +65,7 @@ fn runnable_copy(dir: &Path) -> Result<PathBuf> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn over_the_socket_with_a_password() -> Result<()> {
     let pair = Pair::start().await?;
     let socket = socket_of(&pair);
@@ -89,6 +90,7 @@ async fn over_the_socket_with_a_password() -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn under_skip_networking_the_socket_is_the_only_way_in() -> Result<()> {
     let mut pair = Pair::start().await?;
     pair.replica.restart_without_tcp().await?;
@@ -115,6 +117,7 @@ async fn under_skip_networking_the_socket_is_the_only_way_in() -> Result<()> {
 }
 
 #[tokio::test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn with_unix_socket_authentication_the_os_user_is_the_account_and_no_password_exists()
 -> Result<()> {
     let pair = Pair::start().await?;

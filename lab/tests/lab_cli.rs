@@ -55,6 +55,7 @@ fn ports(haproxy_mysql: u16) -> Result<Vec<(&'static str, String)>> {
 }
 
 #[test]
+#[ignore = "needs MariaDB: `make test` installs it and runs this"]
 fn a_failed_up_stops_what_it_started_and_the_next_up_is_not_poisoned() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path().join("lab");
