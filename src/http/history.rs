@@ -182,6 +182,15 @@ mod tests {
         assert_eq!(times, [0.0, 1.0], "{text}");
     }
 
+    /// Records the poll a second after `last`, and returns it.
+    fn poll_after(history: &SharedHistory, last: &Snapshot) -> Snapshot {
+        let mut next = last.clone();
+        next.observation.at += Duration::from_secs(1);
+        let mut history = history.lock().expect("lock");
+        history.record(Some(&last.as_poll()), &next.as_poll());
+        next
+    }
+
     /// A stream reads the samples a piece at a time, from where it stopped,
     /// even as the oldest are dropped under it; JSON comes out whole.
     #[test]
@@ -190,15 +199,7 @@ mod tests {
         let mut last = snapshot(vec![pool("", State::Up(100), "")], None);
         history.lock().expect("lock").record(None, &last.as_poll());
         for _ in 1..(PIECE * 2) {
-            let mut next = last.clone();
-            next.observation.at += Duration::from_secs(1);
-            let polls = (last.as_poll(), next.as_poll());
-            history
-                .lock()
-                .expect("lock")
-                .record(Some(&polls.0), &polls.1);
-            drop(polls);
-            last = next;
+            last = poll_after(&history, &last);
         }
         let mut json = Samples::new(Arc::clone(&history), Format::Json, Selection::default());
         let mut text = String::new();
@@ -209,15 +210,7 @@ mod tests {
             text.push_str(std::str::from_utf8(&piece).expect("UTF-8"));
         }
         for _ in 0..400 {
-            let mut next = last.clone();
-            next.observation.at += Duration::from_secs(1);
-            let polls = (last.as_poll(), next.as_poll());
-            history
-                .lock()
-                .expect("lock")
-                .record(Some(&polls.0), &polls.1);
-            drop(polls);
-            last = next;
+            last = poll_after(&history, &last);
         }
         text.push_str(&body(&mut json));
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("whole JSON");
