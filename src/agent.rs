@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{Connections, Slot, lock};
-use crate::poller::{Asked, Lookup, Snapshot, Unmatched};
+use crate::snapshot::{Asked, Lookup, Snapshot, Unmatched};
 use crate::threads::Priority;
 
 /// Longest time a reply may take to write: it is one short line.

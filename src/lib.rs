@@ -49,10 +49,13 @@
 //!   written by the poller, read by `/history` and `/events`, and
 //!   [`history::trace`], the trace format `/history?format=csv` writes and
 //!   `--replay` reads.
+//! - [`snapshot`]: what the poller publishes and readers read: one poll's
+//!   verdicts and answers, and the answer to a request (a pool looked up,
+//!   failing closed; staleness; maintenance), from the snapshot alone.
 //! - [`reload`]: a reloaded configuration's [`reload::ReloadPlan`], worked
 //!   out purely.
 //! - [`poller`]: the loop that owns probes and history and publishes
-//!   [`poller::Snapshot`]s, applying each reload by its plan.
+//!   [`snapshot::Snapshot`]s, applying each reload by its plan.
 //! - [`replay`]: the policy code over a trace, offline.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
 //!   memory, never wait on MySQL, and never share a thread with the poller.
@@ -84,6 +87,7 @@ pub mod poller;
 pub mod probe;
 pub mod reload;
 pub mod replay;
+pub mod snapshot;
 pub mod threads;
 pub mod trend;
 pub mod units;
@@ -103,8 +107,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secrets};
 use crate::maintenance::Maintenance;
-use crate::poller::{Command, Poller, Snapshot};
+use crate::poller::{Command, Poller};
 use crate::reload::ReloadPlan;
+use crate::snapshot::Snapshot;
 
 /// The sockets remora serves on, bound by the caller.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use remora::agent::{MAX_REQUEST, parse_pool};
 use remora::answer::MAX_LINE;
 use remora::config::{Config, Percent, Policy, Thresholds};
 use remora::policy::{Damper, State, Verdict, state_for_lag};
-use remora::poller::Asked;
+use remora::snapshot::Asked;
 use serde_yaml::Value;
 
 /// What HAProxy makes of an agent reply, by its grammar

@@ -144,8 +144,8 @@ impl Samples {
 mod tests {
     use super::*;
     use crate::policy::State;
-    use crate::poller::Snapshot;
-    use crate::poller::tests::{pool, snapshot};
+    use crate::snapshot::Snapshot;
+    use crate::snapshot::tests::{pool, snapshot};
     use std::sync::Arc;
     use std::time::Duration;
 

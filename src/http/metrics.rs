@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use crate::answer::Reported;
 use crate::health::LagFrom;
-use crate::poller::Snapshot;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
+use crate::snapshot::Snapshot;
 
 /// The `/metrics` page.
 pub fn render(snapshot: &Snapshot, now: Instant) -> String {

@@ -61,7 +61,7 @@ use crate::connections::Connections;
 use crate::history::Selection;
 use crate::logs::Throttle;
 use crate::maintenance::{self, Maintenance, Source};
-use crate::poller::{Asked, Lookup, Snapshot};
+use crate::snapshot::{Asked, Lookup, Snapshot};
 use crate::threads::Priority;
 
 pub use body::Body;

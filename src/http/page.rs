@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::answer::Reported;
 use crate::config::Thresholds;
 use crate::history::{Event, History, Sample};
-use crate::poller::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// How far back the chart reaches.
 const WINDOW: Duration = Duration::from_secs(15 * 60);

@@ -14,8 +14,8 @@ use crate::config::ErrorText;
 use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, LagFrom, Load};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
-use crate::poller::{PollTime, PoolVerdict, Snapshot};
 use crate::probe::{ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError};
+use crate::snapshot::{PollTime, PoolVerdict, Snapshot};
 use crate::trend::LagTrendNow;
 use crate::units::rfc3339;
 
