@@ -101,7 +101,7 @@ pub async fn serve(
                 }
             },
         };
-        let cap = shared.snapshots.borrow().max_connections;
+        let cap = shared.snapshots.borrow().settings.max_connections;
         let slot = connections
             .admit(cap, "agent.max_connections")
             .make_room()
@@ -147,7 +147,7 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     let mut request = [0u8; MAX_REQUEST];
     let wait_for_name = {
         let snapshot = shared.snapshots.borrow();
-        (snapshot.has_pools() && shared.pool.is_none()).then_some(snapshot.request_timeout)
+        (snapshot.has_pools() && shared.pool.is_none()).then_some(snapshot.settings.request_timeout)
     };
     let (asked, said_all) = match (&shared.pool, wait_for_name) {
         (Some(pool), _) => (Asked::Pool(pool), false),

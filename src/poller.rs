@@ -26,7 +26,9 @@ use crate::passwords::PasswordFile;
 use crate::policy::{State, Verdict};
 use crate::probe::{HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 use crate::reload::ReloadPlan;
-use crate::snapshot::{CheckCounters, PollCounters, PollTime, PoolVerdict, Snapshot};
+use crate::snapshot::{
+    CheckCounters, PollCounters, PollTime, PoolVerdict, ReaderSettings, Snapshot,
+};
 
 /// Commands for the running poller.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub struct Poller {
     assessor: Assessor,
     /// The decision pipeline and its memory (dampers, warm-ups, the trend).
     judge: Judge,
+    /// What the readers answer by, for every snapshot of this configuration.
+    settings: Arc<ReaderSettings>,
     last_success: Option<PollTime>,
     polls: PollCounters,
     /// Per pool, so counts survive reloads.
@@ -72,6 +76,7 @@ impl Poller {
             primary: build_primary_probe(config, secrets),
             assessor: Assessor::new(&config.lag),
             judge: Judge::new(config),
+            settings: Arc::new(ReaderSettings::of(config)),
             last_success: None,
             polls: PollCounters::default(),
             checks: HashMap::new(),
@@ -130,18 +135,11 @@ impl Poller {
             default,
             pools,
             last_success: self.last_success,
-            stale_after: config.poll.stale_after,
-            request_timeout: config.agent.request_timeout,
-            unnamed: config.agent.unnamed,
-            max_connections: config.agent.max_connections,
-            admin_token_file: config.http.admin_token_file.clone(),
-            error_text: config.http.error_text,
-            state_file: config.maintenance.state_file.clone(),
+            settings: Arc::clone(&self.settings),
             polls: self.polls.clone(),
             unknown_checks: Arc::clone(&self.unknown_checks),
             history: Arc::clone(&self.history),
             trend,
-            thresholds: config.policy.thresholds,
         }
     }
 
@@ -271,6 +269,7 @@ impl Poller {
         }
         self.password_files = PasswordFiles::of(config);
         self.judge.reconfigure(config, plan.forgets_lag());
+        self.settings = Arc::new(ReaderSettings::of(config));
         info!(
             "configuration reloaded: watching {}, pools [{}]",
             self.probe.target(),

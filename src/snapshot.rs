@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::answer::{Answer, Reported};
-use crate::config::{ErrorText, MAX_POOL_NAME, PoolName, Role, Thresholds, Unnamed};
+use crate::config::{Config, ErrorText, MAX_POOL_NAME, PoolName, Role, Thresholds, Unnamed};
 use crate::health::Assessment;
 use crate::history::{Poll, Published, SharedHistory};
 use crate::judge::answer_under;
@@ -91,6 +91,29 @@ pub struct Snapshot {
     /// Each configured pool, by name.
     pub pools: Vec<PoolVerdict>,
     pub last_success: Option<PollTime>,
+    /// How the readers answer, as configured: shared by every snapshot of
+    /// one configuration, not part of what was observed.
+    pub settings: Arc<ReaderSettings>,
+    /// An operator's switch; beats every measurement.
+    pub maintenance: Option<Maintenance>,
+    pub polls: PollCounters,
+    /// Checks that named a pool that does not exist.
+    pub unknown_checks: Arc<CheckCounters>,
+    /// Every poll and verdict change, for `/history` and `/events` (never
+    /// read by the agent).
+    pub history: SharedHistory,
+    /// Whether the replica is catching up, for the default policy.
+    pub trend: Option<LagTrendNow>,
+    /// What is told instead of anything better than down once no poll has
+    /// succeeded for `stale_after`.
+    pub(crate) stale: Answer,
+}
+
+/// The configuration the readers (agent, HTTP) answer by: set at start
+/// and on every reload, never by a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaderSettings {
+    /// `poll.stale_after`: no successful poll for this long is down.
     pub stale_after: Duration,
     /// `agent.request_timeout`: how long the agent waits for a pool name,
     /// when pools are configured.
@@ -105,21 +128,23 @@ pub struct Snapshot {
     pub error_text: ErrorText,
     /// `maintenance.state_file`: where the HTTP switch is kept.
     pub state_file: Option<std::path::PathBuf>,
-    /// An operator's switch; beats every measurement.
-    pub maintenance: Option<Maintenance>,
-    pub polls: PollCounters,
-    /// Checks that named a pool that does not exist.
-    pub unknown_checks: Arc<CheckCounters>,
-    /// Every poll and verdict change, for `/history` and `/events` (never
-    /// read by the agent).
-    pub history: SharedHistory,
-    /// Whether the replica is catching up, for the default policy.
-    pub trend: Option<LagTrendNow>,
     /// The default policy's lag thresholds, drawn on the page's chart.
     pub thresholds: Thresholds,
-    /// What is told instead of anything better than down once no poll has
-    /// succeeded for `stale_after`.
-    pub(crate) stale: Answer,
+}
+
+impl ReaderSettings {
+    pub fn of(config: &Config) -> ReaderSettings {
+        ReaderSettings {
+            stale_after: config.poll.stale_after,
+            request_timeout: config.agent.request_timeout,
+            unnamed: config.agent.unnamed,
+            max_connections: config.agent.max_connections,
+            admin_token_file: config.http.admin_token_file.clone(),
+            error_text: config.http.error_text,
+            state_file: config.maintenance.state_file.clone(),
+            thresholds: config.policy.thresholds,
+        }
+    }
 }
 
 /// What an agent exchange (or `/health?pool=`) asked for.
@@ -217,7 +242,7 @@ impl Snapshot {
             },
             Asked::Garbled => Unmatched::Garbled,
         };
-        let nameless_allowed = self.unnamed == Unnamed::Default || !self.has_pools();
+        let nameless_allowed = self.settings.unnamed == Unnamed::Default || !self.has_pools();
         if unmatched == Unmatched::Unnamed && nameless_allowed {
             return Lookup::Found(&self.default);
         }
@@ -236,9 +261,9 @@ impl Snapshot {
     /// has succeeded for `stale_after`: a wedged poller must not freeze an `up`.
     pub fn is_stale(&self, now: Instant, pool: &PoolVerdict) -> bool {
         pool.decision.verdict.state != State::Down
-            && self
-                .last_success
-                .is_none_or(|success| now.saturating_duration_since(success.at) >= self.stale_after)
+            && self.last_success.is_none_or(|success| {
+                now.saturating_duration_since(success.at) >= self.settings.stale_after
+            })
     }
 
     /// The measured state at `now` (maintenance aside).
@@ -316,7 +341,6 @@ impl Snapshot {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::config::Policy;
     use crate::health::Health;
     use crate::history::History;
@@ -365,19 +389,12 @@ pub(crate) mod tests {
                 wall: SystemTime::now(),
                 duration: Duration::from_millis(1),
             }),
-            stale_after: Duration::from_secs(5),
-            request_timeout: Duration::from_millis(100),
-            unnamed: Unnamed::Strictest,
-            max_connections: 1000,
-            admin_token_file: None,
-            error_text: ErrorText::Hide,
-            state_file: None,
+            settings: Arc::new(ReaderSettings::of(&Config::default())),
             maintenance: None,
             polls: PollCounters::default(),
             unknown_checks: Arc::default(),
             history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
             trend: None,
-            thresholds: Policy::default().thresholds,
             stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }
@@ -456,7 +473,10 @@ pub(crate) mod tests {
         ));
         // An operator whose nameless backends want the default says so; a
         // garbled or unknown name still fails closed.
-        snapshot.unnamed = Unnamed::Default;
+        snapshot.settings = Arc::new(ReaderSettings {
+            unnamed: Unnamed::Default,
+            ..ReaderSettings::of(&Config::default())
+        });
         assert_eq!(asked_line(&snapshot, Asked::Nothing), "up ready 100%\n");
         assert_eq!(
             asked_line(&snapshot, Asked::Garbled),

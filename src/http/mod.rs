@@ -196,7 +196,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
         }
         "/maintenance" => match method {
             Method::POST | Method::DELETE => {
-                let token_file = snapshot.admin_token_file.clone();
+                let token_file = snapshot.settings.admin_token_file.clone();
                 match refusal(&request, peer, token_file, &shared.refusals).await {
                     None => maintenance(request, peer, &shared.switch, &snapshot).await,
                     Some(refused) => refused,
@@ -212,7 +212,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
             _ => not_allowed("GET, HEAD, POST, DELETE"),
         },
         "/status" => {
-            let audience = Audience::of(peer, snapshot.error_text);
+            let audience = Audience::of(peer, snapshot.settings.error_text);
             let status = Status::of(&snapshot, Instant::now(), audience);
             let mut body = serde_json::to_string_pretty(&status)
                 .expect("the status document always serializes");
@@ -434,7 +434,7 @@ async fn maintenance(
             Source::Http,
         ))
     };
-    let unkept = match &snapshot.state_file {
+    let unkept = match &snapshot.settings.state_file {
         Some(path) => keep_switch(path.clone(), switched.clone()).await.err(),
         None => None,
     };

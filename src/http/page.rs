@@ -43,7 +43,13 @@ pub fn render(snapshot: &Snapshot, now: Instant) -> String {
     page.push_str(HEAD);
     verdicts(&mut page, snapshot, now);
     page.push_str("<h2>Lag and weights, up to the last 15 minutes</h2>\n");
-    chart(&mut page, &pools, &samples, &events, &snapshot.thresholds);
+    chart(
+        &mut page,
+        &pools,
+        &samples,
+        &events,
+        &snapshot.settings.thresholds,
+    );
     page.push_str(
         "<p class=\"links\">Everything kept: <a href=\"/history?format=csv\">history (CSV)</a>, \
          <a href=\"/history\">JSON</a>, <a href=\"/events\">events</a>, \

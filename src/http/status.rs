@@ -113,7 +113,7 @@ impl<'a> Status<'a> {
                     .map(|(kind, count)| (kind.as_str(), *count))
                     .collect(),
             },
-            stale_after_seconds: snapshot.stale_after.as_secs_f64(),
+            stale_after_seconds: snapshot.settings.stale_after.as_secs_f64(),
             pools: (snapshot.pools.iter())
                 .map(|pool| (pool.name.label(), PoolStatus::of(snapshot, pool, now, true)))
                 .collect(),
