@@ -339,7 +339,7 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+pub mod tests {
     use super::*;
     use crate::config::Policy;
     use crate::health::Health;
@@ -348,7 +348,7 @@ pub(crate) mod tests {
     use crate::maintenance::Source;
     use crate::probe::PollError;
 
-    pub(crate) fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
+    pub fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
         PoolVerdict {
             name: match name {
@@ -368,7 +368,7 @@ pub(crate) mod tests {
     }
 
     /// A snapshot of `pools`, the default policy first.
-    pub(crate) fn snapshot(mut pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
+    pub fn snapshot(mut pools: Vec<PoolVerdict>, last_success: Option<Instant>) -> Snapshot {
         let at = Instant::now();
         let default = pools.remove(0);
         Snapshot {
