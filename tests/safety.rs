@@ -27,6 +27,16 @@ fn admin_token() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
     Ok((dir, token_file))
 }
 
+/// A remora configuration for a server that is not there, polled every
+/// second, its switch guarded by the token in `token_file`.
+fn unreachable_with_token(token_file: &std::path::Path) -> Result<String> {
+    Ok(format!(
+        "{}poll: {{interval: 1s}}\nhttp: {{admin_token_file: {}}}\n",
+        mysql_section(free_port()?),
+        token_file.display()
+    ))
+}
+
 /// A FIFO at `path`, where an operator's file should be.
 fn mkfifo(path: &std::path::Path) -> Result<()> {
     let made = std::process::Command::new("mkfifo").arg(path).status()?;
@@ -528,17 +538,8 @@ async fn a_drain_set_over_http_survives_a_restart() -> Result<()> {
 /// as every other file: a FIFO put in its place refuses the switch at once.
 #[tokio::test]
 async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Result<()> {
-    let port = free_port()?;
     let (_dir, token_file) = admin_token()?;
-    let remora = Remora::start(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 1s}}\nhttp: {{admin_token_file: {}}}\n",
-            mysql_section(port),
-            token_file.display()
-        ),
-    )
-    .await?;
+    let remora = Remora::start(remora_bin(), &unreachable_with_token(&token_file)?).await?;
     std::fs::remove_file(&token_file)?;
     mkfifo(&token_file)?;
     let bearer = format!("Bearer {TOKEN}");
@@ -558,22 +559,14 @@ async fn a_fifo_as_admin_token_file_refuses_the_switch_without_hanging() -> Resu
 /// A remote client hammering the switch cannot flood the log.
 #[tokio::test]
 async fn refused_switch_attempts_cannot_flood_the_log() -> Result<()> {
-    let port = free_port()?;
     let (_dir, token_file) = admin_token()?;
-    let remora = Remora::builder(
-        remora_bin(),
-        &format!(
-            "{}poll: {{interval: 1s}}\nhttp: {{admin_token_file: {}}}\n",
-            mysql_section(port),
-            token_file.display()
-        ),
-    )
-    .listening(
-        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-        SocketAddr::from(([0, 0, 0, 0], free_port()?)),
-    )
-    .start()
-    .await?;
+    let remora = Remora::builder(remora_bin(), &unreachable_with_token(&token_file)?)
+        .listening(
+            SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            SocketAddr::from(([0, 0, 0, 0], free_port()?)),
+        )
+        .start()
+        .await?;
     let outside = SocketAddr::from((remora_lab::non_loopback_ipv4()?, remora.http.port()));
     for _ in 0..200 {
         let (code, _) = http_exchange(outside, "POST", "/maintenance", &[], "drain").await?;
