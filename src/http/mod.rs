@@ -33,6 +33,7 @@ mod status;
 pub use metrics::render as metrics;
 pub use status::{Audience, Status};
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -222,7 +223,8 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
         "/health" => {
             // Without `?pool=` an HTTP check asks for the default policy on
             // purpose: unlike a lost agent-send, nothing was meant and lost.
-            let lookup = match query_param(request.uri().query(), "pool") {
+            let pool = query_param(request.uri().query(), "pool");
+            let lookup = match &pool {
                 Some(pool) => snapshot.lookup(Asked::Pool(pool)),
                 None => Lookup::Found(&snapshot.default),
             };
@@ -249,7 +251,7 @@ fn heavy(path: &str, query: Option<&str>, snapshot: &Snapshot) -> Response<Body>
         ),
         "/events" => reply(StatusCode::OK, "application/json", history::events(kept)),
         _ => {
-            let (format, content_type) = match query_param(query, "format") {
+            let (format, content_type) = match query_param(query, "format").as_deref() {
                 None | Some("json") => (history::Format::Json, "application/json"),
                 Some("csv") => (history::Format::Csv, "text/csv"),
                 Some(_) => return bad_request("format is json or csv"),
@@ -272,7 +274,7 @@ fn heavy(path: &str, query: Option<&str>, snapshot: &Snapshot) -> Response<Body>
 fn selection(query: Option<&str>, now: SystemTime) -> Result<Selection, String> {
     let since_ms = match query_param(query, "since") {
         None => None,
-        Some(text) => Some(since(&percent_decoded(text), now).ok_or_else(|| {
+        Some(text) => Some(since(&text, now).ok_or_else(|| {
             format!("since is an RFC 3339 time in UTC (2026-12-04T10:00:00Z) or seconds ago, got {text:?}")
         })?),
     };
@@ -300,33 +302,6 @@ fn since(text: &str, now: SystemTime) -> Option<u64> {
     };
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     Some(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `%XX` escapes decoded (a time's `:` arrives as `%3A` from some clients).
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Longest the switch waits to read `http.admin_token_file`.
@@ -532,12 +507,11 @@ fn not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-/// The value of `key` in a query string (no percent-decoding: pool names are
-/// plain ASCII).
-fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+/// The value of `key` in a query string, percent-decoded (a time's `:`
+/// arrives as `%3A` from some clients).
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find_map(|(name, value)| (name == key).then_some(value))
 }
 
 fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
