@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Answer;
-use crate::config::{Config, PoolName, Secrets, show};
+use crate::config::{Config, PoolName, Secrets};
 use crate::health::Assessor;
 use crate::history::{History, SharedHistory, reason_kind};
 use crate::judge::{Judge, Judgement, Moment};
@@ -123,12 +123,7 @@ impl Poller {
             default.decision.verdict
         );
         trace!("observation {observation:?}; assessment {assessment:?}");
-        let config = &self.config;
         Snapshot {
-            stale: Answer::of(&Verdict::new(
-                State::Down,
-                format!("no successful poll for {}", show(config.poll.stale_after)),
-            )),
             maintenance,
             observation,
             assessment,

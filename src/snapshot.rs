@@ -104,9 +104,6 @@ pub struct Snapshot {
     pub history: SharedHistory,
     /// Whether the replica is catching up, for the default policy.
     pub trend: Option<LagTrendNow>,
-    /// What is told instead of anything better than down once no poll has
-    /// succeeded for `stale_after`.
-    pub(crate) stale: Answer,
 }
 
 /// The configuration the readers (agent, HTTP) answer by: set at start
@@ -115,6 +112,8 @@ pub struct Snapshot {
 pub struct ReaderSettings {
     /// `poll.stale_after`: no successful poll for this long is down.
     pub stale_after: Duration,
+    /// What is told then, instead of anything better than down.
+    pub stale: Answer,
     /// `agent.request_timeout`: how long the agent waits for a pool name,
     /// when pools are configured.
     pub request_timeout: Duration,
@@ -136,6 +135,13 @@ impl ReaderSettings {
     pub fn of(config: &Config) -> ReaderSettings {
         ReaderSettings {
             stale_after: config.poll.stale_after,
+            stale: Answer::of(&Verdict::new(
+                State::Down,
+                format!(
+                    "no successful poll for {}",
+                    crate::config::show(config.poll.stale_after)
+                ),
+            )),
             request_timeout: config.agent.request_timeout,
             unnamed: config.agent.unnamed,
             max_connections: config.agent.max_connections,
@@ -279,7 +285,7 @@ impl Snapshot {
     /// staleness, then the verdict.
     pub fn answer<'a>(&'a self, now: Instant, pool: &'a PoolVerdict) -> &'a Answer {
         if self.maintenance.is_none() && self.is_stale(now, pool) {
-            &self.stale
+            &self.settings.stale
         } else {
             &pool.answer
         }
@@ -395,7 +401,6 @@ pub mod tests {
             unknown_checks: Arc::default(),
             history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
             trend: None,
-            stale: Answer::of(&Verdict::new(State::Down, "no successful poll for 5s")),
         }
     }
 
