@@ -41,15 +41,15 @@ pub fn phrase(err: &io::Error) -> String {
     }
 }
 
-/// Runs `read` (blocking file work) on the blocking pool and waits at most
-/// `limit` for it. `None` when it did not finish in time (it is left to
-/// finish in the background) or failed outright; the async workers never
-/// block on a file.
-pub async fn read_within<T: Send + 'static>(
+/// Runs `work` (blocking file work: a read, or the state file's write) on
+/// the blocking pool and waits at most `limit` for it. `None` when it did
+/// not finish in time (it is left to finish in the background) or failed
+/// outright; the async workers never block on a file.
+pub async fn blocking_within<T: Send + 'static>(
     limit: std::time::Duration,
-    read: impl FnOnce() -> T + Send + 'static,
+    work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    tokio::time::timeout(limit, tokio::task::spawn_blocking(read))
+    tokio::time::timeout(limit, tokio::task::spawn_blocking(work))
         .await
         .ok()?
         .ok()

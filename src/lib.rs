@@ -475,7 +475,7 @@ async fn kept_switch(config: &Config) -> Option<Maintenance> {
         let path = path.clone();
         move || Maintenance::from_state_file(&path)
     };
-    let kept = files::read_within(STATE_READ_LIMIT, reading)
+    let kept = files::blocking_within(STATE_READ_LIMIT, reading)
         .await
         .unwrap_or_else(|| {
             Some(Maintenance::state_unreadable(

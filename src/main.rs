@@ -241,7 +241,7 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
                 let path = path.clone();
                 move || load(&path)
             };
-            let loaded = remora::files::read_within(RELOAD_READ_LIMIT, reading)
+            let loaded = remora::files::blocking_within(RELOAD_READ_LIMIT, reading)
                 .await
                 .unwrap_or_else(|| {
                     Err(ConfigError::new(format!(

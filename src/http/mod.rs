@@ -353,7 +353,7 @@ async fn refusal(
     };
     // Read again on every switch: a rotated file applies at once. Warned
     // about at start if every user may read it; not per request.
-    let read = crate::files::read_within(TOKEN_READ_LIMIT, move || {
+    let read = crate::files::blocking_within(TOKEN_READ_LIMIT, move || {
         crate::config::read_secret("http.admin_token_file", &path)
     })
     .await;
@@ -447,7 +447,7 @@ async fn keep_switch(
 ) -> Result<(), String> {
     let shown = path.display().to_string();
     let writing = move || Maintenance::keep(&path, switched.as_ref());
-    match crate::files::read_within(STATE_WRITE_LIMIT, writing).await {
+    match crate::files::blocking_within(STATE_WRITE_LIMIT, writing).await {
         Some(Ok(())) => Ok(()),
         Some(Err(err)) => Err(format!(
             "maintenance.state_file {shown}: {}",
