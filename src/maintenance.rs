@@ -147,8 +147,9 @@ impl Maintenance {
         use std::os::unix::fs::OpenOptionsExt;
         let Some(switch) = switch else {
             return match std::fs::remove_file(path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-                _ => Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(err) => Err(err),
+                Ok(()) => sync_directory_of(path),
             };
         };
         let mut partial = path.as_os_str().to_owned();
@@ -163,7 +164,8 @@ impl Maintenance {
             .open(&partial)?;
         writeln!(file, "{} {}", switch.mode.as_str(), switch.reason)?;
         file.sync_all()?;
-        std::fs::rename(&partial, path)
+        std::fs::rename(&partial, path)?;
+        sync_directory_of(path)
     }
 
     /// What the agent line says after `#`: the headline, then the reason.
@@ -174,6 +176,16 @@ impl Maintenance {
             format!("{}: {}", self.headline, self.reason)
         }
     }
+}
+
+/// Makes a rename or removal in `path`'s directory outlive a power cut, not
+/// only a crash of remora.
+fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(directory)?.sync_all()
 }
 
 /// Reads `maintenance.file` off the async workers, under [`READ_DEADLINE`],
