@@ -286,9 +286,14 @@ async fn a_recorded_history_replays_to_the_same_answers() -> Result<()> {
     let yaml =
         "policy: {full_weight_below: 2s, min_weight_at: 10s, drain_at: 12s, recover_after: 2}\n";
     let remora = InProcess::start(&fixture, yaml).await?;
-    for lag in [0, 4, 8, 13, 13, 6, 0, 0] {
+    // Each lag held until a published poll has judged it.
+    for lag in [0, 4, 8, 13, 6, 0] {
         fixture.set(|s| s.channels[0].seconds_behind = Some(lag));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until("the lag to be judged", Duration::from_secs(5), async || {
+            let seen = remora.status().await?["lag"]["seconds"].as_f64();
+            Ok((seen == Some(lag as f64)).then_some(()))
+        })
+        .await?;
     }
     remora.expect("", "up ready 100%").await?;
     let (_, csv) = remora.get("/history?format=csv").await?;
