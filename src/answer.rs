@@ -2,10 +2,12 @@
 //! reported (up, drain, down or maint), the weight, the reason, and the
 //! agent line they render to. The agent writes [`Answer::line`], `/health`
 //! maps [`Answer::reported`] to a status code, `/status` and `/metrics` show
-//! the fields. Nobody formats an answer again or parses one back.
+//! the fields. Nobody formats an answer again or parses one back: what kind
+//! of reason it gives is [`Answer::cause`], typed.
 
 use crate::maintenance::{Maintenance, Mode};
 use crate::policy::{State, Verdict};
+use crate::reason::Reason;
 
 /// Longest agent line, newline included. HAProxy keeps 128 characters of a
 /// description; a whole line that fits is never cut mid-word by HAProxy.
@@ -47,6 +49,8 @@ pub struct Answer {
     pub weight: u8,
     /// Why, as the line says it (ASCII, possibly cut); empty for nothing to say.
     pub reason: String,
+    /// Why, as data: what the transition log and `/events` compare.
+    pub cause: Reason,
     line: String,
 }
 
@@ -56,23 +60,32 @@ impl Answer {
         Answer::new(
             Reported::of(verdict.state),
             verdict.state.weight(),
-            &verdict.reason,
+            verdict.reason.clone(),
         )
     }
 
     /// What an operator's maintenance switch tells HAProxy.
     pub fn maintenance(maintenance: &Maintenance) -> Answer {
-        Answer::new(Reported::of_mode(maintenance.mode), 0, &maintenance.text())
+        let cause = Reason::Maintenance(maintenance.text());
+        Answer::new(Reported::of_mode(maintenance.mode), 0, cause)
     }
 
-    /// This answer with `more` added to its reason (`; ` between).
-    pub fn adding(&self, more: &str) -> Answer {
-        let reason = if self.reason.is_empty() {
-            more.to_owned()
-        } else {
-            format!("{}; {more}", self.reason)
+    /// This answer given to a request that matched no pool, saying why
+    /// after its own reason (`; ` between).
+    pub fn unmatched(&self, why: String) -> Answer {
+        let cause = Reason::Unmatched {
+            then: Box::new(self.cause.clone()),
+            why,
         };
-        Answer::new(self.reported, self.weight, &reason)
+        Answer::new(self.reported, self.weight, cause)
+    }
+
+    /// Whether `new` is worth an event and a log line after `self`: another
+    /// state or weight, or a down whose kind of reason changed. Lag figures
+    /// and recovery counts changing are not news.
+    pub fn is_news(&self, new: &Answer) -> bool {
+        (self.reported, self.weight) != (new.reported, new.weight)
+            || (new.reported == Reported::Down && !self.cause.same_kind(&new.cause))
     }
 
     /// The agent reply, newline included: the full state every time,
@@ -88,7 +101,8 @@ impl Answer {
         self.line.trim_end_matches('\n')
     }
 
-    fn new(reported: Reported, weight: u8, reason: &str) -> Answer {
+    fn new(reported: Reported, weight: u8, cause: Reason) -> Answer {
+        let reason = cause.to_string();
         let mut line = match reported {
             Reported::Up => format!("up ready {weight}%"),
             Reported::Drain => "up drain".to_owned(),
@@ -111,6 +125,7 @@ impl Answer {
             reported,
             weight: if reported == Reported::Up { weight } else { 0 },
             reason,
+            cause,
             line,
         }
     }
@@ -133,45 +148,54 @@ impl std::fmt::Display for Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::Broken;
     use crate::maintenance::Source;
+    use crate::reason::tests::lag;
 
     #[test]
     fn every_state_renders_its_own_line() {
+        let stopped = Reason::Broken(Broken::LagUnknown {
+            channel: String::new(),
+            why: Some("io thread stopped".into()),
+        });
         let cases = [
-            (State::Up(100), "", Reported::Up, 100, "up ready 100%\n"),
+            (
+                State::Up(100),
+                Reason::None,
+                Reported::Up,
+                100,
+                "up ready 100%\n",
+            ),
             (
                 State::Up(40),
-                "lag 3.0s",
+                lag(3.0),
                 Reported::Up,
                 40,
                 "up ready 40% #lag 3.0s\n",
             ),
             (
                 State::Drain,
-                "lag 75.0s",
+                lag(75.0),
                 Reported::Drain,
                 0,
                 "up drain #lag 75.0s\n",
             ),
             (
                 State::Down,
-                "io thread stopped",
+                stopped,
                 Reported::Down,
                 0,
-                "down #io thread stopped\n",
+                "down #lag unknown: io thread stopped\n",
             ),
         ];
         for (state, reason, reported, weight, line) in cases {
-            let answer = Answer::of(&Verdict::new(state, reason));
+            let answer = Answer::of(&Verdict::new(state, reason.clone()));
             assert_eq!(
-                (
-                    answer.reported,
-                    answer.weight,
-                    answer.reason.as_str(),
-                    answer.line()
-                ),
-                (reported, weight, reason, line)
+                (answer.reported, answer.weight, answer.line()),
+                (reported, weight, line)
             );
+            assert_eq!(answer.reason, reason.to_string());
+            assert_eq!(answer.cause, reason);
             assert_eq!(answer.text(), line.trim_end());
         }
     }
@@ -192,7 +216,10 @@ mod tests {
     fn the_reason_shown_is_the_reason_sent() {
         let long = Answer::of(&Verdict::new(
             State::Down,
-            format!("caf\u{e9}\nnext line {}", "x".repeat(300)),
+            Reason::Unreachable {
+                kind: crate::probe::ErrorKind::Unreachable,
+                phrase: format!("caf\u{e9}\nnext line {}", "x".repeat(300)),
+            },
         ));
         assert!(long.line().len() <= MAX_LINE, "{}", long.line().len());
         assert!(long.line().is_ascii());
@@ -202,16 +229,35 @@ mod tests {
     }
 
     #[test]
-    fn adding_a_reason_keeps_the_state() {
-        let up = Answer::of(&Verdict::new(State::Up(60), "lag 2.0s"));
+    fn an_unmatched_request_keeps_the_state_and_says_why() {
+        let up = Answer::of(&Verdict::new(State::Up(60), lag(2.0)));
         assert_eq!(
-            up.adding("unknown pool x").line(),
+            up.unmatched("unknown pool x".into()).line(),
             "up ready 60% #lag 2.0s; unknown pool x\n"
         );
-        let full = Answer::of(&Verdict::new(State::Up(100), ""));
+        let full = Answer::of(&Verdict::healthy());
         assert_eq!(
-            full.adding("unknown pool x").line(),
+            full.unmatched("unknown pool x".into()).line(),
             "up ready 100% #unknown pool x\n"
         );
+    }
+
+    #[test]
+    fn news_is_a_new_state_or_weight_or_a_new_kind_of_down() {
+        let answer = |state, reason| Answer::of(&Verdict::new(state, reason));
+        let sql = |errno| {
+            Reason::Broken(Broken::SqlThreadError {
+                errno,
+                channel: String::new(),
+            })
+        };
+        let down = answer(State::Down, sql(1062));
+        assert!(!down.is_news(&answer(State::Down, sql(1146))));
+        assert!(down.is_news(&answer(State::Down, lag(400.0))));
+        let up = answer(State::Up(50), lag(16.0));
+        assert!(!up.is_news(&answer(State::Up(50), lag(16.4))));
+        assert!(up.is_news(&answer(State::Up(49), lag(17.0))));
+        let drain = answer(State::Drain, lag(70.0));
+        assert!(!drain.is_news(&answer(State::Drain, sql(1062))));
     }
 }

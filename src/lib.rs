@@ -35,6 +35,8 @@
 //! - [`health`]: observation → [`health::Assessment`]: role, lag from the
 //!   heartbeat or replica status, measured or estimated (a NULL lag is never
 //!   0), broken replication, Galera state, load.
+//! - [`reason`]: why a verdict is what it is, typed ([`reason::Reason`]) and
+//!   rendered once for every reader.
 //! - [`policy`]: pure. Assessment + policy → target verdict, the flap damper
 //!   that lets worse verdicts through at once and better ones only after
 //!   `recover_after` qualifying polls, and the warm-up ramp.
@@ -85,6 +87,7 @@ pub mod passwords;
 pub mod policy;
 pub mod poller;
 pub mod probe;
+pub mod reason;
 pub mod reload;
 pub mod replay;
 pub mod snapshot;

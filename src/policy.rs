@@ -20,6 +20,7 @@ use crate::health::{Assessment, Health, Lag, Load};
 use crate::probe::{
     ClusterStatus, GaleraStatus, GroupStatus, LocalState, MemberState, RejectQueries,
 };
+use crate::reason::{GaleraReason, GroupReason, LoadReason, Mismatch, Reason};
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,16 +68,18 @@ crate::labelled! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub state: State,
-    /// Short and free of row data; empty for a healthy server at full weight.
-    pub reason: String,
+    /// Free of row data; [`Reason::None`] for a healthy server at full weight.
+    pub reason: Reason,
 }
 
 impl Verdict {
-    pub fn new(state: State, reason: impl Into<String>) -> Verdict {
-        Verdict {
-            state,
-            reason: reason.into(),
-        }
+    pub fn new(state: State, reason: Reason) -> Verdict {
+        Verdict { state, reason }
+    }
+
+    /// Full weight, nothing to say.
+    pub fn healthy() -> Verdict {
+        Verdict::new(State::Up(100), Reason::None)
     }
 }
 
@@ -158,22 +161,17 @@ fn worse(a: Verdict, b: Verdict) -> Verdict {
 /// synced; an operator's desync or reject_queries drains it.
 fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) -> Verdict {
     if !galera.ready {
-        return Verdict::new(State::Down, "galera not ready (wsrep_ready OFF)");
+        return galera_verdict(State::Down, GaleraReason::NotReady);
     }
     if galera.cluster_status != ClusterStatus::Primary {
-        return Verdict::new(
-            State::Down,
-            format!("galera cluster status {}", galera.cluster_status),
-        );
+        return galera_verdict(State::Down, GaleraReason::Cluster(galera.cluster_status));
     }
     if galera.desync {
-        return Verdict::new(State::Drain, "galera desynced (wsrep_desync ON)");
+        return galera_verdict(State::Drain, GaleraReason::Desynced);
     }
     if galera.reject_queries != RejectQueries::None {
-        return Verdict::new(
-            State::Drain,
-            format!("galera rejects queries ({})", galera.reject_queries),
-        );
+        let rejects = GaleraReason::RejectsQueries(galera.reject_queries);
+        return galera_verdict(State::Drain, rejects);
     }
     match galera.local_state {
         LocalState::Synced => {}
@@ -182,17 +180,14 @@ fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) 
                 DonorVerdict::Drain => State::Drain,
                 DonorVerdict::Down => State::Down,
             };
-            return Verdict::new(state, "galera donor");
+            return galera_verdict(state, GaleraReason::Donor);
         }
         state => {
-            return Verdict::new(
-                State::Down,
-                format!(
-                    "galera not synced (state {} {})",
-                    state.number(),
-                    galera.local_state_comment
-                ),
-            );
+            let not_synced = GaleraReason::NotSynced {
+                state,
+                comment: galera.local_state_comment.clone(),
+            };
+            return galera_verdict(State::Down, not_synced);
         }
     }
     if let (Some(full_below), Some(min_at)) =
@@ -205,18 +200,22 @@ fn galera_target(galera: &GaleraStatus, policy: &Policy, config: &GaleraConfig) 
             policy.min_weight,
         );
         if weight < 100 {
-            return Verdict::new(
+            return galera_verdict(
                 State::Up(weight),
-                format!("galera recv queue {}", galera.recv_queue),
+                GaleraReason::RecvQueue(galera.recv_queue),
             );
         }
     }
-    Verdict::new(State::Up(100), "")
+    Verdict::healthy()
+}
+
+fn galera_verdict(state: State, reason: GaleraReason) -> Verdict {
+    Verdict::new(state, Reason::Galera(reason))
 }
 
 /// The lower of the configured load weights.
 fn load_target(load: &Load, policy: &Policy, config: &LoadConfig) -> Verdict {
-    let mut verdict = Verdict::new(State::Up(100), "");
+    let mut verdict = Verdict::healthy();
     if let (Some(full_below), Some(min_at)) = (
         config.threads_running_full_below,
         config.threads_running_min_at,
@@ -231,7 +230,7 @@ fn load_target(load: &Load, policy: &Policy, config: &LoadConfig) -> Verdict {
             verdict,
             Verdict::new(
                 State::Up(weight),
-                format!("load: {} threads running", load.threads_running),
+                Reason::Load(LoadReason::ThreadsRunning(load.threads_running)),
             ),
         );
     }
@@ -251,12 +250,15 @@ fn load_target(load: &Load, policy: &Policy, config: &LoadConfig) -> Verdict {
             verdict,
             Verdict::new(
                 State::Up(weight),
-                format!("load: {} of {max} connections", load.threads_connected),
+                Reason::Load(LoadReason::Connections {
+                    connected: load.threads_connected,
+                    max,
+                }),
             ),
         );
     }
     if verdict.state == State::Up(100) {
-        verdict.reason.clear();
+        verdict.reason = Reason::None;
     }
     verdict
 }
@@ -264,42 +266,42 @@ fn load_target(load: &Load, policy: &Policy, config: &LoadConfig) -> Verdict {
 /// What replication health alone deserves under `policy`.
 pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
     match (health, policy.role) {
-        (Health::Unreachable { reason }, _) => Verdict::new(State::Down, reason.clone()),
+        (Health::Unreachable { kind, phrase }, _) => Verdict::new(
+            State::Down,
+            Reason::Unreachable {
+                kind: *kind,
+                phrase: phrase.clone(),
+            },
+        ),
         // A writer pool asks one question: can this server take writes now?
-        (Health::Primary { read_only: false }, Role::Primary) => Verdict::new(State::Up(100), ""),
-        (Health::Primary { read_only: true }, Role::Primary) => {
-            Verdict::new(State::Down, "not writable: read_only is on")
-        }
+        (Health::Primary { read_only: false }, Role::Primary) => Verdict::healthy(),
+        (Health::Primary { read_only: true }, Role::Primary) => mismatch(Mismatch::ReadOnly),
         (Health::Replica { .. } | Health::Broken { .. }, Role::Primary) => {
-            Verdict::new(State::Down, "not writable: a replica")
+            mismatch(Mismatch::Replica)
         }
-        (Health::Primary { .. }, Role::Replica) => Verdict::new(State::Down, "not a replica"),
-        (Health::Broken { reason, .. }, _) => Verdict::new(State::Down, reason.clone()),
-        (Health::Primary { .. }, Role::Any) => Verdict::new(State::Up(100), ""),
-        (Health::ReadOnlyStandalone, Role::Primary) => {
-            Verdict::new(State::Down, "not writable: read_only is on")
+        (Health::Primary { .. }, Role::Replica) => mismatch(Mismatch::NotReplica),
+        (Health::Broken { reason, .. }, _) => {
+            Verdict::new(State::Down, Reason::Broken(reason.clone()))
         }
-        (Health::ReadOnlyStandalone, Role::Replica) => Verdict::new(State::Down, "not a replica"),
+        (Health::Primary { .. }, Role::Any) => Verdict::healthy(),
+        (Health::ReadOnlyStandalone, Role::Primary) => mismatch(Mismatch::ReadOnly),
+        (Health::ReadOnlyStandalone, Role::Replica) => mismatch(Mismatch::NotReplica),
         (Health::ReadOnlyStandalone, Role::Any) => {
             let state = match policy.standalone_read_only {
                 StandaloneVerdict::Up => State::Up(100),
                 StandaloneVerdict::Drain => State::Drain,
                 StandaloneVerdict::Down => State::Down,
             };
-            Verdict::new(state, "read-only but not replicating")
+            Verdict::new(state, Reason::Role(Mismatch::Standalone))
         }
-        (Health::GroupMember { primary: true, .. }, Role::Primary) => {
-            Verdict::new(State::Up(100), "")
-        }
+        (Health::GroupMember { primary: true, .. }, Role::Primary) => Verdict::healthy(),
         (Health::GroupMember { primary: false, .. }, Role::Primary) => {
-            Verdict::new(State::Down, "not writable: group replication secondary")
+            mismatch(Mismatch::GroupSecondary)
         }
         (Health::GroupMember { primary: true, .. }, Role::Replica) => {
-            Verdict::new(State::Down, "not a replica: group replication primary")
+            mismatch(Mismatch::GroupPrimary)
         }
-        (Health::GroupMember { lag: None, .. }, Role::Any | Role::Replica) => {
-            Verdict::new(State::Up(100), "")
-        }
+        (Health::GroupMember { lag: None, .. }, Role::Any | Role::Replica) => Verdict::healthy(),
         (
             Health::Replica { lag, .. } | Health::GroupMember { lag: Some(lag), .. },
             Role::Any | Role::Replica,
@@ -313,28 +315,33 @@ pub fn health_target(health: &Health, policy: &Policy) -> Verdict {
 fn lag_target(lag: &Lag, policy: &Policy) -> Verdict {
     let state = state_for_lag(lag.value, policy);
     if state == State::Up(100) && lag.is_plain() {
-        Verdict::new(state, "")
+        Verdict::healthy()
     } else {
-        Verdict::new(state, lag.to_string())
+        let lag = Reason::Lag {
+            lag: lag.clone(),
+            direction: None,
+        };
+        Verdict::new(state, lag)
     }
+}
+
+/// Down: not what the pool's role asks for.
+fn mismatch(mismatch: Mismatch) -> Verdict {
+    Verdict::new(State::Down, Reason::Role(mismatch))
 }
 
 /// A Group Replication member serves only when `ONLINE` in a partition
 /// that holds the majority; its weight falls as its applier queue grows.
 fn group_target(group: &GroupStatus, policy: &Policy, config: &GroupReplicationConfig) -> Verdict {
-    let down = |reason: String| Verdict::new(State::Down, reason);
-    match group.state {
-        MemberState::Online => {}
-        MemberState::Recovering => return down("group replication member recovering".into()),
-        MemberState::Offline => return down("group replication member offline".into()),
-        MemberState::Error => return down("group replication member in error state".into()),
-        state => return down(format!("group replication member state {state}")),
+    let down = |reason: GroupReason| Verdict::new(State::Down, Reason::Group(reason));
+    if group.state != MemberState::Online {
+        return down(GroupReason::Member(group.state));
     }
     if !group.has_majority() {
-        return down(format!(
-            "group replication minority partition ({} of {} members reachable)",
-            group.reachable, group.members
-        ));
+        return down(GroupReason::Minority {
+            reachable: group.reachable,
+            members: group.members,
+        });
     }
     let queue = group.applier_queue.unwrap_or(0);
     let weight = linear_weight(
@@ -346,10 +353,10 @@ fn group_target(group: &GroupStatus, policy: &Policy, config: &GroupReplicationC
     if weight < 100 {
         return Verdict::new(
             State::Up(weight),
-            format!("group replication applier queue {queue}"),
+            Reason::Group(GroupReason::ApplierQueue(queue)),
         );
     }
-    Verdict::new(State::Up(100), "")
+    Verdict::healthy()
 }
 
 /// A published verdict and, when it is held below the latest target, how far
@@ -407,16 +414,13 @@ impl Damper {
             .rev()
             .take_while(|verdict| verdict.state > worst.state)
             .count() as u32;
-        let now = if latest.reason.is_empty() {
-            "healthy"
-        } else {
-            &latest.reason
+        let recovering = Reason::Recovering {
+            polls,
+            needed: recover_after,
+            now: Box::new(latest.reason.clone()),
         };
         Decision {
-            verdict: Verdict::new(
-                worst.state,
-                format!("recovering {polls}/{recover_after}: now {now}"),
-            ),
+            verdict: Verdict::new(worst.state, recovering),
             recovering: Some(Recovery {
                 polls,
                 needed: recover_after,
@@ -495,15 +499,13 @@ impl Ramp {
             ceiling,
         });
         if decision.verdict.state.weight() > ceiling {
-            let warming = format!(
-                "warming up {}s/{}s",
-                warm.as_secs(),
-                policy.ramp_up.as_secs()
-            );
-            let reason = if decision.verdict.reason.is_empty() {
-                warming
-            } else {
-                format!("{warming}; {}", decision.verdict.reason)
+            let reason = Reason::Warming {
+                elapsed: warm,
+                length: policy.ramp_up,
+                then: Box::new(std::mem::replace(
+                    &mut decision.verdict.reason,
+                    Reason::None,
+                )),
             };
             decision.verdict = Verdict::new(State::Up(ceiling), reason);
         }
@@ -523,7 +525,27 @@ fn ramp_ceiling(warm: Duration, length: Duration, min: Percent) -> u8 {
 mod tests {
     use super::*;
     use crate::config::Thresholds;
-    use crate::health::{Lag, LagOrigin};
+    use crate::health::{Broken, Lag, LagOrigin};
+    use crate::probe::ErrorKind;
+    use crate::reason::tests::lag as lag_reason;
+
+    fn sql_error() -> Reason {
+        Reason::Broken(broken_sql())
+    }
+
+    fn broken_sql() -> Broken {
+        Broken::SqlThreadError {
+            errno: 1062,
+            channel: String::new(),
+        }
+    }
+
+    fn unreachable(kind: ErrorKind, phrase: &str) -> Health {
+        Health::Unreachable {
+            kind,
+            phrase: phrase.into(),
+        }
+    }
 
     /// The defaults: 100% below 2s, 10% at 30s, drain at 60s, down at 300s.
     fn policy() -> Policy {
@@ -621,14 +643,15 @@ mod tests {
         let policy = policy();
         let cases = [
             (
-                Health::Unreachable {
-                    reason: "mysql unreachable: connection refused".into(),
-                },
+                unreachable(
+                    ErrorKind::Unreachable,
+                    "mysql unreachable: connection refused",
+                ),
                 "down #mysql unreachable: connection refused\n",
             ),
             (
                 Health::Broken {
-                    reason: "sql thread error 1062".into(),
+                    reason: broken_sql(),
                     read_only: true,
                 },
                 "down #sql thread error 1062\n",
@@ -708,12 +731,10 @@ mod tests {
     fn roles() {
         let primary = |read_only| Health::Primary { read_only };
         let broken = Health::Broken {
-            reason: "sql thread error 1062".into(),
+            reason: broken_sql(),
             read_only: true,
         };
-        let unreachable = Health::Unreachable {
-            reason: "mysql connect timeout (1s)".into(),
-        };
+        let unreachable = unreachable(ErrorKind::ConnectTimeout, "mysql connect timeout (1s)");
         let cases = [
             (Role::Primary, primary(false), "up ready 100%\n"),
             (
@@ -935,7 +956,7 @@ mod tests {
             .iter()
             .map(|state| {
                 damper
-                    .apply(Verdict::new(*state, ""), recover_after)
+                    .apply(Verdict::new(*state, Reason::None), recover_after)
                     .verdict
                     .state
             })
@@ -1006,8 +1027,8 @@ mod tests {
     #[test]
     fn held_verdicts_say_they_are_recovering() {
         let mut damper = Damper::default();
-        damper.apply(Verdict::new(State::Down, "sql thread error 1062"), 3);
-        let held = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        damper.apply(Verdict::new(State::Down, sql_error()), 3);
+        let held = damper.apply(Verdict::new(State::Up(100), Reason::None), 3);
         assert_eq!(
             held.verdict.agent_line(),
             "down #recovering 1/3: now healthy\n"
@@ -1020,19 +1041,19 @@ mod tests {
                 towards: State::Up(100)
             })
         );
-        let held = damper.apply(Verdict::new(State::Up(90), "lag 3.0s"), 3);
+        let held = damper.apply(Verdict::new(State::Up(90), lag_reason(3.0)), 3);
         assert_eq!(
             held.verdict.agent_line(),
             "down #recovering 2/3: now lag 3.0s\n"
         );
         // The window now holds down-free targets: up at the worst of them, 90%.
-        let partly = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        let partly = damper.apply(Verdict::new(State::Up(100), Reason::None), 3);
         assert_eq!(
             partly.verdict.agent_line(),
             "up ready 90% #recovering 1/3: now healthy\n"
         );
-        damper.apply(Verdict::new(State::Up(100), ""), 3);
-        let up = damper.apply(Verdict::new(State::Up(100), ""), 3);
+        damper.apply(Verdict::new(State::Up(100), Reason::None), 3);
+        let up = damper.apply(Verdict::new(State::Up(100), Reason::None), 3);
         assert_eq!(up.verdict.agent_line(), "up ready 100%\n");
         assert_eq!(up.recovering, None);
     }
@@ -1041,15 +1062,21 @@ mod tests {
     fn equal_state_updates_the_reason_at_once() {
         let mut damper = Damper::default();
         damper.apply(
-            Verdict::new(State::Down, "mysql unreachable: connection refused"),
+            Verdict::new(
+                State::Down,
+                Reason::Unreachable {
+                    kind: ErrorKind::Unreachable,
+                    phrase: "mysql unreachable: connection refused".into(),
+                },
+            ),
             3,
         );
-        let next = damper.apply(Verdict::new(State::Down, "sql thread error 1062"), 3);
-        assert_eq!(next.verdict.reason, "sql thread error 1062");
+        let next = damper.apply(Verdict::new(State::Down, sql_error()), 3);
+        assert_eq!(next.verdict.reason, sql_error());
         assert_eq!(next.recovering, None);
     }
 
-    fn up(weight: u8, reason: &str) -> Decision {
+    fn up(weight: u8, reason: Reason) -> Decision {
         Decision {
             verdict: Verdict::new(State::Up(weight), reason),
             recovering: None,
@@ -1073,17 +1100,17 @@ mod tests {
         let long = Some(Duration::from_secs(86400));
         // Serving from the start: no ramp.
         assert_eq!(
-            ramp.apply(up(100, ""), true, at(0), long, &policy),
-            up(100, "")
+            ramp.apply(up(100, Reason::None), true, at(0), long, &policy),
+            up(100, Reason::None)
         );
         let down = Decision {
-            verdict: Verdict::new(State::Down, "sql thread error 1062"),
-            ..up(100, "")
+            verdict: Verdict::new(State::Down, sql_error()),
+            ..up(100, Reason::None)
         };
         assert_eq!(ramp.apply(down.clone(), true, at(1), long, &policy), down);
         let lines: Vec<String> = [2, 8, 14, 32, 33]
             .map(|s| {
-                ramp.apply(up(100, ""), true, at(s), long, &policy)
+                ramp.apply(up(100, Reason::None), true, at(s), long, &policy)
                     .verdict
                     .agent_line()
             })
@@ -1107,27 +1134,30 @@ mod tests {
         let mut ramp = Ramp::default();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        ramp.apply(up(100, ""), false, at(0), None, &policy); // in maintenance
-        let first = ramp.apply(up(100, ""), true, at(0), None, &policy);
+        ramp.apply(up(100, Reason::None), false, at(0), None, &policy); // in maintenance
+        let first = ramp.apply(up(100, Reason::None), true, at(0), None, &policy);
         assert_eq!(
             first.verdict.state,
             State::Up(10),
             "maintenance off starts it"
         );
-        let lagging = ramp.apply(up(20, "lag 20.0s"), true, at(5), None, &policy);
-        assert_eq!(lagging.verdict, Verdict::new(State::Up(20), "lag 20.0s"));
+        let lagging = ramp.apply(up(20, lag_reason(20.0)), true, at(5), None, &policy);
+        assert_eq!(
+            lagging.verdict,
+            Verdict::new(State::Up(20), lag_reason(20.0))
+        );
         assert_eq!(lagging.warming.map(|w| w.ceiling), Some(55));
-        let capped = ramp.apply(up(90, "lag 3.0s"), true, at(5), None, &policy);
+        let capped = ramp.apply(up(90, lag_reason(3.0)), true, at(5), None, &policy);
         assert_eq!(
             capped.verdict.agent_line(),
             "up ready 55% #warming up 5s/10s; lag 3.0s\n"
         );
         let drained = Decision {
-            verdict: Verdict::new(State::Drain, "lag 70.0s"),
-            ..up(0, "")
+            verdict: Verdict::new(State::Drain, lag_reason(70.0)),
+            ..up(0, Reason::None)
         };
         ramp.apply(drained, true, at(6), None, &policy);
-        let again = ramp.apply(up(100, ""), true, at(7), None, &policy);
+        let again = ramp.apply(up(100, Reason::None), true, at(7), None, &policy);
         assert_eq!(
             again.verdict.state,
             State::Up(10),
@@ -1141,7 +1171,7 @@ mod tests {
         let mut ramp = Ramp::default();
         let now = Instant::now();
         let fresh = ramp.apply(
-            up(100, ""),
+            up(100, Reason::None),
             true,
             now,
             Some(Duration::from_secs(30)),
@@ -1152,16 +1182,16 @@ mod tests {
             "up ready 55% #warming up 30s/60s\n"
         );
         let warm = ramp.apply(
-            up(100, ""),
+            up(100, Reason::None),
             true,
             now,
             Some(Duration::from_secs(60)),
             &policy,
         );
-        assert_eq!(warm, up(100, ""));
+        assert_eq!(warm, up(100, Reason::None));
         let off = Policy::default();
-        let ignored = ramp.apply(up(100, ""), true, now, Some(Duration::ZERO), &off);
-        assert_eq!(ignored, up(100, ""), "ramp_up 0s is off");
+        let ignored = ramp.apply(up(100, Reason::None), true, now, Some(Duration::ZERO), &off);
+        assert_eq!(ignored, up(100, Reason::None), "ramp_up 0s is off");
     }
 
     fn member(state: MemberState, reachable: usize, members: usize, queue: u64) -> GroupStatus {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::Answer;
 use crate::config::{Config, PoolName, Secrets};
 use crate::health::Assessor;
-use crate::history::{History, SharedHistory, reason_kind};
+use crate::history::{History, SharedHistory};
 use crate::judge::{Judge, Judgement, Moment};
 use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
@@ -440,8 +440,7 @@ fn log_transitions(old: &Snapshot, new: &Snapshot) {
 fn log_transition(pool: &PoolName, old: &Verdict, new: &PoolVerdict, observation: &Observation) {
     let verdict = &new.decision.verdict;
     let news = old.state != verdict.state
-        || (verdict.state == State::Down
-            && reason_kind(&old.reason) != reason_kind(&verdict.reason));
+        || (verdict.state == State::Down && !old.reason.same_kind(&verdict.reason));
     if !news {
         return;
     }

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 
 use crate::answer::{Answer, Reported};
 use crate::config::Config;
-use crate::health::{Assessment, Health, Lag, LagFrom, LagOrigin};
+use crate::health::{Assessment, Broken, Health, Lag, LagFrom, LagOrigin};
 use crate::history::trace::Row;
-use crate::history::{Event, Inputs, PoolSample, Sample, StateSample, is_news};
+use crate::history::{Event, Inputs, PoolSample, Sample, StateSample};
 use crate::judge::{Judge, Moment};
 use crate::probe::ThreadState;
 
@@ -55,7 +55,7 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
         for (i, judgement) in judged.pools.into_iter().enumerate() {
             let published = judgement.answer;
             if let Some(before) = &last[i]
-                && is_news(before, &published)
+                && before.is_news(&published)
             {
                 changes.push(Event {
                     at_ms,
@@ -91,7 +91,8 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
 fn assessment_of(inputs: &Inputs) -> Assessment {
     let health = if let Some(kind) = inputs.error {
         Health::Unreachable {
-            reason: format!("poll failed ({kind})"),
+            kind,
+            phrase: format!("poll failed ({kind})"),
         }
     } else if inputs.source == Some(LagFrom::Primary) {
         Health::Primary { read_only: false }
@@ -112,10 +113,14 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
         }
     } else {
         let reason = match (inputs.errno, inputs.sql_thread) {
-            (Some(errno), Some(state)) if state != ThreadState::Yes => {
-                format!("sql thread error {errno}")
-            }
-            _ => "lag unknown".to_owned(),
+            (Some(errno), Some(state)) if state != ThreadState::Yes => Broken::SqlThreadError {
+                errno,
+                channel: String::new(),
+            },
+            _ => Broken::LagUnknown {
+                channel: String::new(),
+                why: None,
+            },
         };
         Health::Broken {
             reason,

@@ -21,6 +21,7 @@ use crate::judge::answer_under;
 use crate::maintenance::Maintenance;
 use crate::policy::{Decision, State, Verdict};
 use crate::probe::{ErrorKind, Observation};
+use crate::reason::Reason;
 use crate::trend::LagTrendNow;
 
 /// When the last successful poll finished, and how long it took.
@@ -137,10 +138,7 @@ impl ReaderSettings {
             stale_after: config.poll.stale_after,
             stale: Answer::of(&Verdict::new(
                 State::Down,
-                format!(
-                    "no successful poll for {}",
-                    crate::config::show(config.poll.stale_after)
-                ),
+                Reason::Stale(config.poll.stale_after),
             )),
             request_timeout: config.agent.request_timeout,
             unnamed: config.agent.unnamed,
@@ -298,7 +296,7 @@ impl Snapshot {
         let answer = self.answer(now, lookup.verdict());
         match lookup {
             Lookup::Strictest(_, why) if self.maintenance.is_none() => {
-                Cow::Owned(answer.adding(&why.phrase()))
+                Cow::Owned(answer.unmatched(why.phrase()))
             }
             _ => Cow::Borrowed(answer),
         }
@@ -348,13 +346,16 @@ impl Snapshot {
 pub mod tests {
     use super::*;
     use crate::config::Policy;
+    use crate::health::Broken;
     use crate::health::Health;
     use crate::history::History;
     use crate::judge::{Judge, Moment};
     use crate::maintenance::Source;
     use crate::probe::PollError;
+    use crate::reason::Mismatch;
+    use crate::reason::tests::lag;
 
-    pub fn pool(name: &str, state: State, reason: &str) -> PoolVerdict {
+    pub fn pool(name: &str, state: State, reason: Reason) -> PoolVerdict {
         let verdict = Verdict::new(state, reason);
         PoolVerdict {
             name: match name {
@@ -386,7 +387,8 @@ pub mod tests {
                 tls: Default::default(),
             },
             assessment: Assessment::of(Health::Unreachable {
-                reason: "test".into(),
+                kind: ErrorKind::Unreachable,
+                phrase: "test".into(),
             }),
             default,
             pools,
@@ -415,7 +417,10 @@ pub mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_up_verdict_goes_stale_after_stale_after() {
-        let snapshot = snapshot(vec![pool("", State::Up(100), "")], Some(Instant::now()));
+        let snapshot = snapshot(
+            vec![pool("", State::Up(100), Reason::None)],
+            Some(Instant::now()),
+        );
         assert_eq!(line(&snapshot, None), "up ready 100%\n");
         tokio::time::advance(Duration::from_millis(4999)).await;
         assert_eq!(
@@ -432,7 +437,7 @@ pub mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_down_verdict_keeps_its_own_reason_when_stale() {
-        let snapshot = snapshot(vec![pool("", State::Down, "")], None);
+        let snapshot = snapshot(vec![pool("", State::Down, Reason::None)], None);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(!snapshot.is_stale(Instant::now(), &snapshot.default));
         assert_eq!(line(&snapshot, None), "down\n");
@@ -442,9 +447,9 @@ pub mod tests {
     async fn pools_are_looked_up_by_name_and_anything_else_gets_the_strictest_pool() {
         let mut snapshot = snapshot(
             vec![
-                pool("", State::Up(100), ""),
-                pool("backup", State::Up(40), "lag 20.0s"),
-                pool("writer", State::Down, "not writable: a replica"),
+                pool("", State::Up(100), Reason::None),
+                pool("backup", State::Up(40), lag(20.0)),
+                pool("writer", State::Down, Reason::Role(Mismatch::Replica)),
             ],
             Some(Instant::now()),
         );
@@ -502,8 +507,10 @@ pub mod tests {
     fn the_strictest_pool_is_down_then_drained_then_the_lightest() {
         let now = Some(Instant::now());
         let pools = |states: &[State]| {
-            let mut all = vec![pool("", State::Up(100), "")];
-            all.extend((states.iter().enumerate()).map(|(i, s)| pool(&format!("p{i}"), *s, "")));
+            let mut all = vec![pool("", State::Up(100), Reason::None)];
+            all.extend(
+                (states.iter().enumerate()).map(|(i, s)| pool(&format!("p{i}"), *s, Reason::None)),
+            );
             all
         };
         for (states, strictest) in [
@@ -515,7 +522,7 @@ pub mod tests {
             let built = snapshot(pools(states), now);
             assert_eq!(built.strictest().label(), strictest, "{states:?}");
         }
-        let alone = snapshot(vec![pool("", State::Up(70), "")], now);
+        let alone = snapshot(vec![pool("", State::Up(70), Reason::None)], now);
         assert_eq!(
             line(&alone, Some("any")),
             "up ready 70% #unknown pool any\n"
@@ -525,7 +532,11 @@ pub mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn maintenance_beats_measurements_and_staleness() {
-        let measured = snapshot(vec![pool("", State::Down, "sql thread error 1062")], None);
+        let sql_error = Reason::Broken(Broken::SqlThreadError {
+            errno: 1062,
+            channel: String::new(),
+        });
+        let measured = snapshot(vec![pool("", State::Down, sql_error)], None);
         let switched = measured.with_maintenance(Some(Maintenance::parse(
             "maint kernel upgrade",
             Source::Http,
@@ -553,8 +564,8 @@ pub mod tests {
     async fn answers_are_counted_by_pool_and_what_was_reported() {
         let snapshot = snapshot(
             vec![
-                pool("", State::Up(100), ""),
-                pool("main", State::Drain, "lag"),
+                pool("", State::Up(100), Reason::None),
+                pool("main", State::Drain, lag(70.0)),
             ],
             Some(Instant::now()),
         );
@@ -573,7 +584,7 @@ pub mod tests {
     fn metrics_export_every_poll_error_kind_and_status_counts_them() {
         use crate::http::{Audience, Status, metrics};
         let now = Instant::now();
-        let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(now));
+        let mut built = snapshot(vec![pool("", State::Up(100), Reason::None)], Some(now));
         built.polls.errors.insert(ErrorKind::TlsFailed, 2);
         let text = metrics(&built, now);
         for kind in ErrorKind::ALL {
@@ -589,8 +600,7 @@ pub mod tests {
     #[test]
     fn unknown_pool_names_are_bounded() {
         let long = "x".repeat(500);
-        let answer = Answer::of(&Verdict::new(State::Up(100), ""))
-            .adding(&Unmatched::Unknown(&long).phrase());
+        let answer = Answer::of(&Verdict::healthy()).unmatched(Unmatched::Unknown(&long).phrase());
         assert!(answer.line().len() <= crate::answer::MAX_LINE);
     }
 
@@ -726,7 +736,7 @@ pub mod tests {
                     let decision = judged.decision;
                     let line = judged.answer.line().to_owned();
                     prop_assert!(line.len() <= crate::answer::MAX_LINE && line.ends_with('\n'), "{line:?}");
-                    let mut built = snapshot(vec![pool("", State::Up(100), "")], Some(at));
+                    let mut built = snapshot(vec![pool("", State::Up(100), Reason::None)], Some(at));
                     built.default.answer = Answer::of(&decision.verdict);
                     built.default.decision = decision;
                     built.observation = observation;

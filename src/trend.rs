@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::health::Lag;
 use crate::policy::{State, Verdict};
+use crate::reason::{Direction, Reason};
 
 /// Measured lags the slope is fitted over, at most.
 const POINTS: usize = 10;
@@ -64,16 +65,19 @@ pub fn with_direction(mut verdict: Verdict, trend: Option<LagTrendNow>) -> Verdi
     let Some(trend) = trend else {
         return verdict;
     };
-    let direction = if trend.rate > STEADY {
-        "falling behind"
+    let heading = if trend.rate > STEADY {
+        Direction::FallingBehind
     } else if trend.rate < -STEADY {
-        "catching up"
+        Direction::CatchingUp
     } else {
         return verdict;
     };
-    let measured_lag = verdict.reason.starts_with("lag ") && !verdict.reason.starts_with("lag ~");
-    if measured_lag && verdict.state != State::Up(100) {
-        verdict.reason = format!("{}; {direction}", verdict.reason);
+    let costs_weight = verdict.state != State::Up(100);
+    if let Reason::Lag { lag, direction } = &mut verdict.reason
+        && !lag.is_estimated()
+        && costs_weight
+    {
+        *direction = Some(heading);
     }
     verdict
 }
@@ -135,7 +139,8 @@ fn slope(origin: Instant, points: &VecDeque<(Instant, f64)>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::LagOrigin;
+    use crate::health::{Broken, LagOrigin};
+    use crate::reason::tests::{lag as lag_reason, lag_of};
 
     fn lag(seconds: f64) -> Lag {
         Lag {
@@ -219,45 +224,64 @@ mod tests {
             rate: 0.0,
             eta_seconds: None,
         });
+        let sql_error = Reason::Broken(Broken::SqlThreadError {
+            errno: 1062,
+            channel: String::new(),
+        });
+        let recovering = Reason::Recovering {
+            polls: 1,
+            needed: 3,
+            now: Box::new(lag_reason(2.0)),
+        };
+        let mut after_fallback = lag_reason(0.5);
+        if let Reason::Lag { lag, .. } = &mut after_fallback {
+            lag.fallback = Some("heartbeat writer stale 6.0s".into());
+        }
         let cases = [
             (
                 State::Up(55),
-                "lag 16.0s",
+                lag_reason(16.0),
                 behind,
                 "lag 16.0s; falling behind",
             ),
-            (State::Drain, "lag 40.0s", back, "lag 40.0s; catching up"),
-            (State::Up(55), "lag 16.0s", steady, "lag 16.0s"),
-            (State::Up(55), "lag 16.0s", None, "lag 16.0s"),
+            (
+                State::Drain,
+                lag_reason(40.0),
+                back,
+                "lag 40.0s; catching up",
+            ),
+            (State::Up(55), lag_reason(16.0), steady, "lag 16.0s"),
+            (State::Up(55), lag_reason(16.0), None, "lag 16.0s"),
+            (
+                State::Up(33),
+                after_fallback.clone(),
+                behind,
+                "lag 0.5s (replica status: heartbeat writer stale 6.0s); falling behind",
+            ),
             // Full weight needs no direction; an estimate says why it is one.
             (
                 State::Up(100),
-                "lag 0.5s (replica status: heartbeat writer stale 6.0s)",
+                after_fallback,
                 behind,
                 "lag 0.5s (replica status: heartbeat writer stale 6.0s)",
             ),
             (
                 State::Up(85),
-                "lag ~5.1s: io thread stopped",
+                lag_of(5.1, Some("io thread stopped")),
                 behind,
                 "lag ~5.1s: io thread stopped",
             ),
-            (
-                State::Down,
-                "sql thread error 1062",
-                behind,
-                "sql thread error 1062",
-            ),
+            (State::Down, sql_error, behind, "sql thread error 1062"),
             (
                 State::Up(40),
-                "recovering 1/3: now lag 2.0s",
+                recovering,
                 back,
                 "recovering 1/3: now lag 2.0s",
             ),
         ];
         for (state, reason, trend, wanted) in cases {
             let verdict = with_direction(Verdict::new(state, reason), trend);
-            assert_eq!(verdict.reason, wanted, "{state:?} {reason:?} {trend:?}");
+            assert_eq!(verdict.reason.to_string(), wanted, "{state:?} {trend:?}");
         }
     }
 

@@ -8,6 +8,8 @@ use remora::agent::{MAX_REQUEST, parse_pool};
 use remora::answer::MAX_LINE;
 use remora::config::{Config, Percent, Policy, Thresholds};
 use remora::policy::{Damper, State, Verdict, state_for_lag};
+use remora::probe::ErrorKind;
+use remora::reason::Reason;
 use remora::snapshot::Asked;
 use serde_yaml::Value;
 
@@ -192,7 +194,10 @@ proptest! {
     /// HAProxy reads back as the same state and weight.
     #[test]
     fn every_verdict_renders_to_one_line_haproxy_accepts(state in state(), reason in "(.|\n|\r|#|,){0,300}") {
-        let line = Verdict::new(state, reason.clone()).agent_line();
+        // Text from outside (a server's or an operator's) reaches a reason
+        // through a poll error's phrase.
+        let said = Reason::Unreachable { kind: ErrorKind::DriverError, phrase: reason.clone() };
+        let line = Verdict::new(state, said).agent_line();
         let reply = parse_reply(&line).map_err(|why| TestCaseError::fail(format!("{line:?}: {why}")))?;
         match state {
             State::Up(weight) => {
@@ -234,7 +239,7 @@ proptest! {
         let mut damper = Damper::default();
         let mut published: Vec<State> = Vec::new();
         for (poll, target) in targets.iter().enumerate() {
-            let decision = damper.apply(Verdict::new(*target, ""), recover_after);
+            let decision = damper.apply(Verdict::new(*target, Reason::None), recover_after);
             let state = decision.verdict.state;
             let recent = &targets[poll.saturating_sub(window - 1)..=poll];
             prop_assert!(recent.iter().all(|t| state <= *t), "poll {poll}: {state:?} above one of {recent:?}");

@@ -25,8 +25,8 @@ mod mysql8;
 
 use crate::config::{LagConfig, LagSource};
 use crate::probe::{
-    ChannelStatus, GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, Observation, PollError,
-    ServerStatus, ThreadState,
+    ChannelStatus, ErrorKind, GaleraStatus, GroupRead, GroupStatus, HeartbeatRead, Observation,
+    PollError, ServerStatus, ThreadState,
 };
 
 /// Everything a poll says, interpreted.
@@ -55,8 +55,11 @@ impl Assessment {
         }
     }
 
-    fn unreachable(reason: String) -> Assessment {
-        Assessment::of(Health::Unreachable { reason })
+    fn unreachable(err: &PollError) -> Assessment {
+        Assessment::of(Health::Unreachable {
+            kind: err.kind(),
+            phrase: err.phrase(),
+        })
     }
 }
 
@@ -64,7 +67,7 @@ impl Assessment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Health {
     /// The poll failed: nothing is known about the server.
-    Unreachable { reason: String },
+    Unreachable { kind: ErrorKind, phrase: String },
     /// Reachable and not a replica.
     Primary { read_only: bool },
     /// Reachable, read-only (`read_only`, `super_read_only` or
@@ -76,7 +79,7 @@ pub enum Health {
     /// A replica that is down whatever its lag: an SQL thread stopped on an
     /// error, a channel that matters is missing, or lag unknown with nothing
     /// to estimate from.
-    Broken { reason: String, read_only: bool },
+    Broken { reason: Broken, read_only: bool },
     /// A Group Replication member: the group's rules (state, majority,
     /// queue) are in [`Assessment::group`]; `lag` is a secondary's
     /// applier-timestamp lag, when it could be read.
@@ -160,7 +163,7 @@ impl LagFrom {
 }
 
 /// How far a replica is behind.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lag {
     pub value: Duration,
     /// The replication channel this lag belongs to (`""`: the default one,
@@ -275,18 +278,108 @@ enum HeartbeatLag {
     Decides(Lag),
     /// Its writer is dead: replica status decides, saying why.
     WriterStale(String),
-    /// `lag.source: heartbeat` and no usable row: broken, saying why.
-    Missing(String),
+    /// `lag.source: heartbeat` and no usable row: broken, saying why
+    /// (`None`: the heartbeat was not read).
+    Missing(Option<HeartbeatState>),
     /// Not asked for, or (`auto`) not there: replica status decides.
     NotUsed,
 }
 
+/// Why a replica is down whatever its lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// An SQL thread stopped on an error (`channel` empty: the default one).
+    SqlThreadError { errno: u32, channel: String },
+    /// A channel `lag.channels` names is not there.
+    ChannelMissing(String),
+    /// Replica status lists no channel to measure.
+    NoChannel,
+    /// No lag could be measured, and none was measured before to estimate
+    /// from; `why` is `None` when a trace did not record it.
+    LagUnknown {
+        channel: String,
+        why: Option<String>,
+    },
+    /// `lag.source: heartbeat` and no usable row (`None`: not read).
+    Heartbeat(Option<HeartbeatState>),
+    /// `lag.source: applier` and the timestamps could not be read.
+    Applier(ApplierProblem),
+    /// Group Replication's tables refused us (the error code) on a server
+    /// with its channels.
+    GroupUnreadable(u16),
+    /// Replica status could not say either, after the heartbeat writer stopped.
+    WriterStale { then: Box<Broken>, why: String },
+}
+
+/// Why MySQL 8's applier timestamps could not give a lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplierProblem {
+    /// performance_schema refused (the error code).
+    Unreadable(u16),
+    /// A server older than MySQL 8.0.22 has no such timestamps.
+    TooOld,
+    /// A channel has no row of its own.
+    Missing { channel: String },
+}
+
+impl Broken {
+    /// The same kind of breakage, figures aside: another errno or channel is
+    /// not news, another cause is.
+    pub fn same_kind(&self, other: &Broken) -> bool {
+        use std::mem::discriminant;
+        match (self, other) {
+            (Broken::WriterStale { then: a, .. }, Broken::WriterStale { then: b, .. }) => {
+                a.same_kind(b)
+            }
+            (Broken::Applier(a), Broken::Applier(b)) => discriminant(a) == discriminant(b),
+            (a, b) => discriminant(a) == discriminant(b),
+        }
+    }
+}
+
+/// `sql thread error 1062 on b`, `lag unknown: io thread stopped`, …
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Broken::SqlThreadError { errno, channel } => {
+                write!(f, "sql thread error {errno}{}", on(channel))
+            }
+            Broken::ChannelMissing(name) => write!(f, "channel {name} missing"),
+            Broken::NoChannel => f.write_str("no replication channel"),
+            Broken::LagUnknown { channel, why } => {
+                write!(f, "lag unknown{}", on(channel))?;
+                match why {
+                    Some(why) => write!(f, ": {why}"),
+                    None => Ok(()),
+                }
+            }
+            Broken::Heartbeat(None) => f.write_str("heartbeat not read"),
+            Broken::Heartbeat(Some(state)) => write!(f, "heartbeat {}", state.describe()),
+            Broken::Applier(ApplierProblem::Unreadable(code)) => {
+                write!(f, "applier timestamps unreadable (error {code})")
+            }
+            Broken::Applier(ApplierProblem::TooOld) => {
+                f.write_str("applier timestamps need MySQL 8.0.22 or later")
+            }
+            Broken::Applier(ApplierProblem::Missing { channel }) => {
+                write!(f, "applier timestamps missing{}", on(channel))
+            }
+            Broken::GroupUnreadable(code) => {
+                write!(f, "group replication status unreadable (error {code})")
+            }
+            Broken::WriterStale { then, why } => write!(f, "{then}; {why}"),
+        }
+    }
+}
+
 /// A considered channel whose SQL thread stopped on an error.
-fn sql_thread_error(considered: &[&ChannelStatus]) -> Option<String> {
+fn sql_thread_error(considered: &[&ChannelStatus]) -> Option<Broken> {
     considered.iter().find_map(|channel| {
         let err = channel.sql_error.as_ref()?;
-        (channel.sql_thread != ThreadState::Yes)
-            .then(|| format!("sql thread error {}{}", err.errno, on(&channel.name)))
+        (channel.sql_thread != ThreadState::Yes).then(|| Broken::SqlThreadError {
+            errno: err.errno,
+            channel: channel.name.clone(),
+        })
     })
 }
 
@@ -369,7 +462,7 @@ impl Assessor {
         primary: Option<&Result<HeartbeatRead, PollError>>,
     ) -> Assessment {
         let status = match &observation.result {
-            Err(err) => return Assessment::unreachable(err.phrase()),
+            Err(err) => return Assessment::unreachable(err),
             Ok(status) => status,
         };
         let now = observation.at;
@@ -439,7 +532,7 @@ impl Assessor {
                 if status.channels.iter().any(is_group_channel) =>
             {
                 Some(Health::Broken {
-                    reason: format!("group replication status unreadable (error {code})"),
+                    reason: Broken::GroupUnreadable(*code),
                     read_only,
                 })
             }
@@ -456,7 +549,7 @@ impl Assessor {
         mut report: Option<HeartbeatReport>,
     ) -> (Health, Option<HeartbeatReport>) {
         let read_only = status.read_only;
-        let broken = |reason: String| Health::Broken { reason, read_only };
+        let broken = |reason: Broken| Health::Broken { reason, read_only };
         let considered = match self.channels_considered(status) {
             Ok(considered) => considered,
             Err(reason) => return (broken(reason), report),
@@ -469,13 +562,16 @@ impl Assessor {
         self.watch_heartbeat(&considered, report.as_ref(), now);
         let health = match self.heartbeat_lag(&considered, &mut report, now) {
             HeartbeatLag::Decides(lag) => Health::Replica { lag, read_only },
-            HeartbeatLag::Missing(why) => broken(format!("heartbeat {why}")),
+            HeartbeatLag::Missing(state) => broken(Broken::Heartbeat(state)),
             HeartbeatLag::WriterStale(why) => match by_status {
                 Ok(mut lag) => {
                     lag.fallback = Some(why);
                     Health::Replica { lag, read_only }
                 }
-                Err(reason) => broken(format!("{reason}; {why}")),
+                Err(reason) => broken(Broken::WriterStale {
+                    then: Box::new(reason),
+                    why,
+                }),
             },
             HeartbeatLag::NotUsed => match self.applier_lag(&considered, status, now) {
                 Some(Ok(lag)) => Health::Replica { lag, read_only },
@@ -494,7 +590,7 @@ impl Assessor {
     fn channels_considered<'s>(
         &self,
         status: &'s ServerStatus,
-    ) -> Result<Vec<&'s ChannelStatus>, String> {
+    ) -> Result<Vec<&'s ChannelStatus>, Broken> {
         if self.lag.channels.is_empty() {
             return Ok(async_channels(status).collect());
         }
@@ -502,7 +598,7 @@ impl Assessor {
             .map(|name| {
                 async_channels(status)
                     .find(|c| &c.name == name)
-                    .ok_or_else(|| format!("channel {name} missing"))
+                    .ok_or_else(|| Broken::ChannelMissing(name.clone()))
             })
             .collect()
     }
@@ -513,7 +609,7 @@ impl Assessor {
         &mut self,
         considered: &[&ChannelStatus],
         now: Instant,
-    ) -> Result<Lag, String> {
+    ) -> Result<Lag, Broken> {
         let mut worst: Option<Lag> = None;
         for channel in considered {
             let lag = self.channel_lag(channel, now)?;
@@ -521,7 +617,7 @@ impl Assessor {
                 worst = Some(lag);
             }
         }
-        worst.ok_or_else(|| "no replication channel".to_owned())
+        worst.ok_or(Broken::NoChannel)
     }
 
     /// Feeds the heartbeat row and the applier positions to the tracker
@@ -555,9 +651,7 @@ impl Assessor {
         }
         let Some(age) = report.as_ref().and_then(|r| r.age) else {
             if self.lag.source == LagSource::Heartbeat {
-                let why =
-                    (report.as_ref()).map_or_else(|| "not read".into(), |r| r.state.describe());
-                return HeartbeatLag::Missing(why);
+                return HeartbeatLag::Missing(report.as_ref().map(|r| r.state.clone()));
             }
             // `auto` with no usable table: replica status decides.
             return HeartbeatLag::NotUsed;
@@ -603,7 +697,7 @@ impl Assessor {
             .map_or(Duration::ZERO, Duration::from_secs)
     }
 
-    fn channel_lag(&mut self, channel: &ChannelStatus, now: Instant) -> Result<Lag, String> {
+    fn channel_lag(&mut self, channel: &ChannelStatus, now: Instant) -> Result<Lag, Broken> {
         let running =
             channel.io_thread == ThreadState::Yes && channel.sql_thread == ThreadState::Yes;
         let delay = self.delay_of(std::iter::once(channel));
@@ -645,7 +739,7 @@ impl Assessor {
         why: String,
         origin: LagOrigin,
         now: Instant,
-    ) -> Result<Lag, String> {
+    ) -> Result<Lag, Broken> {
         match self.last_measured.get(&(origin, channel.to_owned())) {
             // Unknown since just after `at`: it has grown by at most the time since.
             Some(measured) => Ok(Lag {
@@ -657,7 +751,10 @@ impl Assessor {
                 origin,
                 fallback: None,
             }),
-            None => Err(format!("lag unknown{}: {why}", on(channel))),
+            None => Err(Broken::LagUnknown {
+                channel: channel.to_owned(),
+                why: Some(why),
+            }),
         }
     }
 }
@@ -800,7 +897,8 @@ mod tests {
         assert_eq!(
             health,
             Health::Unreachable {
-                reason: "mysql connect timeout (1s)".into()
+                kind: ErrorKind::ConnectTimeout,
+                phrase: "mysql connect timeout (1s)".into()
             }
         );
     }
@@ -863,7 +961,10 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "lag unknown: sql thread stopped".into(),
+                reason: Broken::LagUnknown {
+                    channel: String::new(),
+                    why: Some("sql thread stopped".into()),
+                },
                 read_only: true
             }
         );
@@ -889,7 +990,10 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "sql thread error 1062".into(),
+                reason: Broken::SqlThreadError {
+                    errno: 1062,
+                    channel: String::new(),
+                },
                 read_only: true
             }
         );
@@ -947,7 +1051,10 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "sql thread error 1146 on b".into(),
+                reason: Broken::SqlThreadError {
+                    errno: 1146,
+                    channel: "b".into(),
+                },
                 read_only: true
             }
         );
@@ -978,7 +1085,7 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "channel a missing".into(),
+                reason: Broken::ChannelMissing("a".into()),
                 read_only: true
             }
         );
@@ -1084,7 +1191,7 @@ mod tests {
         assert_eq!(
             strict.health,
             Health::Broken {
-                reason: "heartbeat unavailable: error 1146".into(),
+                reason: Broken::Heartbeat(Some(HeartbeatState::Unavailable(Some(1146)))),
                 read_only: true
             }
         );

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Assessor, Health, Lag, LagOrigin, MAX_PLAUSIBLE_LAG, on};
+use super::{ApplierProblem, Assessor, Broken, Health, Lag, LagOrigin, MAX_PLAUSIBLE_LAG};
 use crate::config::LagSource;
 use crate::probe::ServerStatus;
 use crate::probe::{ApplierChannel, ApplierRead, AuroraStatus, ChannelStatus, GroupStatus};
@@ -42,7 +42,7 @@ impl Assessor {
         considered: &[&ChannelStatus],
         status: &ServerStatus,
         now: Instant,
-    ) -> Option<Result<Lag, String>> {
+    ) -> Option<Result<Lag, Broken>> {
         if !self.lag.reads_applier() {
             return None;
         }
@@ -50,18 +50,19 @@ impl Assessor {
         let channels = match &status.applier {
             Some(ApplierRead::Channels(channels)) => channels,
             Some(ApplierRead::Unavailable { code }) => {
-                return wanted
-                    .then(|| Err(format!("applier timestamps unreadable (error {code})")));
+                return wanted.then_some(Err(Broken::Applier(ApplierProblem::Unreadable(*code))));
             }
             None => {
-                return wanted.then(|| Err("applier timestamps need MySQL 8.0.22 or later".into()));
+                return wanted.then_some(Err(Broken::Applier(ApplierProblem::TooOld)));
             }
         };
         let mut worst: Option<Lag> = None;
         for channel in considered {
             let Some(applier) = channels.iter().find(|a| a.name == channel.name) else {
-                let missing = format!("applier timestamps missing{}", on(&channel.name));
-                return wanted.then_some(Err(missing));
+                let missing = ApplierProblem::Missing {
+                    channel: channel.name.clone(),
+                };
+                return wanted.then_some(Err(Broken::Applier(missing)));
             };
             let lag = match self.applier_channel_lag(applier, true, now) {
                 Ok(lag) => lag,
@@ -83,7 +84,7 @@ impl Assessor {
         applier: &ApplierChannel,
         check_source: bool,
         now: Instant,
-    ) -> Result<Lag, String> {
+    ) -> Result<Lag, Broken> {
         let name = applier.name.as_str();
         let origin = LagOrigin::Applier;
         if let Some(applying) = applier.applying {
@@ -117,7 +118,7 @@ impl Assessor {
 
     /// Transactions received and none applying: the lag grows from the last
     /// measurement, bounded by the age of the newest transaction applied.
-    fn stalled(&mut self, applier: &ApplierChannel, now: Instant) -> Result<Lag, String> {
+    fn stalled(&mut self, applier: &ApplierChannel, now: Instant) -> Result<Lag, Broken> {
         let why = "applier stalled: transactions received, none applying".to_owned();
         let bound = applier.last_applied;
         let estimate = self.estimated(&applier.name, why.clone(), LagOrigin::Applier, now);
@@ -173,7 +174,7 @@ impl Assessor {
         if !read_only {
             return Health::Primary { read_only };
         }
-        let broken = |reason: String| Health::Broken { reason, read_only };
+        let broken = |reason: Broken| Health::Broken { reason, read_only };
         let own = (aurora.rows.iter())
             .filter(|row| row.server_id == aurora.server_id)
             .filter(|row| row.updated.is_some_and(|age| age <= AURORA_STALE_AFTER))
@@ -375,7 +376,7 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "applier timestamps unreadable (error 1142)".into(),
+                reason: Broken::Applier(ApplierProblem::Unreadable(1142)),
                 read_only: true
             }
         );
@@ -426,7 +427,7 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "group replication status unreadable (error 1142)".into(),
+                reason: Broken::GroupUnreadable(1142),
                 read_only: true
             }
         );
@@ -496,7 +497,10 @@ mod tests {
         assert_eq!(
             health,
             Health::Broken {
-                reason: "lag unknown: no fresh replica_host_status row for reader-1".into(),
+                reason: Broken::LagUnknown {
+                    channel: String::new(),
+                    why: Some("no fresh replica_host_status row for reader-1".into()),
+                },
                 read_only: true
             }
         );

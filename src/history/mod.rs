@@ -228,7 +228,7 @@ impl History {
             let Some(before) = old.pools.iter().find(|p| p.label == after.label) else {
                 continue;
             };
-            if !is_news(before.answer, after.answer) {
+            if !before.answer.is_news(after.answer) {
                 continue;
             }
             if self.events.len() == MAX_EVENTS {
@@ -343,22 +343,6 @@ impl History {
     }
 }
 
-/// A change worth an event: another state or weight, or a down whose kind of
-/// reason changed (the same rule as the log).
-pub(crate) fn is_news(old: &Answer, new: &Answer) -> bool {
-    (old.reported, old.weight) != (new.reported, new.weight)
-        || (new.reported == Reported::Down && reason_kind(&old.reason) != reason_kind(&new.reason))
-}
-
-/// The words of a reason before its first figure: `lag 3.1s` and `lag 4.0s`
-/// are the same kind, `lag` and `sql thread error` are not.
-pub fn reason_kind(reason: &str) -> &str {
-    let end = reason
-        .find(|c: char| c.is_ascii_digit() || c == '~')
-        .unwrap_or(reason.len());
-    &reason[..end]
-}
-
 impl Inputs {
     fn of(assessment: &Assessment, observation: &Observation) -> Inputs {
         let lag = assessment.health.lag();
@@ -397,17 +381,6 @@ fn rfc3339<S: serde::Serializer>(at_ms: &u64, serializer: S) -> Result<S::Ok, S:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reason_kinds() {
-        assert_eq!(reason_kind("lag 3.1s"), reason_kind("lag 40.0s"));
-        assert_eq!(reason_kind("lag ~3.1s: io thread stopped"), "lag ");
-        assert_eq!(reason_kind("sql thread error 1062"), "sql thread error ");
-        assert_ne!(
-            reason_kind("mysql unreachable: connection refused"),
-            reason_kind("mysql connect timeout (1s)")
-        );
-    }
 
     #[test]
     fn a_sample_with_three_pools_stays_small() {

@@ -164,7 +164,10 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_leaves_the_trace_in_order_and_replayable() {
         let history = History::shared(Duration::from_secs(60), Duration::from_secs(1));
-        let first = snapshot(vec![pool("", State::Up(100), "")], None);
+        let first = snapshot(
+            vec![pool("", State::Up(100), crate::reason::Reason::None)],
+            None,
+        );
         let mut second = first.clone();
         second.observation.at += Duration::from_secs(1);
         second.observation.wall -= Duration::from_secs(3600);
@@ -196,7 +199,10 @@ mod tests {
     #[test]
     fn a_stream_resumes_where_it_stopped_and_skips_what_was_dropped() {
         let history = History::shared(Duration::from_secs(600), Duration::from_secs(1));
-        let mut last = snapshot(vec![pool("", State::Up(100), "")], None);
+        let mut last = snapshot(
+            vec![pool("", State::Up(100), crate::reason::Reason::None)],
+            None,
+        );
         history.lock().expect("lock").record(None, &last.as_poll());
         for _ in 1..(PIECE * 2) {
             last = poll_after(&history, &last);

@@ -54,7 +54,7 @@ pub struct Status<'a> {
     #[serde(flatten)]
     answer: PoolStatus<'a>,
     maintenance: Option<MaintenanceStatus<'a>>,
-    measured: Measured<'a>,
+    measured: Measured,
     tls: &'static str,
     role: &'static str,
     read_only: Option<bool>,
@@ -87,7 +87,7 @@ impl<'a> Status<'a> {
             measured: Measured {
                 verdict: measured.as_str(),
                 weight: measured.weight(),
-                reason: &snapshot.default.decision.verdict.reason,
+                reason: snapshot.default.decision.verdict.reason.to_string(),
             },
             tls: observation.tls.as_str(),
             role: assessment.health.role(),
@@ -207,10 +207,10 @@ impl<'a> MaintenanceStatus<'a> {
 
 /// The default policy's measured verdict, maintenance aside.
 #[derive(Debug, Serialize)]
-struct Measured<'a> {
+struct Measured {
     verdict: &'static str,
     weight: u8,
-    reason: &'a str,
+    reason: String,
 }
 
 #[derive(Debug, Serialize)]
