@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write as _};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,10 +91,10 @@ pub async fn serve(
     let mut last_warning: Option<Instant> = None;
     let connections = Connections::new("agent");
     loop {
-        let socket = tokio::select! {
+        let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((socket, _peer)) => socket,
+                Ok((socket, peer)) => (socket, peer.ip()),
                 Err(err) => {
                     accept_failed(&err, &mut last_warning).await;
                     continue;
@@ -106,7 +106,7 @@ pub async fn serve(
             .admit(cap, "agent.max_connections")
             .make_room()
             .await;
-        tasks.spawn(answer(socket, Arc::clone(&shared), slot));
+        tasks.spawn(answer(socket, peer, Arc::clone(&shared), slot));
     }
     drop(listener);
     tasks.close();
@@ -136,14 +136,14 @@ async fn accept_failed(err: &io::Error, last_warning: &mut Option<Instant>) {
 }
 
 /// Serves one connection until it is done or closed to make room.
-async fn answer(socket: TcpStream, shared: Arc<Shared>, slot: Slot) {
+async fn answer(socket: TcpStream, peer: IpAddr, shared: Arc<Shared>, slot: Slot) {
     tokio::select! {
-        _ = reply(socket, &shared) => {}
+        _ = reply(socket, peer, &shared) => {}
         _ = slot.closed() => trace!("agent: connection closed to make room"),
     }
 }
 
-async fn reply(mut socket: TcpStream, shared: &Shared) {
+async fn reply(mut socket: TcpStream, peer: IpAddr, shared: &Shared) {
     let mut request = [0u8; MAX_REQUEST];
     let wait_for_name = {
         let snapshot = shared.snapshots.borrow();
@@ -163,7 +163,7 @@ async fn reply(mut socket: TcpStream, shared: &Shared) {
     if let Lookup::Strictest(_, Unmatched::Unknown(name)) = lookup {
         log_unknown_once(shared, name);
     }
-    let answer = snapshot.check(Instant::now(), lookup);
+    let answer = snapshot.check(Instant::now(), lookup, Some(peer));
     trace!("agent: {asked:?} -> {}", answer.text());
     if !write_line(&mut socket, answer.line().as_bytes()).await {
         return;

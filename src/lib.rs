@@ -44,6 +44,8 @@
 //!   `full_weight_below`.
 //! - [`answer`]: what HAProxy is told (up / drain / down / maint, weight,
 //!   reason, the agent line), computed once per snapshot and pool.
+//! - [`checks`]: the agent checks answered per pool, and the HAProxy peers
+//!   that sent them (who asks, how often, when last, what they were told).
 //! - [`judge`]: the one decision pipeline (targets → damping → warm-up →
 //!   the lag's direction → answer), called by the poller, `--replay` and the
 //!   property tests alike.
@@ -71,6 +73,7 @@
 
 pub mod agent;
 pub mod answer;
+pub mod checks;
 pub mod config;
 pub mod connections;
 pub mod files;

@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Answer;
+use crate::checks::Checks;
 use crate::config::{Config, PoolName, Secrets};
 use crate::health::Assessor;
 use crate::history::{History, SharedHistory};
@@ -26,9 +27,7 @@ use crate::passwords::PasswordFile;
 use crate::policy::{State, Verdict};
 use crate::probe::{HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
 use crate::reload::ReloadPlan;
-use crate::snapshot::{
-    CheckCounters, PollCounters, PollTime, PoolVerdict, ReaderSettings, Snapshot,
-};
+use crate::snapshot::{PollCounters, PollTime, PoolVerdict, ReaderSettings, Snapshot};
 
 /// Commands for the running poller.
 #[derive(Debug)]
@@ -55,8 +54,8 @@ pub struct Poller {
     last_success: Option<PollTime>,
     polls: PollCounters,
     /// Per pool, so counts survive reloads.
-    checks: HashMap<PoolName, Arc<CheckCounters>>,
-    unknown_checks: Arc<CheckCounters>,
+    checks: HashMap<PoolName, Arc<Checks>>,
+    unknown_checks: Arc<Checks>,
     /// `mysql.password_file` and `lag.primary.password_file`, watched for rotation.
     password_files: PasswordFiles,
     /// `maintenance.file`, read each poll.

@@ -7,13 +7,14 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::answer::{Answer, Reported};
+use crate::checks::Checks;
 use crate::config::{Config, ErrorText, MAX_POOL_NAME, PoolName, Role, Thresholds, Unnamed};
 use crate::health::Assessment;
 use crate::history::{Poll, Published, SharedHistory};
@@ -30,21 +31,6 @@ pub struct PollTime {
     pub at: Instant,
     pub wall: SystemTime,
     pub duration: Duration,
-}
-
-/// Checks answered, by what was reported. Shared across snapshots and
-/// reloads, so counts only grow.
-#[derive(Debug, Default)]
-pub struct CheckCounters([AtomicU64; Reported::ALL.len()]);
-
-impl CheckCounters {
-    pub fn record(&self, reported: Reported) {
-        self.0[reported as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, reported: Reported) -> u64 {
-        self.0[reported as usize].load(Ordering::Relaxed)
-    }
 }
 
 /// Polls so far, and failed ones by kind.
@@ -64,7 +50,7 @@ pub struct PoolVerdict {
     pub decision: Decision,
     /// The verdict's answer, or the maintenance switch's while it is on.
     pub answer: Answer,
-    pub checks: Arc<CheckCounters>,
+    pub checks: Arc<Checks>,
 }
 
 impl PoolVerdict {
@@ -99,7 +85,7 @@ pub struct Snapshot {
     pub maintenance: Option<Maintenance>,
     pub polls: PollCounters,
     /// Checks that named a pool that does not exist.
-    pub unknown_checks: Arc<CheckCounters>,
+    pub unknown_checks: Arc<Checks>,
     /// Every poll and verdict change, for `/history` and `/events` (never
     /// read by the agent).
     pub history: SharedHistory,
@@ -302,13 +288,19 @@ impl Snapshot {
         }
     }
 
-    /// Answers one agent check, counted under the pool asked for.
-    pub fn check<'a>(&'a self, now: Instant, lookup: Lookup<'a>) -> Cow<'a, Answer> {
+    /// Answers one agent check from `peer`, counted under the pool asked for.
+    pub fn check<'a>(
+        &'a self,
+        now: Instant,
+        lookup: Lookup<'a>,
+        peer: Option<IpAddr>,
+    ) -> Cow<'a, Answer> {
         let answer = self.answer_to(now, lookup);
-        match lookup {
-            Lookup::Found(pool) => pool.checks.record(answer.reported),
-            Lookup::Strictest(..) => self.unknown_checks.record(answer.reported),
-        }
+        let checks = match lookup {
+            Lookup::Found(pool) => &pool.checks,
+            Lookup::Strictest(..) => &self.unknown_checks,
+        };
+        checks.record(answer.reported, peer, now);
         answer
     }
 
@@ -574,7 +566,7 @@ pub mod tests {
             Asked::Pool("main"),
             Asked::Pool("nope"),
         ] {
-            snapshot.check(Instant::now(), snapshot.lookup(asked));
+            snapshot.check(Instant::now(), snapshot.lookup(asked), None);
         }
         assert_eq!(snapshot.pools[0].checks.get(Reported::Drain), 2);
         assert_eq!(snapshot.unknown_checks.get(Reported::Drain), 1);

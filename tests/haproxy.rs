@@ -375,6 +375,70 @@ async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_wi
     Ok(())
 }
 
+/// The value of one `/metrics` sample, `series` being its name and labels.
+async fn metric(remora: &remora_lab::Remora, series: &str) -> Result<f64> {
+    let (code, text) = remora.get("/metrics").await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    let line = (text.lines())
+        .find(|line| line.starts_with(&format!("{series} ")))
+        .ok_or_else(|| anyhow::anyhow!("{series} missing from /metrics"))?;
+    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+}
+
+#[tokio::test]
+#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
+async fn remora_sees_which_haproxy_asks_and_notices_when_it_stops() -> Result<()> {
+    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let remora = &stack.on_replica;
+    let peers = "remora_agent_peers{pool=\"main\"}";
+    let silent = "remora_agent_peers_silent{pool=\"main\"}";
+    let last = "remora_agent_last_check_timestamp_seconds{pool=\"main\"}";
+    wait_until(
+        "HAProxy's checks of pool main",
+        Duration::from_secs(20),
+        async || {
+            let status = remora.status().await?;
+            let peer = &status["pools"]["main"]["peers"][0];
+            Ok((peer["checks"].as_u64() >= Some(3)).then(|| peer.clone()))
+        },
+    )
+    .await
+    .map(|peer| {
+        assert_eq!(peer["address"], "127.0.0.1", "{peer}");
+        assert_eq!(peer["silent"], false, "{peer}");
+        assert_eq!(peer["last_verdict"], "up", "{peer}");
+        // The shipped config asks every second.
+        let interval = peer["interval_seconds"].as_f64().unwrap_or(0.0);
+        assert!((0.5..2.0).contains(&interval), "{peer}");
+    })?;
+    assert_eq!(metric(remora, peers).await?, 1.0);
+    assert_eq!(metric(remora, silent).await?, 0.0);
+    let asked_at = metric(remora, last).await?;
+    assert!(asked_at > 1.7e9, "a Unix time: {asked_at}");
+
+    // HAProxy dies: the alert's inputs go stale. The peer is still
+    // remembered (ten minutes), now silent, and its last check stands still.
+    stack.haproxy.stop();
+    wait_until(
+        "the peer to fall silent",
+        Duration::from_secs(20),
+        async || Ok((metric(remora, silent).await? == 1.0).then_some(())),
+    )
+    .await?;
+    let frozen = metric(remora, last).await?;
+    assert_eq!(metric(remora, peers).await?, 1.0);
+    let status = remora.status().await?;
+    let peer = &status["pools"]["main"]["peers"][0];
+    assert_eq!(peer["silent"], true, "{peer}");
+    assert!(
+        peer["seconds_since_last_check"].as_f64() > Some(2.0),
+        "{peer}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(remora, last).await?, frozen, "no check came since");
+    Ok(())
+}
+
 #[tokio::test]
 #[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
 async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up() -> Result<()> {

@@ -205,6 +205,30 @@ async fn pools_answer_their_own_questions_and_fail_closed() -> Result<()> {
     assert_eq!(garbled, format!("{writer}; unreadable pool name\n"));
     assert_eq!(remora.get("/health?pool=writer").await?.0, 503);
     assert_eq!(remora.get("/health?pool=main").await?.0, 200);
+
+    // Who asked is remembered per pool, with what it was told last; the
+    // checks that matched no pool are kept apart.
+    let status = remora.status().await?;
+    let writer_peers = &status["pools"]["writer"]["peers"];
+    assert_eq!(writer_peers[0]["address"], "127.0.0.1", "{status}");
+    assert_eq!(writer_peers[0]["checks"], 1, "{status}");
+    assert_eq!(writer_peers[0]["last_verdict"], "down", "{status}");
+    // Three here, and the one start-up sent to wait for the first poll.
+    assert_eq!(status["unmatched_peers"][0]["checks"], 4, "{status}");
+    assert_eq!(
+        status["peers"],
+        serde_json::json!([]),
+        "nobody asked for the default"
+    );
+    let (_, metrics) = remora.get("/metrics").await?;
+    for series in [
+        "remora_agent_peers{pool=\"writer\"} 1\n",
+        "remora_agent_peers{pool=\"default\"} 0\n",
+        "remora_agent_peers_silent{pool=\"main\"} 0\n",
+        "remora_agent_last_check_timestamp_seconds{pool=\"default\"} 0\n",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
     remora.stop().await
 }
 

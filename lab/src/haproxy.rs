@@ -185,6 +185,12 @@ impl Haproxy {
         self.process.pid()
     }
 
+    /// Stops HAProxy (SIGTERM, then SIGKILL after a second), as a dead
+    /// load balancer would: nobody asks the agents any more.
+    pub fn stop(&mut self) {
+        self.process.terminate(Duration::from_secs(1));
+    }
+
     /// Stops tracking HAProxy so it outlives this process; returns its pid.
     pub fn detach(self) -> u32 {
         self.process.detach()

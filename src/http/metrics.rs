@@ -4,10 +4,12 @@
 //! iterate that kind's `ALL`, so a new variant cannot be forgotten.
 
 use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
 
 use tokio::time::Instant;
 
 use crate::answer::Reported;
+use crate::checks::Peer;
 use crate::health::LagFrom;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 use crate::snapshot::Snapshot;
@@ -30,6 +32,7 @@ pub fn render(snapshot: &Snapshot, now: Instant) -> String {
     );
     answers(&mut out, snapshot, now);
     agent_checks(&mut out, snapshot);
+    agent_peers(&mut out, snapshot, now);
     out.0
 }
 
@@ -292,6 +295,43 @@ fn agent_checks(out: &mut Exposition, snapshot: &Snapshot) {
                     checks.get(*reported) as f64,
                 )
             })
+        }),
+    );
+}
+
+/// Who asks, per pool, without a label per peer (so the series stay few
+/// whatever connects): how many HAProxies asked in the last ten minutes,
+/// how many of them fell silent, and when the last check came. An alert
+/// on the silent ones fires when a HAProxy stops asking.
+fn agent_peers(out: &mut Exposition, snapshot: &Snapshot, now: Instant) {
+    let pools: Vec<(&str, Vec<Peer>)> = (snapshot.every_pool())
+        .map(|pool| (pool.label(), pool.checks.peers(now)))
+        .chain([("unknown", snapshot.unknown_checks.peers(now))])
+        .collect();
+    out.family(
+        "remora_agent_peers",
+        "gauge",
+        "HAProxy peers (source addresses) that asked about this pool in the last 10 minutes.",
+        (pools.iter()).map(|(pool, peers)| (vec![("pool", *pool)], peers.len() as f64)),
+    );
+    out.family(
+        "remora_agent_peers_silent",
+        "gauge",
+        "Of those, the peers that missed three of their own check intervals: a HAProxy that stopped asking.",
+        (pools.iter()).map(|(pool, peers)| {
+            let silent = peers.iter().filter(|peer| peer.is_silent(now)).count();
+            (vec![("pool", *pool)], silent as f64)
+        }),
+    );
+    out.family(
+        "remora_agent_last_check_timestamp_seconds",
+        "gauge",
+        "When the last agent check about this pool came (Unix time); 0 if none in the last 10 minutes.",
+        (pools.iter()).map(|(pool, peers)| {
+            let last = (peers.first())
+                .and_then(|peer| peer.last_wall.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |since| since.as_secs_f64());
+            (vec![("pool", *pool)], last)
         }),
     );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::checks::{Checks, Peer};
 use crate::config::ErrorText;
 use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, LagFrom, Load};
 use crate::maintenance::Maintenance;
@@ -73,6 +74,9 @@ pub struct Status<'a> {
     stale_after_seconds: f64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pools: BTreeMap<&'a str, PoolStatus<'a>>,
+    /// HAProxy peers whose checks named no pool that exists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unmatched_peers: Vec<PeerStatus>,
 }
 
 impl<'a> Status<'a> {
@@ -117,6 +121,7 @@ impl<'a> Status<'a> {
             pools: (snapshot.pools.iter())
                 .map(|pool| (pool.name.label(), PoolStatus::of(snapshot, pool, now, true)))
                 .collect(),
+            unmatched_peers: PeerStatus::all(&snapshot.unknown_checks, now),
         }
     }
 }
@@ -134,6 +139,8 @@ struct PoolStatus<'a> {
     warming_up: Option<WarmingUp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    /// The HAProxies that asked about this pool in the last ten minutes.
+    peers: Vec<PeerStatus>,
 }
 
 impl<'a> PoolStatus<'a> {
@@ -148,7 +155,37 @@ impl<'a> PoolStatus<'a> {
             recovering: pool.decision.recovering.map(Recovering::of),
             warming_up: pool.decision.warming.map(WarmingUp::of),
             role: with_role.then(|| pool.role.as_str()),
+            peers: PeerStatus::all(&pool.checks, now),
         }
+    }
+}
+
+/// One HAProxy that asks: where from, how often, when last, what it was told.
+#[derive(Debug, Serialize)]
+struct PeerStatus {
+    address: String,
+    checks: u64,
+    last_check: Option<String>,
+    seconds_since_last_check: f64,
+    /// The mean time between its checks, once it has sent two.
+    interval_seconds: Option<f64>,
+    /// It missed three of its own intervals (or a minute, pace unknown).
+    silent: bool,
+    last_verdict: &'static str,
+}
+
+impl PeerStatus {
+    fn all(checks: &Checks, now: Instant) -> Vec<PeerStatus> {
+        let of = |peer: Peer| PeerStatus {
+            address: peer.address.to_string(),
+            checks: peer.checks,
+            last_check: rfc3339(peer.last_wall),
+            seconds_since_last_check: now.saturating_duration_since(peer.last_at).as_secs_f64(),
+            interval_seconds: peer.interval().map(|interval| interval.as_secs_f64()),
+            silent: peer.is_silent(now),
+            last_verdict: peer.last_reported.as_str(),
+        };
+        checks.peers(now).into_iter().map(of).collect()
     }
 }
 
