@@ -31,8 +31,12 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::answer::Answer;
 use crate::connections::{Connections, Slot, lock};
-use crate::snapshot::{Asked, Lookup, Snapshot, Unmatched};
+use crate::fleet::{Choice, Fleet, Watched};
+use crate::policy::{State, Verdict};
+use crate::reason::{Addressed, Reason};
+use crate::snapshot::{Asked, Lookup, Unmatched};
 use crate::threads::Priority;
 
 /// Longest time a reply may take to write: it is one short line.
@@ -53,7 +57,7 @@ const MAX_LOGGED_UNKNOWN: usize = 100;
 
 /// What every connection task shares.
 struct Shared {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    fleet: watch::Receiver<Arc<Fleet>>,
     /// `pools.NAME.listen`: this listener answers for that pool alone.
     pool: Option<String>,
     unknown_logged: Mutex<HashSet<String>>,
@@ -65,24 +69,24 @@ struct Shared {
 /// wake-ups), and no HTTP render or poll ever shares its thread.
 pub fn spawn(
     listener: TcpListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    fleet: watch::Receiver<Arc<Fleet>>,
     pool: Option<String>,
     shutdown: CancellationToken,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     crate::threads::serve_on_own_thread("agent", Priority::Normal, listener, move |listener| {
-        serve(listener, snapshots, pool, shutdown)
+        serve(listener, fleet, pool, shutdown)
     })
 }
 
 /// Answers agent checks on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    fleet: watch::Receiver<Arc<Fleet>>,
     pool: Option<String>,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
-        snapshots,
+        fleet,
         pool,
         unknown_logged: Mutex::new(HashSet::new()),
         shutdown: shutdown.clone(),
@@ -101,7 +105,7 @@ pub async fn serve(
                 }
             },
         };
-        let cap = shared.snapshots.borrow().settings.max_connections;
+        let cap = shared.fleet.borrow().settings.max_connections;
         let slot = connections
             .admit(cap, "agent.max_connections")
             .make_room()
@@ -144,21 +148,44 @@ async fn answer(socket: TcpStream, peer: IpAddr, shared: Arc<Shared>, slot: Slot
 }
 
 async fn reply(mut socket: TcpStream, peer: IpAddr, shared: &Shared) {
-    let mut request = [0u8; MAX_REQUEST];
-    let wait_for_name = {
-        let snapshot = shared.snapshots.borrow();
-        (snapshot.has_pools() && shared.pool.is_none()).then_some(snapshot.settings.request_timeout)
-    };
-    let (asked, said_all) = match (&shared.pool, wait_for_name) {
-        (Some(pool), _) => (Asked::Pool(pool), false),
-        (None, Some(limit)) => {
-            let request = read_request(&mut socket, &mut request, limit).await;
-            (request.asked, request.said_all)
-        }
-        (None, None) => (Asked::Nothing, false),
-    };
+    let mut buffer = [0u8; MAX_REQUEST];
     // Clone the Arc and release the borrow at once: the writer is never held up.
-    let snapshot = Arc::clone(&shared.snapshots.borrow());
+    let fleet = Arc::clone(&shared.fleet.borrow());
+    let (watched, asked, said_all) = if fleet.named {
+        let limit = fleet.settings.request_timeout;
+        let request = read_request(&mut socket, &mut buffer, limit).await;
+        let said_all = request.said_all;
+        match addressed(&fleet, request.asked) {
+            Ok((watched, asked)) => (watched, asked, said_all),
+            Err(reason) => {
+                let answer = Answer::of(&Verdict::new(State::Down, reason));
+                trace!("agent: unaddressed -> {}", answer.text());
+                if write_line(&mut socket, answer.line().as_bytes()).await {
+                    finish(socket, buffer, said_all, shared).await;
+                }
+                return;
+            }
+        }
+    } else {
+        let Choice::Target(single) = fleet.choose(None) else {
+            return;
+        };
+        let wait_for_name = {
+            let snapshot = single.snapshots.borrow();
+            (snapshot.has_pools() && shared.pool.is_none())
+                .then_some(snapshot.settings.request_timeout)
+        };
+        let (asked, said_all) = match (&shared.pool, wait_for_name) {
+            (Some(pool), _) => (Asked::Pool(pool), false),
+            (None, Some(limit)) => {
+                let request = read_request(&mut socket, &mut buffer, limit).await;
+                (request.asked, request.said_all)
+            }
+            (None, None) => (Asked::Nothing, false),
+        };
+        (single, asked, said_all)
+    };
+    let snapshot = Arc::clone(&watched.snapshots.borrow());
     let lookup = snapshot.lookup(asked);
     if let Lookup::Strictest(_, Unmatched::Unknown(name)) = lookup {
         log_unknown_once(shared, name);
@@ -170,6 +197,36 @@ async fn reply(mut socket: TcpStream, peer: IpAddr, shared: &Shared) {
     }
     drop(answer);
     drop(snapshot);
+    finish(socket, buffer, said_all, shared).await;
+}
+
+/// The target and pool a fleet's request line names (`TARGET/POOL`, or
+/// `TARGET` for its default policy); why not, when it names none that is
+/// watched: that check is answered down (fail closed).
+fn addressed<'f>(fleet: &'f Fleet, asked: Asked<'f>) -> Result<(&'f Watched, Asked<'f>), Reason> {
+    let line = match asked {
+        Asked::Pool(line) if !line.is_empty() => line,
+        Asked::Pool(_) | Asked::Nothing | Asked::Default => {
+            return Err(Reason::Addressed(Addressed::NoTarget));
+        }
+        Asked::Garbled => return Err(Reason::Addressed(Addressed::Garbled)),
+    };
+    let (target, pool) = match line.split_once('/') {
+        Some((target, pool)) => (target, Asked::Pool(pool)),
+        None => (line, Asked::Default),
+    };
+    match fleet.choose(Some(target)) {
+        Choice::Target(watched) => Ok((watched, pool)),
+        Choice::NoneNamed | Choice::Unknown => {
+            let shown: String = target.chars().take(64).collect();
+            Err(Reason::Addressed(Addressed::UnknownTarget(shown)))
+        }
+    }
+}
+
+/// After the reply: our FIN, then (unless the client said all it will)
+/// whatever it still sends is read and dropped for a while.
+async fn finish(socket: TcpStream, request: [u8; MAX_REQUEST], said_all: bool, shared: &Shared) {
     // Our FIN follows the line; the peer may now read to EOF.
     if SockRef::from(&socket).shutdown(Shutdown::Write).is_err() || said_all {
         // A client that sent its whole request (a line, and nothing after

@@ -60,6 +60,9 @@
 //!   out purely.
 //! - [`poller`]: the loop that owns probes and history and publishes
 //!   [`snapshot::Snapshot`]s, applying each reload by its plan.
+//! - [`fleet`]: every server watched: one target for a sidecar, many with
+//!   `targets`/`targets_file`, each with its own poller; the readers' view
+//!   of them, and how a changed target set is applied.
 //! - [`replay`]: the policy code over a trace, offline.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
 //!   memory, never wait on MySQL, and never share a thread with the poller.
@@ -77,6 +80,7 @@ pub mod checks;
 pub mod config;
 pub mod connections;
 pub mod files;
+pub mod fleet;
 pub mod health;
 pub mod history;
 pub mod http;
@@ -111,9 +115,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Secrets};
-use crate::maintenance::Maintenance;
-use crate::poller::{Command, Poller};
+use crate::config::{Config, ConfigError, Secrets};
+use crate::fleet::Fleet;
+use crate::poller::Poller;
 use crate::reload::ReloadPlan;
 use crate::snapshot::Snapshot;
 
@@ -183,11 +187,10 @@ struct Serving {
     task: JoinHandle<()>,
 }
 
-/// Starts serving tasks: each reads the published snapshots and stops with
+/// Starts serving tasks: each reads the published fleet and stops with
 /// its own child of the shutdown token.
 struct Spawner {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    switch: http::Switch,
+    fleet: watch::Receiver<Arc<Fleet>>,
     stop: CancellationToken,
 }
 
@@ -196,15 +199,14 @@ impl Spawner {
     /// for a pool's own port.
     fn agent(&self, listener: TcpListener, pool: Option<String>) -> std::io::Result<Serving> {
         let stop = self.stop.child_token();
-        let task = agent::spawn(listener, self.snapshots.clone(), pool, stop.clone())?;
+        let task = agent::spawn(listener, self.fleet.clone(), pool, stop.clone())?;
         Ok(Serving { stop, task })
     }
 
     /// HTTP, on its own thread and runtime ([`http::spawn`]).
     fn http(&self, listener: TcpListener) -> std::io::Result<Serving> {
         let stop = self.stop.child_token();
-        let switch = Arc::clone(&self.switch);
-        let task = http::spawn(listener, self.snapshots.clone(), switch, stop.clone())?;
+        let task = http::spawn(listener, self.fleet.clone(), stop.clone())?;
         Ok(Serving { stop, task })
     }
 
@@ -232,6 +234,80 @@ fn log_pool_port(name: &str, listener: &TcpListener) {
     }
 }
 
+/// The targets watched, and what the readers are shown of them.
+struct Targets {
+    running: BTreeMap<String, fleet::Running>,
+    publish: watch::Sender<Arc<Fleet>>,
+    /// How the last read of `targets_file` went.
+    file: Option<fleet::FileState>,
+    /// Cancelled if a poller stops on its own.
+    died: CancellationToken,
+    /// The parent of every poller's stop token.
+    stop: CancellationToken,
+    /// Watches `targets_file`, when there is one.
+    watcher: Option<Serving>,
+    changes: mpsc::Sender<Result<BTreeMap<String, fleet::Reload>, ConfigError>>,
+}
+
+impl Targets {
+    /// Shows the readers the targets running now under `config`.
+    fn publish(&self, config: &Config) {
+        let settings = Arc::new(snapshot::ReaderSettings::of(config));
+        let view = fleet::view(
+            &self.running,
+            config.has_targets(),
+            settings,
+            self.file.clone(),
+        );
+        self.publish.send_replace(Arc::new(view));
+    }
+
+    /// Runs `next` (a reload or a changed targets file); stopped pollers
+    /// are left to finish on their own.
+    async fn apply(&mut self, next: BTreeMap<String, fleet::Reload>, config: &Config) {
+        let stopped = fleet::apply(&mut self.running, next, &self.stop, &self.died).await;
+        self.publish(config);
+        drop(stopped);
+    }
+
+    /// Targets that cannot be read (`wanted`'s): the old set stays under
+    /// `current`, and says so.
+    fn refuse(&mut self, err: &ConfigError, wanted: &Config, current: &Config) {
+        error!(
+            "targets not changed, still watching {}: {err}",
+            self.running.len()
+        );
+        self.file_read(wanted, Some(err.to_string()));
+        self.publish(current);
+    }
+
+    fn file_read(&mut self, config: &Config, error: Option<String>) {
+        self.file = config.targets_file.clone().map(|path| fleet::FileState {
+            path,
+            error,
+            at: std::time::SystemTime::now(),
+        });
+    }
+
+    /// Watches `config`'s targets file, in place of any earlier watcher.
+    fn watch_file(&mut self, (config, secrets): &Reload) {
+        if let Some(old) = self.watcher.take() {
+            old.stop.cancel();
+        }
+        if config.targets_file.is_none() {
+            return;
+        }
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(fleet::watch_targets_file(
+            config.clone(),
+            secrets.clone(),
+            self.changes.clone(),
+            stop.clone(),
+        ));
+        self.watcher = Some(Serving { stop, task });
+    }
+}
+
 /// What `run` serves, and the configuration in force.
 struct Service {
     current: Reload,
@@ -242,7 +318,7 @@ struct Service {
     /// Tasks of listeners a reload replaced, finishing their connections.
     retired: Vec<JoinHandle<()>>,
     spawner: Spawner,
-    commands: mpsc::Sender<Command>,
+    targets: Targets,
 }
 
 /// How a reload ended.
@@ -254,12 +330,28 @@ enum Reloaded {
 
 impl Service {
     /// Applies one reload by its [`ReloadPlan`]: binds the moved listeners
-    /// first (a reload whose addresses cannot be bound is rejected whole and
-    /// the old configuration keeps running), has the poller publish under
-    /// the new configuration, and only then opens the new listeners.
+    /// first (a reload whose addresses cannot be bound, or whose targets
+    /// cannot be read, is rejected whole and the old configuration keeps
+    /// running), has every target publish under the new configuration,
+    /// and only then opens the new listeners.
     async fn reload(&mut self, next: Reload, shutdown: impl Future<Output = ()>) -> Reloaded {
+        tokio::select! {
+            reloaded = self.apply_reload(next) => reloaded,
+            _ = shutdown => Reloaded::ShuttingDown,
+        }
+    }
+
+    async fn apply_reload(&mut self, next: Reload) -> Reloaded {
         let plan = ReloadPlan::between((&self.current.0, &self.current.1), (&next.0, &next.1));
         let old = (self.current.0.agent.listen, self.current.0.http.listen);
+        let targets = match fleet::resolve_within(&next.0, &next.1).await {
+            Ok(targets) => targets,
+            Err(err) => {
+                error!("reload rejected, still running the previous configuration: {err}");
+                self.targets.refuse(&err, &next.0, &self.current.0);
+                return Reloaded::Rejected;
+            }
+        };
         let Ok(agent) = rebind("agent.listen", old.0, plan.agent_listen).await else {
             return Reloaded::Rejected;
         };
@@ -270,17 +362,9 @@ impl Service {
             return Reloaded::Rejected;
         };
         self.current = next.clone();
-        let (applied, published) = tokio::sync::oneshot::channel();
-        let command = Command::Reconfigure(Box::new(next), plan, applied);
-        let applied = self.commands.send(command).await.is_ok()
-            && tokio::select! {
-                done = published => done.is_ok(),
-                _ = shutdown => return Reloaded::ShuttingDown,
-            };
-        if !applied {
-            error!("configuration not applied: the poller is gone");
-            return Reloaded::Rejected;
-        }
+        self.targets.file_read(&next.0, None);
+        self.targets.apply(targets, &next.0).await;
+        self.targets.watch_file(&next);
         if let Some((listener, addr)) = agent {
             let next = self.spawner.agent(listener, None);
             self.move_to("agent", |service| &mut service.agent, next, (old.0, addr));
@@ -293,6 +377,19 @@ impl Service {
         Reloaded::Applied
     }
 
+    /// A changed targets file: its targets, or why it was not used.
+    async fn targets_file_changed(
+        &mut self,
+        read: Result<BTreeMap<String, fleet::Reload>, ConfigError>,
+    ) {
+        match read {
+            Ok(targets) => {
+                self.targets.file_read(&self.current.0, None);
+                self.targets.apply(targets, &self.current.0).await;
+            }
+            Err(err) => self.targets.refuse(&err, &self.current.0, &self.current.0),
+        }
+    }
     /// Listeners for the pool ports `next` adds or moves; `Err` (logged)
     /// if one cannot be bound.
     async fn rebind_pools(
@@ -371,8 +468,9 @@ impl Service {
     }
 
     /// Stops every task and waits for them, at most [`SHUTDOWN_LIMIT`].
-    async fn stop(self, poller: JoinHandle<()>) {
+    async fn stop(self) {
         self.spawner.stop.cancel();
+        self.targets.stop.cancel();
         let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
             let _ = self.agent.task.await;
             let _ = self.http.task.await;
@@ -382,8 +480,8 @@ impl Service {
             for task in self.retired {
                 let _ = task.await;
             }
-            if !poller.is_finished() {
-                let _ = poller.await;
+            for (_, running) in self.targets.running {
+                let _ = running.stop().await;
             }
         })
         .await;
@@ -396,9 +494,9 @@ impl Service {
 /// Runs remora until `shutdown` resolves, applying each configuration that
 /// arrives on `reloads`.
 ///
-/// Nothing is served until the first poll has finished (or timed out): a
-/// restart never answers from nothing. Connections arriving meanwhile wait in
-/// the listen backlog.
+/// Nothing is served until every target's first poll has finished (or
+/// timed out): a restart never answers from nothing. Connections arriving
+/// meanwhile wait in the listen backlog.
 pub async fn run(
     config: Config,
     secrets: Secrets,
@@ -407,109 +505,86 @@ pub async fn run(
     mut reloads: mpsc::Receiver<Reload>,
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut poller = Poller::new(&config, &secrets);
+    let resolved = fleet::resolve_within(&config, &secrets).await?;
     // The addresses bound, not the configured ones: port 0 becomes a port.
     let bound = |listener: &TcpListener| {
         listener
             .local_addr()
             .map_or_else(|err| format!("? ({err})"), |addr| addr.to_string())
     };
+    let watching = match resolved.get(fleet::SINGLE) {
+        Some((single, single_secrets)) => Poller::new(single, single_secrets).target().to_owned(),
+        None => format!("{} targets", resolved.len()),
+    };
     info!(
-        "watching {} every {}; agent on {}, http on {}",
-        poller.target(),
+        "watching {watching} every {}; agent on {}, http on {}",
         config::show(config.poll.interval),
         bound(&listeners.agent),
         bound(&listeners.http)
     );
-    let kept = kept_switch(&config).await;
-    let first = tokio::select! {
-        snapshot = poller.poll(kept.as_ref()) => snapshot,
-        _ = &mut shutdown => return Ok(()),
-    };
-    log_first(&first);
-    poller.record(None, &first);
-    let (publish, snapshots) = watch::channel(Arc::new(first));
-    let (switch, switch_changes) = watch::channel::<Option<Maintenance>>(kept);
-    let (commands, command_queue) = mpsc::channel(4);
     let stop = CancellationToken::new();
-    let mut poller_task =
-        tokio::spawn(poller.run(publish, switch_changes, command_queue, stop.clone()));
-    let spawner = Spawner {
-        snapshots,
-        switch: Arc::new(switch),
+    let died = CancellationToken::new();
+    let running = tokio::select! {
+        running = fleet::start_all(resolved, &stop, &died) => running,
+        _ = &mut shutdown => {
+            stop.cancel();
+            return Ok(());
+        }
+    };
+    let (publish, fleet) = watch::channel(Arc::new(fleet::view(
+        &running,
+        config.has_targets(),
+        Arc::new(snapshot::ReaderSettings::of(&config)),
+        None,
+    )));
+    let (changes, mut file_changes) = mpsc::channel(1);
+    let mut targets = Targets {
+        running,
+        publish,
+        file: None,
+        died: died.clone(),
         stop,
+        watcher: None,
+        changes,
+    };
+    targets.file_read(&config, None);
+    targets.publish(&config);
+    let current = (config, secrets);
+    targets.watch_file(&current);
+    let spawner = Spawner {
+        fleet,
+        stop: CancellationToken::new(),
     };
     let agent = spawner.agent(listeners.agent, None)?;
     let http = spawner.http(listeners.http)?;
-    let pool_agents = spawner.pool_agents(&config, listeners.pools)?;
+    let pool_agents = spawner.pool_agents(&current.0, listeners.pools)?;
     let mut service = Service {
-        current: (config, secrets),
+        current,
         agent,
         http,
         pool_agents,
         retired: Vec::new(),
         spawner,
-        commands,
+        targets,
     };
     let outcome = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            ended = &mut poller_task => {
-                // The poller never returns before shutdown; if it did (a panic),
+            _ = died.cancelled() => {
+                // A poller never stops before shutdown; if one did (a panic),
                 // exit so a supervisor restarts us rather than serve a frozen verdict.
-                error!("the poller stopped unexpectedly: {ended:?}");
-                break Err(anyhow::anyhow!("the poller stopped unexpectedly"));
+                break Err(anyhow::anyhow!("a poller stopped unexpectedly"));
             }
             Some(next) = reloads.recv() => {
                 if let Reloaded::ShuttingDown = service.reload(next, &mut shutdown).await {
                     break Ok(());
                 }
             }
+            Some(read) = file_changes.recv() => service.targets_file_changed(read).await,
         }
     };
-    service.stop(poller_task).await;
+    service.stop().await;
     outcome
-}
-
-/// Longest the state file may take to read at start.
-const STATE_READ_LIMIT: Duration = Duration::from_secs(1);
-
-/// The HTTP switch as it was before a restart (`maintenance.state_file`).
-async fn kept_switch(config: &Config) -> Option<Maintenance> {
-    let path = config.maintenance.state_file.clone()?;
-    let reading = {
-        let path = path.clone();
-        move || Maintenance::from_state_file(&path)
-    };
-    let kept = files::blocking_within(STATE_READ_LIMIT, reading)
-        .await
-        .unwrap_or_else(|| {
-            Some(Maintenance::state_unreadable(
-                &path,
-                format!("not read within {}", config::show(STATE_READ_LIMIT)),
-            ))
-        });
-    if let Some(on) = &kept {
-        info!(
-            "maintenance on ({}): {}",
-            on.source,
-            answer::Answer::maintenance(on).text()
-        );
-    }
-    kept
-}
-
-fn log_first(first: &Snapshot) {
-    for pool in first.every_pool() {
-        info!(
-            "first verdict for {}: {}",
-            pool.label(),
-            pool.decision.verdict
-        );
-    }
-    if let Err(err) = &first.observation.result {
-        info!("first poll failed: {}", logs::escaped(&err.to_string()));
-    }
 }
 
 /// A new listener (and its address) when `key` moved to `new`; `Err`
@@ -529,6 +604,21 @@ async fn rebind(
             Err(())
         }
     }
+}
+
+/// Polls every target once, all at once: `remora --once` with targets.
+pub async fn poll_each(targets: BTreeMap<String, fleet::Reload>) -> BTreeMap<String, Snapshot> {
+    let mut polling = tokio::task::JoinSet::new();
+    for (name, (config, secrets)) in targets {
+        polling.spawn(async move { (name, poll_once(&config, &secrets).await) });
+    }
+    let mut polled = BTreeMap::new();
+    while let Some(done) = polling.join_next().await {
+        if let Ok((name, snapshot)) = done {
+            polled.insert(name, snapshot);
+        }
+    }
+    polled
 }
 
 /// Polls once and returns the snapshot: `remora --once`.

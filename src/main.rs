@@ -38,6 +38,9 @@ struct Cli {
     /// With --replay: also write the chart, as the page draws it, to this file.
     #[arg(long, value_name = "OUT.svg", requires = "replay")]
     svg: Option<PathBuf>,
+    /// With --replay and targets: replay under this target's configuration.
+    #[arg(long, value_name = "NAME", requires = "replay")]
+    target: Option<String>,
 }
 
 /// Exit status for a configuration that cannot be used.
@@ -58,7 +61,12 @@ fn main() -> ExitCode {
         return check_config(&cli.config);
     }
     if let Some(trace) = &cli.replay {
-        return replay(&cli.config, trace, cli.svg.as_deref());
+        return replay(
+            &cli.config,
+            trace,
+            cli.svg.as_deref(),
+            cli.target.as_deref(),
+        );
     }
     let (config, secrets) = match load(&cli.config) {
         Ok(loaded) => loaded,
@@ -133,8 +141,8 @@ fn check_config(path: &Path) -> ExitCode {
 const MAX_TRACE_BYTES: usize = 256 * 1024 * 1024;
 
 /// `--replay`: the policy code over a trace, offline; no secret is needed.
-fn replay(config: &Path, trace: &Path, svg: Option<&Path>) -> ExitCode {
-    let config = match Config::load(config) {
+fn replay(config: &Path, trace: &Path, svg: Option<&Path>, target: Option<&str>) -> ExitCode {
+    let config = match Config::load(config).and_then(|config| replayed_config(config, target)) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("remora: invalid configuration: {err}");
@@ -185,6 +193,32 @@ fn replay(config: &Path, trace: &Path, svg: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The configuration a replay runs under: the file's, or with targets,
+/// the named target's (`--target`, required then).
+fn replayed_config(config: Config, target: Option<&str>) -> Result<Config, ConfigError> {
+    if !config.has_targets() {
+        return match target {
+            None => Ok(config),
+            Some(_) => Err(ConfigError::new(
+                "--target: the configuration names no targets",
+            )),
+        };
+    }
+    let Some(name) = target else {
+        return Err(ConfigError::new(
+            "the configuration watches targets: say which with --target NAME",
+        ));
+    };
+    let from_file = match &config.targets_file {
+        Some(path) => remora::config::read_targets_file(path)?,
+        None => Default::default(),
+    };
+    let mut targets = config.target_configs(&from_file)?;
+    targets
+        .remove(name)
+        .ok_or_else(|| ConfigError::new(format!("--target: no target named {name:?}")))
+}
+
 /// Reads, validates and resolves the secrets of a configuration file.
 fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
     let config = Config::load(path)?;
@@ -193,6 +227,9 @@ fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
 }
 
 async fn once(config: Config, secrets: Secrets) -> ExitCode {
+    if config.has_targets() {
+        return once_each(&config, &secrets).await;
+    }
     let snapshot = remora::poll_once(&config, &secrets).await;
     let now = tokio::time::Instant::now();
     let answer = snapshot.answer(now, &snapshot.default);
@@ -209,6 +246,45 @@ async fn once(config: Config, secrets: Secrets) -> ExitCode {
     match snapshot.measured(now, &snapshot.default) {
         remora::policy::State::Up(_) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// `--once` with targets: every target polled at once; a line each
+/// (`NAME: agent line`), then their `/status` documents by name. 0 when
+/// every target is up.
+async fn once_each(config: &Config, secrets: &Secrets) -> ExitCode {
+    let targets = match remora::fleet::resolve_within(config, secrets).await {
+        Ok(targets) => targets,
+        Err(err) => {
+            eprintln!("remora: invalid configuration: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let polled = remora::poll_each(targets).await;
+    let now = tokio::time::Instant::now();
+    let mut documents = serde_json::Map::new();
+    let mut all_up = true;
+    for (name, snapshot) in &polled {
+        let answer = snapshot.answer(now, &snapshot.default);
+        print!("{name}: {}", answer.line());
+        let status = remora::http::Status::of(snapshot, now, remora::http::Audience::Loopback);
+        documents.insert(
+            name.clone(),
+            serde_json::to_value(status).unwrap_or_default(),
+        );
+        all_up &= matches!(
+            snapshot.measured(now, &snapshot.default),
+            remora::policy::State::Up(_)
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&documents).expect("the status documents serialize")
+    );
+    if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -285,8 +285,9 @@ impl Poller {
         mut maintenance: watch::Receiver<Option<Maintenance>>,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
+        phase: Duration,
     ) {
-        let mut ticker = poll_ticker(self.config.poll.interval);
+        let mut ticker = poll_ticker(self.config.poll.interval, phase);
         let mut switch_open = true;
         loop {
             // A snapshot to publish, and whom to tell once it is published.
@@ -325,7 +326,7 @@ impl Poller {
                     let Command::Reconfigure(boxed, plan, applied) = command;
                     let (config, secrets) = *boxed;
                     self.reconfigure(config, secrets, plan);
-                    ticker = poll_ticker(self.config.poll.interval);
+                    ticker = poll_ticker(self.config.poll.interval, phase);
                     let switch = maintenance.borrow().clone();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -368,8 +369,10 @@ impl Poller {
 
 /// One tick per interval; a slow poll delays the next one instead of
 /// bunching polls up after it. The first tick comes after one interval.
-fn poll_ticker(interval: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+/// Ticks every `interval`, the first `phase` later than that: a fleet's
+/// targets poll at their own places in the interval, not all at once.
+fn poll_ticker(interval: Duration, phase: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval + phase, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
 }

@@ -59,6 +59,19 @@ pub enum Reason {
         then: Box<Reason>,
         why: String,
     },
+    /// A check to a remora watching many servers that names none of them.
+    Addressed(Addressed),
+}
+
+/// Why a check to a fleet names no target that is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressed {
+    /// `TARGET` not watched here (cut to 64 characters).
+    UnknownTarget(String),
+    /// No request line: with targets, HAProxy must say `TARGET/POOL`.
+    NoTarget,
+    /// Bytes that cannot be a target's name.
+    Garbled,
 }
 
 crate::labelled! {
@@ -180,6 +193,11 @@ impl fmt::Display for Reason {
                 Reason::None => f.write_str(why),
                 then => write!(f, "{then}; {why}"),
             },
+            Reason::Addressed(Addressed::UnknownTarget(name)) => {
+                write!(f, "unknown target {name}")
+            }
+            Reason::Addressed(Addressed::NoTarget) => f.write_str("no target named"),
+            Reason::Addressed(Addressed::Garbled) => f.write_str("unreadable target name"),
         }
     }
 }

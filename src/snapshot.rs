@@ -149,6 +149,8 @@ pub enum Asked<'a> {
     /// Bytes that cannot be a pool name: not UTF-8, longer than a request
     /// line may be, or a line cut off by the request timeout.
     Garbled,
+    /// The default policy, asked for on purpose (a fleet's `TARGET` alone).
+    Default,
 }
 
 /// Which verdict a request gets.
@@ -231,6 +233,7 @@ impl Snapshot {
                 None => Unmatched::Unknown(name),
             },
             Asked::Garbled => Unmatched::Garbled,
+            Asked::Default => return Lookup::Found(&self.default),
         };
         let nameless_allowed = self.settings.unnamed == Unnamed::Default || !self.has_pools();
         if unmatched == Unmatched::Unnamed && nameless_allowed {

@@ -19,6 +19,7 @@ mod mysql;
 mod policy;
 mod secrets;
 mod sections;
+mod targets;
 
 pub use mysql::{Address, MAX_CA_BYTES, MysqlConfig, TlsConfig, TlsMode};
 pub use policy::{
@@ -30,6 +31,9 @@ pub use sections::{
     AgentConfig, DonorVerdict, ErrorText, GaleraConfig, GroupReplicationConfig, HeartbeatTimezone,
     HistoryConfig, HttpConfig, LagConfig, LagSource, LoadConfig, MAX_SAMPLES, MaintenanceConfig,
     PollConfig, Unnamed, samples_for,
+};
+pub use targets::{
+    MAX_TARGET_NAME, TargetSections, check_target_name, parse_targets, read_targets_file,
 };
 
 /// The whole configuration file.
@@ -67,6 +71,32 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[serde(default, deserialize_with = "empty_is_default")]
     pub history: HistoryConfig,
+    /// Servers watched from here, by name (`targets.rs`): each inherits
+    /// the top level's sections and overrides what it names.
+    #[serde(
+        default,
+        deserialize_with = "empty_is_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub targets: BTreeMap<String, serde_yaml::Value>,
+    /// More targets, in a file of their own, re-read when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_file: Option<std::path::PathBuf>,
+    /// The top level as written, which each target is laid over.
+    #[serde(skip)]
+    pub(crate) base: AsWritten,
+}
+
+/// The configuration's text as YAML values, for targets to be laid over.
+/// Not part of what a configuration means: two configurations that parse
+/// alike are equal however they were written.
+#[derive(Debug, Clone, Default)]
+pub struct AsWritten(pub(crate) serde_yaml::Value);
+
+impl PartialEq for AsWritten {
+    fn eq(&self, _: &AsWritten) -> bool {
+        true
+    }
 }
 
 /// A section written with nothing under it (`maintenance:` and only
@@ -158,6 +188,20 @@ impl Config {
             ConfigError(message)
         })?;
         config.validate()?;
+        let mut config = config;
+        config.base =
+            AsWritten(serde_yaml::from_str(text).map_err(|err| ConfigError(err.to_string()))?);
+        if config.has_targets()
+            && let Some(name) = config.pools.iter().find_map(|(n, p)| p.listen.map(|_| n))
+        {
+            return Err(invalid(
+                &format!("pools.{name}.listen"),
+                "a pool's own agent port is for a single server; with targets, HAProxy names TARGET/POOL",
+            ));
+        }
+        if !config.targets.is_empty() {
+            config.target_configs(&Default::default())?;
+        }
         Ok(config)
     }
 

@@ -42,7 +42,7 @@ impl fmt::Display for Secret {
 }
 
 /// The passwords a configuration refers to, resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Secrets {
     /// For `mysql`.
     pub mysql: Option<Secret>,

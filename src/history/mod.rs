@@ -245,6 +245,11 @@ impl History {
         }
     }
 
+    /// The newest verdict change, if any.
+    pub fn last_event(&self) -> Option<&Event> {
+        self.events.front()
+    }
+
     /// Verdict changes, newest first.
     pub fn events(&self) -> Vec<Event> {
         self.events.iter().cloned().collect()

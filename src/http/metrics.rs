@@ -3,37 +3,71 @@
 //! columns. Families with a label from a kind (`kind`, `state`, `verdict`)
 //! iterate that kind's `ALL`, so a new variant cannot be forgotten.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use tokio::time::Instant;
 
 use crate::answer::Reported;
 use crate::checks::Peer;
+use crate::fleet::Fleet;
 use crate::health::LagFrom;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 use crate::snapshot::Snapshot;
 
-/// The `/metrics` page.
+/// The `/metrics` page of one server.
 pub fn render(snapshot: &Snapshot, now: Instant) -> String {
     let mut out = Exposition::default();
     build_info(&mut out);
-    polling(&mut out, snapshot);
-    poll_errors(&mut out, snapshot);
-    lag(&mut out, snapshot);
-    if let Ok(status) = &snapshot.observation.result {
-        replica_status(&mut out, status);
+    server(&mut out, snapshot, now);
+    out.text()
+}
+
+/// The `/metrics` page of a fleet: every target's series, each with a
+/// `target` label, under one `# HELP` and `# TYPE` per family; and the
+/// targets themselves.
+pub fn render_fleet(fleet: &Fleet, now: Instant) -> String {
+    let mut out = Exposition::default();
+    build_info(&mut out);
+    out.gauge(
+        "remora_targets",
+        "Servers this remora watches.",
+        fleet.targets.len() as f64,
+    );
+    if let Some(file) = &fleet.targets_file {
+        out.gauge(
+            "remora_targets_file_ok",
+            "1 when the last change of targets_file was read and used; 0 while the previous targets stay because it could not be.",
+            bool_value(file.error.is_none()),
+        );
     }
-    galera_group_and_load(&mut out, snapshot);
+    for (name, watched) in &fleet.targets {
+        let snapshot = Arc::clone(&watched.snapshots.borrow());
+        out.target = Some(name.clone());
+        server(&mut out, &snapshot, now);
+    }
+    out.text()
+}
+
+/// Every series about the server `snapshot` watches.
+fn server(out: &mut Exposition, snapshot: &Snapshot, now: Instant) {
+    polling(out, snapshot);
+    poll_errors(out, snapshot);
+    lag(out, snapshot);
+    if let Ok(status) = &snapshot.observation.result {
+        replica_status(out, status);
+    }
+    galera_group_and_load(out, snapshot);
     out.gauge(
         "remora_maintenance",
         "1 while an operator's maintenance switch is on.",
         bool_value(snapshot.maintenance.is_some()),
     );
-    answers(&mut out, snapshot, now);
-    agent_checks(&mut out, snapshot);
-    agent_peers(&mut out, snapshot, now);
-    out.0
+    answers(out, snapshot, now);
+    agent_checks(out, snapshot);
+    agent_peers(out, snapshot, now);
 }
 
 fn build_info(out: &mut Exposition) {
@@ -337,9 +371,22 @@ fn agent_peers(out: &mut Exposition, snapshot: &Snapshot, now: Instant) {
 }
 
 /// Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE`, then
-/// samples; label values escaped.
+/// samples; label values escaped. A family written again (another target's)
+/// adds its samples under the first one's header.
 #[derive(Debug, Default)]
-struct Exposition(String);
+struct Exposition {
+    families: Vec<Family>,
+    /// Where each family is in `families`.
+    index: HashMap<String, usize>,
+    /// Set while a fleet's target is written: every sample gets `target`.
+    target: Option<String>,
+}
+
+#[derive(Debug)]
+struct Family {
+    header: String,
+    samples: String,
+}
 
 impl Exposition {
     fn family<'a>(
@@ -349,26 +396,50 @@ impl Exposition {
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
     ) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        let at = match self.index.get(name) {
+            Some(at) => *at,
+            None => {
+                self.families.push(Family {
+                    header: format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
+                    samples: String::new(),
+                });
+                self.index.insert(name.to_owned(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        let out = &mut self.families[at].samples;
         for (labels, value) in samples {
-            self.0.push_str(name);
+            out.push_str(name);
+            let target = self.target.as_deref().map(|target| ("target", target));
+            let labels: Vec<(&str, &str)> = target.into_iter().chain(labels).collect();
             if !labels.is_empty() {
-                self.0.push('{');
+                out.push('{');
                 for (i, (label, value)) in labels.iter().enumerate() {
                     if i > 0 {
-                        self.0.push(',');
+                        out.push(',');
                     }
-                    let _ = write!(self.0, "{label}=\"{}\"", escape_label(value));
+                    let _ = write!(out, "{label}=\"{}\"", escape_label(value));
                 }
-                self.0.push('}');
+                out.push('}');
             }
-            let _ = writeln!(self.0, " {}", format_value(value));
+            let _ = writeln!(out, " {}", format_value(value));
         }
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.family(name, "gauge", help, [(Vec::new(), value)]);
+    }
+
+    fn text(&self) -> String {
+        let size = (self.families.iter())
+            .map(|f| f.header.len() + f.samples.len())
+            .sum();
+        let mut text = String::with_capacity(size);
+        for family in &self.families {
+            text.push_str(&family.header);
+            text.push_str(&family.samples);
+        }
+        text
     }
 }
 
@@ -411,7 +482,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            out.0,
+            out.text(),
             "# HELP remora_x An x.\n# TYPE remora_x gauge\nremora_x 1.5\n\
              # HELP remora_y_total A y.\n# TYPE remora_y_total counter\n\
              remora_y_total{pool=\"a\\\"b\",channel=\"c\\\\d\\ne\"} 3\n\

@@ -30,8 +30,8 @@ mod metrics;
 pub mod page;
 mod status;
 
-pub use metrics::render as metrics;
-pub use status::{Audience, Status};
+pub use metrics::{render as metrics, render_fleet as fleet_metrics};
+pub use status::{Audience, FleetStatus, Status};
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answer, Reported};
 use crate::connections::Connections;
+use crate::fleet::{Choice, Fleet, Watched};
 use crate::history::Selection;
 use crate::logs::Throttle;
 use crate::maintenance::{self, Maintenance, Source};
@@ -95,8 +96,7 @@ pub type Switch = Arc<watch::Sender<Option<Maintenance>>>;
 
 /// What every request on one listener shares.
 struct Shared {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    switch: Switch,
+    fleet: watch::Receiver<Arc<Fleet>>,
     heavy: Arc<Semaphore>,
     /// Refused switch attempts are logged at most this often.
     refusals: Throttle,
@@ -106,27 +106,24 @@ struct Shared {
 /// poller's.
 pub fn spawn(
     listener: TcpListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    switch: Switch,
+    fleet: watch::Receiver<Arc<Fleet>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     crate::threads::serve_on_own_thread("http", Priority::Background, listener, move |listener| {
-        serve(listener, snapshots, switch, shutdown)
+        serve(listener, fleet, shutdown)
     })
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    switch: Switch,
+    fleet: watch::Receiver<Arc<Fleet>>,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Connections::new("http");
     let shared = Arc::new(Shared {
-        snapshots,
-        switch,
+        fleet,
         heavy: Arc::new(Semaphore::new(HEAVY_RENDERS)),
         refusals: Throttle::new(REFUSALS_LOGGED, REFUSAL_WINDOW),
     });
@@ -184,22 +181,54 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let read_only = matches!(method, Method::GET | Method::HEAD);
-    let snapshot = Arc::clone(&shared.snapshots.borrow());
-    match path.as_str() {
-        "/" | "/status" | "/health" | "/metrics" | "/events" | "/history" if !read_only => {
-            not_allowed("GET, HEAD")
+    if !read_only
+        && matches!(
+            path.as_str(),
+            "/" | "/status" | "/health" | "/metrics" | "/events" | "/history"
+        )
+    {
+        return not_allowed("GET, HEAD");
+    }
+    let fleet = Arc::clone(&shared.fleet.borrow());
+    let target = query_param(request.uri().query(), "target");
+    match fleet.choose(target.as_deref()) {
+        Choice::Target(watched) => {
+            let watched = watched.clone();
+            about_one(request, peer, shared, &path, &watched).await
         }
+        Choice::NoneNamed => about_all(&path, &fleet, peer),
+        Choice::Unknown => {
+            let name: String = target.unwrap_or_default().chars().take(64).collect();
+            reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("unknown target {name:?}\n"),
+            )
+        }
+    }
+}
+
+/// A request about one server: the one a sidecar watches, or `?target=`.
+async fn about_one(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+    path: &str,
+    watched: &Watched,
+) -> Response<Body> {
+    let snapshot = Arc::clone(&watched.snapshots.borrow());
+    match path {
         "/" | "/events" | "/history" => {
             let Ok(place) = Arc::clone(&shared.heavy).try_acquire_owned() else {
                 return busy();
             };
-            heavy(&path, request.uri().query(), &snapshot).holding(place)
+            heavy(path, request.uri().query(), &snapshot, watched).holding(place)
         }
-        "/maintenance" => match method {
+        "/maintenance" => match request.method().clone() {
             Method::POST | Method::DELETE => {
                 let token_file = snapshot.settings.admin_token_file.clone();
                 match refusal(&request, peer, token_file, &shared.refusals).await {
-                    None => maintenance(request, peer, &shared.switch, &snapshot).await,
+                    None => maintenance(request, peer, &watched.switch, &snapshot).await,
                     Some(refused) => refused,
                 }
             }
@@ -215,10 +244,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
         "/status" => {
             let audience = Audience::of(peer, snapshot.settings.error_text);
             let status = Status::of(&snapshot, Instant::now(), audience);
-            let mut body = serde_json::to_string_pretty(&status)
-                .expect("the status document always serializes");
-            body.push('\n');
-            reply(StatusCode::OK, "application/json", body)
+            json(&status)
         }
         "/health" => {
             // Without `?pool=` an HTTP check asks for the default policy on
@@ -240,15 +266,55 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
     }
 }
 
-/// `/`, `/events`, and `/history` as JSON or CSV, streamed.
-fn heavy(path: &str, query: Option<&str>, snapshot: &Snapshot) -> Response<Body> {
-    let kept = &snapshot.history;
+/// A request to a fleet that names no target: `/status`, `/metrics` and
+/// `/` cover every target; the rest need one.
+fn about_all(path: &str, fleet: &Fleet, peer: SocketAddr) -> Response<Body> {
+    let now = Instant::now();
     match path {
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            page::render(snapshot, Instant::now()),
+            page::overview(fleet, now),
         ),
+        "/status" => json(&FleetStatus::of(
+            fleet,
+            now,
+            Audience::of(peer, fleet.settings.error_text),
+        )),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics::render_fleet(fleet, now),
+        ),
+        "/health" | "/events" | "/history" | "/maintenance" => bad_request(&format!(
+            "remora watches {} targets here: name one ({path}?target=NAME)",
+            fleet.targets.len()
+        )),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn json(document: &impl serde::Serialize) -> Response<Body> {
+    let mut body =
+        serde_json::to_string_pretty(document).expect("the status document always serializes");
+    body.push('\n');
+    reply(StatusCode::OK, "application/json", body)
+}
+
+/// `/`, `/events`, and `/history` as JSON or CSV, streamed.
+fn heavy(
+    path: &str,
+    query: Option<&str>,
+    snapshot: &Snapshot,
+    watched: &Watched,
+) -> Response<Body> {
+    let kept = &snapshot.history;
+    match path {
+        "/" => {
+            let target = query_param(query, "target");
+            let page = page::render(snapshot, Instant::now(), &watched.server, target.as_deref());
+            reply(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
         "/events" => reply(StatusCode::OK, "application/json", history::events(kept)),
         _ => {
             let (format, content_type) = match query_param(query, "format").as_deref() {

@@ -6,12 +6,14 @@
 //! works air-gapped, and refreshes itself every few seconds.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::answer::Reported;
 use crate::config::Thresholds;
+use crate::fleet::Fleet;
 use crate::history::{Event, History, Sample};
 use crate::snapshot::Snapshot;
 
@@ -32,8 +34,9 @@ const COLOURS: [&str; 6] = [
     "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-/// The page.
-pub fn render(snapshot: &Snapshot, now: Instant) -> String {
+/// The page of one server: `server` is what it watches (`user@host:port`),
+/// `target` its name in a fleet, carried into every link.
+pub fn render(snapshot: &Snapshot, now: Instant, server: &str, target: Option<&str>) -> String {
     let (pools, samples, events) = {
         let history = snapshot.history.lock().unwrap_or_else(|p| p.into_inner());
         let (pools, samples) = window(&history);
@@ -41,6 +44,12 @@ pub fn render(snapshot: &Snapshot, now: Instant) -> String {
     };
     let mut page = String::with_capacity(64 * 1024);
     page.push_str(HEAD);
+    let name = target.map_or_else(String::new, |name| format!("{} — ", escape(name)));
+    let _ = writeln!(
+        page,
+        "<p class=\"server\" id=\"server\">{name}watching <b>{}</b></p>",
+        escape(server)
+    );
     verdicts(&mut page, snapshot, now);
     page.push_str("<h2>Lag and weights, up to the last 15 minutes</h2>\n");
     chart(
@@ -50,10 +59,23 @@ pub fn render(snapshot: &Snapshot, now: Instant) -> String {
         &events,
         &snapshot.settings.thresholds,
     );
-    page.push_str(
-        "<p class=\"links\">Everything kept: <a href=\"/history?format=csv\">history (CSV)</a>, \
-         <a href=\"/history\">JSON</a>, <a href=\"/events\">events</a>, \
-         <a href=\"/status\">status</a>, <a href=\"/metrics\">metrics</a>.</p>\n",
+    let (amp, ask) = match target {
+        Some(name) => {
+            let name = form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+            (format!("&amp;target={name}"), format!("?target={name}"))
+        }
+        None => (String::new(), String::new()),
+    };
+    let _ = writeln!(
+        page,
+        "<p class=\"links\">Everything kept: <a href=\"/history?format=csv{amp}\">history (CSV)</a>, \
+         <a href=\"/history{ask}\">JSON</a>, <a href=\"/events{ask}\">events</a>, \
+         <a href=\"/status{ask}\">status</a>, <a href=\"/metrics\">metrics</a>{}.</p>",
+        if target.is_some() {
+            ", <a href=\"/\">every target</a>"
+        } else {
+            ""
+        }
     );
     event_list(&mut page, &events);
     last_error(&mut page, snapshot, &samples);
@@ -72,7 +94,92 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa
 .maintenance{margin:.8em 0;font-size:1.2em}\n\
 table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}\n\
 svg{background:#fff;border:1px solid #ddd}\n.error{color:#c62828}\n\
+.partial-text{color:#8d6e00}.drain-text{color:#ef6c00}.ok{color:#2e7d32}\n\
 </style>\n</head>\n<body>\n<h1>remora</h1>\n";
+
+/// A fleet's page: a row per target with its answers, lag and last
+/// change; each name links to that target's own page.
+pub fn overview(fleet: &Fleet, now: Instant) -> String {
+    let mut page = String::with_capacity(256 * fleet.targets.len() + 4096);
+    page.push_str(HEAD);
+    let _ = writeln!(
+        page,
+        "<p class=\"server\">{} targets. <a href=\"/status\">status</a>, \
+         <a href=\"/metrics\">metrics</a>.</p>",
+        fleet.targets.len()
+    );
+    if let Some(file) = &fleet.targets_file {
+        let _ = match &file.error {
+            None => writeln!(
+                page,
+                "<p>targets_file {}: read.</p>",
+                escape(&file.path.display().to_string())
+            ),
+            Some(why) => writeln!(
+                page,
+                "<p class=\"error\">targets_file {}: not used ({}); the previous targets stay.</p>",
+                escape(&file.path.display().to_string()),
+                escape(why)
+            ),
+        };
+    }
+    page.push_str(
+        "<table id=\"targets\">\n<tr><th>target</th><th>server</th><th>answers</th>\
+         <th>lag</th><th>last change</th></tr>\n",
+    );
+    for (name, watched) in &fleet.targets {
+        let snapshot = Arc::clone(&watched.snapshots.borrow());
+        let answers: Vec<String> = (snapshot.every_pool())
+            .map(|pool| {
+                let answer = snapshot.answer(now, pool);
+                format!(
+                    "<span class=\"{}\">{}: {}</span>",
+                    class_of(answer),
+                    escape(pool.label()),
+                    escape(answer.text())
+                )
+            })
+            .collect();
+        let lag = (snapshot.assessment.health.lag()).map_or_else(
+            || "–".to_owned(),
+            |lag| format!("{:.1} s", lag.value.as_secs_f64()),
+        );
+        let last_change = {
+            let history = snapshot.history.lock().unwrap_or_else(|p| p.into_inner());
+            (history.last_event())
+                .map(|event| {
+                    format!(
+                        "{} {} → {}",
+                        rfc3339_ms(event.at_ms),
+                        escape(&event.from),
+                        escape(&event.to)
+                    )
+                })
+                .unwrap_or_default()
+        };
+        let link = form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+        let _ = writeln!(
+            page,
+            "<tr data-target=\"{}\"><td><a href=\"/?target={link}\">{}</a></td><td>{}</td>\
+             <td>{}</td><td>{lag}</td><td>{last_change}</td></tr>",
+            escape(name),
+            escape(name),
+            escape(&watched.server),
+            answers.join("<br>"),
+        );
+    }
+    page.push_str("</table>\n</body>\n</html>\n");
+    page
+}
+
+fn class_of(answer: &crate::answer::Answer) -> &'static str {
+    match answer.reported {
+        Reported::Up if answer.weight == 100 => "ok",
+        Reported::Up => "partial-text",
+        Reported::Drain | Reported::Maint => "drain-text",
+        Reported::Down => "error",
+    }
+}
 
 /// Every pool's answer in large type, and the maintenance state.
 fn verdicts(page: &mut String, snapshot: &Snapshot, now: Instant) {

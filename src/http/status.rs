@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::checks::{Checks, Peer};
 use crate::config::ErrorText;
+use crate::fleet::Fleet;
 use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, LagFrom, Load};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
@@ -124,6 +126,69 @@ impl<'a> Status<'a> {
             unmatched_peers: PeerStatus::all(&snapshot.unknown_checks, now),
         }
     }
+}
+
+/// `/status` of a fleet, without `?target=`: every target with its
+/// verdicts (the same fields as its own document's), and how the last read
+/// of `targets_file` went.
+#[derive(Debug, Serialize)]
+pub struct FleetStatus {
+    targets: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    targets_file: Option<TargetsFileStatus>,
+}
+
+/// The fields of a target's own `/status` that the fleet's lists.
+const LISTED: [&str; 11] = [
+    "verdict",
+    "weight",
+    "reason",
+    "agent_reply",
+    "stale",
+    "maintenance",
+    "role",
+    "lag",
+    "last_poll",
+    "last_success",
+    "pools",
+];
+
+impl FleetStatus {
+    pub fn of(fleet: &Fleet, now: Instant, audience: Audience) -> FleetStatus {
+        let targets = (fleet.targets.iter())
+            .map(|(name, watched)| {
+                let snapshot = Arc::clone(&watched.snapshots.borrow());
+                let whole =
+                    serde_json::to_value(Status::of(&snapshot, now, audience)).unwrap_or_default();
+                let mut listed = serde_json::Map::new();
+                listed.insert("server".into(), watched.server.clone().into());
+                for key in LISTED {
+                    if let Some(value) = whole.get(key) {
+                        listed.insert(key.into(), value.clone());
+                    }
+                }
+                (name.clone(), serde_json::Value::Object(listed))
+            })
+            .collect();
+        FleetStatus {
+            targets,
+            targets_file: fleet.targets_file.as_ref().map(|file| TargetsFileStatus {
+                path: file.path.display().to_string(),
+                ok: file.error.is_none(),
+                error: file.error.clone(),
+                read_at: rfc3339(file.at),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct TargetsFileStatus {
+    path: String,
+    ok: bool,
+    /// Why the last change was not used; the targets before it stay.
+    error: Option<String>,
+    read_at: Option<String>,
 }
 
 /// One policy's answer: what the agent says now, maintenance and

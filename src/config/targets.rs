@@ -1,0 +1,389 @@
+//! `targets` and `targets_file`: one remora watching many servers. Each
+//! target is the top-level configuration with the target's own sections
+//! laid over it (maps merge key by key, anything else replaces), so it
+//! inherits `mysql`, `poll`, `lag`, `policy`, `pools`, `load`, `galera` and
+//! `group_replication`, and overrides what it names.
+//!
+//! `targets_file` holds the same map in a file of its own, which
+//! consul-template, a Kubernetes ConfigMap or any inventory can write, or
+//! Prometheus's file_sd list (`[{targets: [host:port, …], labels: {…}}]`),
+//! the file an operator already writes for mysqld_exporter's `/probe`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use super::{Config, ConfigError, invalid};
+
+/// The sections a target may set for itself; everything else (listeners,
+/// HTTP, history) is remora's, not a server's.
+pub const TARGET_KEYS: [&str; 10] = [
+    "mysql",
+    "poll",
+    "lag",
+    "policy",
+    "pools",
+    "load",
+    "galera",
+    "group_replication",
+    "maintenance",
+    "member_of",
+];
+
+/// Longest target name: it travels in every agent request (`TARGET/POOL`).
+pub const MAX_TARGET_NAME: usize = 128;
+
+/// Longest targets file read.
+pub const MAX_TARGETS_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Each target's own sections, by name, as written (a mapping each).
+pub type TargetSections = BTreeMap<String, Value>;
+
+impl Config {
+    /// Whether this remora watches targets rather than one server.
+    pub fn has_targets(&self) -> bool {
+        !self.targets.is_empty() || self.targets_file.is_some()
+    }
+
+    /// Every target's whole configuration: the inline `targets` and, when
+    /// given, `from_file` (a `targets_file`'s map). A name in both is an error.
+    pub fn target_configs(
+        &self,
+        from_file: &TargetSections,
+    ) -> Result<BTreeMap<String, Config>, ConfigError> {
+        let mut all = BTreeMap::new();
+        for (name, sections) in self.targets.iter().chain(from_file) {
+            if all.contains_key(name) {
+                return Err(invalid(
+                    &format!("targets.{name}"),
+                    "named both in targets and in targets_file",
+                ));
+            }
+            let sections = match sections {
+                Value::Mapping(map) => map.clone(),
+                Value::Null => Mapping::new(),
+                _ => return Err(invalid(&format!("targets.{name}"), "must be a mapping")),
+            };
+            all.insert(name.clone(), self.target_config(name, &sections)?);
+        }
+        Ok(all)
+    }
+
+    /// One target's configuration: its sections over the top level's.
+    fn target_config(&self, name: &str, sections: &Mapping) -> Result<Config, ConfigError> {
+        let key = format!("targets.{name}");
+        check_target_name(name).map_err(|why| invalid(&key, why))?;
+        let mut merged = match &self.base.0 {
+            Value::Mapping(_) => self.base.0.clone(),
+            _ => Value::Mapping(Mapping::new()),
+        };
+        if let Value::Mapping(map) = &mut merged {
+            map.remove("targets");
+            map.remove("targets_file");
+            map.remove("member_of");
+        }
+        for (section, value) in sections {
+            let section = section.as_str().unwrap_or("?");
+            if !TARGET_KEYS.contains(&section) {
+                return Err(invalid(
+                    &format!("{key}.{section}"),
+                    format!(
+                        "not a per-target setting (a target may set {})",
+                        TARGET_KEYS.join(", ")
+                    ),
+                ));
+            }
+            if section == "member_of" {
+                continue;
+            }
+            merge(&mut merged, section, value.clone());
+        }
+        let mut config: Config =
+            serde_yaml::from_value(merged).map_err(|err| invalid(&key, err))?;
+        config.base = Default::default();
+        config.validate().map_err(|err| invalid(&key, err))?;
+        if let Some(name) = config.pools.iter().find_map(|(n, p)| p.listen.map(|_| n)) {
+            return Err(invalid(
+                &format!("{key}.pools.{name}.listen"),
+                "a pool's own agent port is for a single server; with targets, HAProxy names TARGET/POOL",
+            ));
+        }
+        if let Some(state_file) = &config.maintenance.state_file {
+            // One switch per target, side by side.
+            let mut own = state_file.clone().into_os_string();
+            own.push(format!(".{name}"));
+            config.maintenance.state_file = Some(own.into());
+        }
+        Ok(config)
+    }
+
+    /// The pools `targets.NAME.member_of` lists, for pools that must be
+    /// judged before HAProxy asks.
+    pub fn member_of(&self, name: &str) -> Vec<String> {
+        let listed = self
+            .targets
+            .get(name)
+            .and_then(|sections| sections.get("member_of"))
+            .and_then(Value::as_sequence);
+        listed
+            .map(|pools| {
+                pools
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `value` laid over `base[section]`: mappings merge key by key, anything
+/// else replaces.
+fn merge(base: &mut Value, section: &str, value: Value) {
+    let Value::Mapping(base) = base else {
+        return;
+    };
+    match (base.get_mut(section), value) {
+        (Some(Value::Mapping(old)), Value::Mapping(new)) => {
+            for (key, value) in new {
+                let key_text = key.as_str().unwrap_or_default().to_owned();
+                let mut wrapped = Value::Mapping(std::mem::take(old));
+                merge(&mut wrapped, &key_text, value);
+                if let Value::Mapping(back) = wrapped {
+                    *old = back;
+                }
+            }
+        }
+        (_, value) => {
+            base.insert(Value::from(section), value);
+        }
+    }
+}
+
+/// A target name goes into agent requests (`TARGET/POOL`), URLs and
+/// metric labels: 1 to [`MAX_TARGET_NAME`] of letters, digits and `.-_:[]`.
+pub fn check_target_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:[]".contains(c);
+    if name.is_empty() || name.len() > MAX_TARGET_NAME || !name.chars().all(allowed) {
+        return Err(format!(
+            "a target name is 1 to {MAX_TARGET_NAME} letters, digits and . - _ : [ ] (it is sent as TARGET/POOL)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `targets_file`: remora's own map of targets, or Prometheus's
+/// file_sd list. Errors name the file and what is wrong.
+pub fn read_targets_file(path: &Path) -> Result<TargetSections, ConfigError> {
+    let cannot = |why: String| ConfigError::new(format!("targets_file {}: {why}", path.display()));
+    let (bytes, more) = crate::files::read_regular(path, MAX_TARGETS_FILE_BYTES)
+        .map_err(|err| cannot(crate::files::phrase(&err)))?;
+    if more {
+        return Err(cannot(format!(
+            "larger than {MAX_TARGETS_FILE_BYTES} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
+    parse_targets(&text).map_err(cannot)
+}
+
+/// A targets file's text: a map (`name: {mysql: …}`), a file_sd list, or
+/// nothing at all (no targets).
+pub fn parse_targets(text: &str) -> Result<TargetSections, String> {
+    if text.trim().is_empty() {
+        return Ok(TargetSections::new());
+    }
+    let value: Value = serde_yaml::from_str(text).map_err(|err| err.to_string())?;
+    match value {
+        Value::Null => Ok(TargetSections::new()),
+        Value::Mapping(map) => map
+            .into_iter()
+            .map(|(name, sections)| {
+                let name = name
+                    .as_str()
+                    .ok_or("a target name must be a string")?
+                    .to_owned();
+                if !matches!(sections, Value::Mapping(_) | Value::Null) {
+                    return Err(format!("{name}: must be a mapping"));
+                }
+                Ok((name, sections))
+            })
+            .collect(),
+        Value::Sequence(groups) => file_sd(groups),
+        _ => Err("must be a map of targets or a file_sd list".into()),
+    }
+}
+
+/// Prometheus file_sd groups: each `host:port` a target, named by the
+/// group's `name` label (one target per group then) or by its address.
+fn file_sd(groups: Vec<Value>) -> Result<TargetSections, String> {
+    let mut all = TargetSections::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        let at = format!("file_sd group {i}");
+        let addresses = (group.get("targets").and_then(Value::as_sequence))
+            .ok_or_else(|| format!("{at}: needs a list of targets"))?;
+        let name = group
+            .get("labels")
+            .and_then(|labels| labels.get("name"))
+            .and_then(Value::as_str);
+        if name.is_some() && addresses.len() != 1 {
+            return Err(format!(
+                "{at}: a name label names one target, and this group lists {}",
+                addresses.len()
+            ));
+        }
+        for address in addresses {
+            let address =
+                (address.as_str()).ok_or_else(|| format!("{at}: a target is host:port"))?;
+            let (host, port) = split_address(address)
+                .ok_or_else(|| format!("{at}: {address:?} is not host:port"))?;
+            let mut mysql = Mapping::new();
+            mysql.insert("host".into(), host.into());
+            mysql.insert("port".into(), port.into());
+            let mut sections = Mapping::new();
+            sections.insert("mysql".into(), Value::Mapping(mysql));
+            let name = name.unwrap_or(address).to_owned();
+            if all.insert(name.clone(), Value::Mapping(sections)).is_some() {
+                return Err(format!("{at}: target {name} listed twice"));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// `host:port`, `[v6]:port`; a bare host is port 3306.
+fn split_address(address: &str) -> Option<(String, u16)> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+            (host, port.parse().ok()?)
+        }
+        None if !address.is_empty() => (address, 3306),
+        _ => return None,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const FLEET: &str = "\
+mysql: {user: remora, password_env: REMORA_MYSQL_PASSWORD, connect_timeout: 2s}
+poll: {interval: 500ms}
+pools:
+  main: {drain_at: 10s, down_at: 30s}
+targets:
+  replica-1: {mysql: {host: 10.0.0.11}}
+  replica-2: {mysql: {host: 10.0.0.12, port: 3307}, policy: {min_weight: 20%}}
+  slow: {mysql: {host: 10.0.0.13}, poll: {interval: 2s}, pools: {main: {drain_at: 20s}}}
+";
+
+    #[test]
+    fn each_target_inherits_the_top_level_and_overrides_what_it_names() {
+        let config = Config::from_yaml(FLEET).expect("valid");
+        assert!(config.has_targets());
+        let targets = config
+            .target_configs(&TargetSections::new())
+            .expect("valid");
+        let names: Vec<&str> = targets.keys().map(String::as_str).collect();
+        assert_eq!(names, ["replica-1", "replica-2", "slow"]);
+        let one = &targets["replica-1"];
+        assert_eq!(one.mysql.host.as_deref(), Some("10.0.0.11"));
+        assert_eq!(one.mysql.user, "remora");
+        assert_eq!(one.mysql.connect_timeout, Duration::from_secs(2));
+        assert_eq!(one.poll.interval, Duration::from_millis(500));
+        assert!(one.targets.is_empty(), "a target watches one server");
+        let two = &targets["replica-2"];
+        assert_eq!(two.mysql.port(), 3307);
+        assert_eq!(two.policy.min_weight.0, 20);
+        assert_eq!(two.policies()[1].1.min_weight.0, 20, "pools inherit it");
+        let slow = &targets["slow"];
+        assert_eq!(slow.poll.interval, Duration::from_secs(2));
+        let main = &slow.policies()[1].1;
+        assert_eq!(main.thresholds.drain_at, Duration::from_secs(20));
+        assert_eq!(main.thresholds.down_at, Duration::from_secs(30), "merged");
+    }
+
+    #[test]
+    fn bad_targets_name_the_key() {
+        let cases = [
+            (
+                "targets: {r1: {agent: {listen: 127.0.0.1:1}}}",
+                "targets.r1.agent: not a per-target",
+            ),
+            (
+                "targets: {r1: {mysql: {hots: x}}}",
+                "targets.r1: unknown field `hots`",
+            ),
+            (
+                "targets: {r1: {policy: {drain_at: 1s, down_at: 1s}}}",
+                "targets.r1: policy.",
+            ),
+            ("targets: {'a/b': {}}", "targets.a/b: a target name is"),
+            (
+                "targets: {r1: {pools: {p: {listen: 127.0.0.1:0}}}}",
+                "targets.r1.pools.p.listen:",
+            ),
+            ("targets: {r1: 3}", "targets.r1: must be a mapping"),
+        ];
+        for (yaml, wanted) in cases {
+            let err = Config::from_yaml(yaml).expect_err(yaml);
+            assert!(err.to_string().starts_with(wanted), "{yaml}: {err}");
+        }
+        let twice = Config::from_yaml("targets: {r1: {}}").expect("valid");
+        let file = parse_targets("r1: {}").expect("valid");
+        let err = twice.target_configs(&file).expect_err("named twice");
+        assert!(err.to_string().contains("both"), "{err}");
+    }
+
+    #[test]
+    fn a_targets_file_is_a_map_or_a_file_sd_list() {
+        let map = parse_targets("r1: {mysql: {host: 10.0.0.1}}\nr2:\n").expect("a map");
+        assert_eq!(map.len(), 2);
+        let sd = parse_targets(
+            r#"[{"targets": ["10.0.0.1:3306", "db2:3307", "db3"], "labels": {"env": "prod"}},
+                {"targets": ["[::1]:3308"], "labels": {"name": "aurora-r1"}}]"#,
+        )
+        .expect("file_sd JSON");
+        let names: Vec<&str> = sd.keys().map(String::as_str).collect();
+        assert_eq!(names, ["10.0.0.1:3306", "aurora-r1", "db2:3307", "db3"]);
+        let config = Config::from_yaml("mysql: {user: remora}").expect("valid");
+        let targets = config.target_configs(&sd).expect("valid");
+        assert_eq!(targets["db2:3307"].mysql.port(), 3307);
+        assert_eq!(targets["db3"].mysql.port(), 3306);
+        assert_eq!(targets["aurora-r1"].mysql.host.as_deref(), Some("::1"));
+        assert_eq!(targets["aurora-r1"].mysql.user, "remora");
+        assert!(parse_targets("").expect("empty").is_empty());
+        for (bad, wanted) in [
+            ("[{labels: {}}]", "needs a list of targets"),
+            (
+                "[{targets: [a:1, b:2], labels: {name: x}}]",
+                "names one target",
+            ),
+            ("[{targets: ['a:notaport']}]", "not host:port"),
+            ("just text", "a map of targets or a file_sd list"),
+            ("[{targets: [a:1]}, {targets: [a:1]}]", "listed twice"),
+        ] {
+            let err = parse_targets(bad).expect_err(bad);
+            assert!(err.contains(wanted), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_targets_state_file_is_its_own() {
+        let config = Config::from_yaml(
+            "maintenance: {state_file: /var/lib/remora/switch}\ntargets: {r1: {}}",
+        )
+        .expect("valid");
+        let targets = config
+            .target_configs(&TargetSections::new())
+            .expect("valid");
+        assert_eq!(
+            targets["r1"].maintenance.state_file.as_deref(),
+            Some(Path::new("/var/lib/remora/switch.r1"))
+        );
+    }
+}

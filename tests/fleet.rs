@@ -1,0 +1,391 @@
+//! One remora, many servers, in this process: `remora::run` with `targets`
+//! on listeners the test bound (port 0, kept open), watching the lab's
+//! MySQL wire-protocol fixtures, and a server that accepts connections and
+//! never greets. Plain `cargo test` runs it: no MariaDB, no root.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use remora::config::Config;
+use remora::{Listeners, Reload};
+use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
+use remora_lab::{agent_request, http_get, wait_until};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A remora watching targets, in this process.
+struct Central {
+    agent: SocketAddr,
+    http: SocketAddr,
+    reloads: mpsc::Sender<Reload>,
+    stop: CancellationToken,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Central {
+    async fn start(yaml: &str) -> Result<Central> {
+        let config = Config::from_yaml(yaml)?;
+        let secrets = config.secrets()?;
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = Listeners {
+            agent: remora::bind(any_port).await?,
+            http: remora::bind(any_port).await?,
+            pools: BTreeMap::new(),
+        };
+        let (agent, http) = (listeners.agent.local_addr()?, listeners.http.local_addr()?);
+        let (reloads, queue) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let shutdown = {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        };
+        let task = tokio::spawn(remora::run(config, secrets, listeners, shutdown, queue));
+        let central = Central {
+            agent,
+            http,
+            reloads,
+            stop,
+            task,
+        };
+        // Nothing is served before every first poll: the backlog holds us.
+        central.reply("").await?;
+        Ok(central)
+    }
+
+    async fn reply(&self, request: &str) -> Result<String> {
+        let reply = agent_request(self.agent, request.as_bytes()).await?;
+        Ok(reply.trim_end().to_owned())
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.http, path).await
+    }
+
+    async fn json(&self, path: &str) -> Result<serde_json::Value> {
+        let (code, body) = self.get(path).await?;
+        ensure!(code == 200, "{path}: {code} {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    async fn targets(&self) -> Result<Vec<String>> {
+        let status = self.json("/status").await?;
+        let targets = status["targets"].as_object().context("targets listed")?;
+        Ok(targets.keys().cloned().collect())
+    }
+
+    async fn wait_for_targets(&self, wanted: &[&str]) -> Result<()> {
+        wait_until(
+            &format!("targets {wanted:?}"),
+            Duration::from_secs(10),
+            async || Ok((self.targets().await? == wanted).then_some(())),
+        )
+        .await
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await???;
+        Ok(())
+    }
+}
+
+/// A MySQL 5.7 replica `lag` seconds behind.
+async fn replica(lag: u64) -> Result<MysqlFixture> {
+    let fixture = MysqlFixture::start(Flavor::MySql57).await?;
+    fixture.set(|s| {
+        s.read_only = true;
+        s.channels = vec![Channel::running("", lag)];
+    });
+    Ok(fixture)
+}
+
+/// A server that takes connections and never says a word: the kernel
+/// completes the handshake from the backlog, nobody ever greets.
+fn hung_server() -> Result<std::net::TcpListener> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
+}
+
+fn fleet_yaml(targets: &str) -> String {
+    format!(
+        "mysql: {{user: remora, connect_timeout: 300ms, query_timeout: 300ms}}\n\
+         poll: {{interval: 50ms}}\n\
+         pools: {{main: {{drain_at: 60s, down_at: 300s}}, writer: {{role: primary}}}}\n\
+         {targets}"
+    )
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    (text.lines())
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_target_is_judged_alone_and_asked_for_by_name() -> Result<()> {
+    let (caught_up, lagging) = (replica(0).await?, replica(16).await?);
+    let hung = hung_server()?;
+    let central = Central::start(&fleet_yaml(&format!(
+        "targets:\n  r1: {{mysql: {{port: {}}}}}\n  r2: {{mysql: {{port: {}}}}}\n  \
+         stuck: {{mysql: {{port: {}}}}}\n",
+        caught_up.addr.port(),
+        lagging.addr.port(),
+        hung.local_addr()?.port(),
+    )))
+    .await?;
+
+    // HAProxy's agent-send "TARGET/POOL\n", or "TARGET\n" for its default policy.
+    assert_eq!(central.reply("r1/main\n").await?, "up ready 100%");
+    assert_eq!(central.reply("r2/main\n").await?, "up ready 55% #lag 16.0s");
+    assert_eq!(central.reply("r2\n").await?, "up ready 55% #lag 16.0s");
+    assert_eq!(
+        central.reply("r2/writer\n").await?,
+        "down #not writable: a replica"
+    );
+    assert_eq!(
+        central.reply("r2/wirter\n").await?,
+        "down #not writable: a replica; unknown pool wirter",
+        "an unknown pool fails closed, as for a single server"
+    );
+    // Fail closed: a target not watched here, or none named.
+    assert_eq!(central.reply("r9/main\n").await?, "down #unknown target r9");
+    assert_eq!(central.reply("").await?, "down #no target named");
+    assert_eq!(
+        central.reply("stuck/main\n").await?,
+        "down #mysql connect timeout (300ms)"
+    );
+
+    // A server that never answers delays nobody: r1 and r2 poll at their
+    // own pace meanwhile, alike.
+    let polls = async |name: &str| -> Result<u64> {
+        let status = central.json(&format!("/status?target={name}")).await?;
+        status["polls"]["total"].as_u64().context("polls.total")
+    };
+    let before = (
+        polls("r1").await?,
+        polls("r2").await?,
+        polls("stuck").await?,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = (
+        polls("r1").await?,
+        polls("r2").await?,
+        polls("stuck").await?,
+    );
+    let (one, two, stuck) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    eprintln!("polls in 2 s: r1 {one}, r2 {two}, stuck {stuck}");
+    ensure!(
+        one.abs_diff(two) * 4 <= one.max(two),
+        "r1 {one} and r2 {two} polls"
+    );
+    ensure!(
+        stuck * 2 < one,
+        "the hung target polls less: {stuck} vs {one}"
+    );
+
+    // HTTP: one target's own documents, or every target's.
+    let r2 = central.json("/status?target=r2").await?;
+    assert_eq!(r2["weight"], 55, "{r2}");
+    assert_eq!(r2["pools"]["main"]["weight"], 55, "{r2}");
+    let all = central.json("/status").await?;
+    assert_eq!(
+        all["targets"]["r1"]["agent_reply"], "up ready 100%",
+        "{all}"
+    );
+    assert!(
+        (all["targets"]["stuck"]["server"].as_str()).is_some_and(|s| s.contains(":")),
+        "{all}"
+    );
+    assert_eq!(central.get("/health?target=r2&pool=writer").await?.0, 503);
+    assert_eq!(central.get("/health?target=r1&pool=main").await?.0, 200);
+    let (code, body) = central.get("/health").await?;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("?target=NAME"), "{body}");
+    assert_eq!(central.get("/status?target=r9").await?.0, 404);
+    assert_eq!(central.get("/events?target=r2").await?.0, 200);
+    let (code, csv) = central.get("/history?target=r2&format=csv").await?;
+    assert_eq!(code, 200);
+    assert!(csv.lines().count() > 2, "{csv}");
+
+    let (_, metrics) = central.get("/metrics").await?;
+    assert_eq!(
+        metric(
+            &metrics,
+            "remora_weight_percent{target=\"r2\",pool=\"main\"}"
+        ),
+        Some(55.0)
+    );
+    assert_eq!(
+        metric(&metrics, "remora_mysql_up{target=\"stuck\"}"),
+        Some(0.0)
+    );
+    assert_eq!(metric(&metrics, "remora_targets"), Some(3.0));
+    assert_eq!(
+        metrics.matches("# TYPE remora_weight_percent ").count(),
+        1,
+        "one header per family"
+    );
+
+    let (code, overview) = central.get("/").await?;
+    assert_eq!(code, 200);
+    for name in ["r1", "r2", "stuck"] {
+        assert!(
+            overview.contains(&format!("href=\"/?target={name}\"")),
+            "{overview}"
+        );
+    }
+    let (_, page) = central.get("/?target=r2").await?;
+    assert!(
+        page.contains(&format!("127.0.0.1:{}", lagging.addr.port())),
+        "names its server"
+    );
+    assert!(
+        page.contains("/history?format=csv&amp;target=r2"),
+        "links stay on r2"
+    );
+    central.stop().await
+}
+
+/// Writes `text` to `path` as consul-template would: whole, then renamed over.
+fn write(path: &Path, text: &str) -> Result<()> {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, text)?;
+    std::fs::rename(&staged, path)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_file_adds_removes_changes_and_a_broken_one_keeps_the_old_set() -> Result<()> {
+    let (a, b, c) = (replica(0).await?, replica(16).await?, replica(40).await?);
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("targets.yaml");
+    write(
+        &file,
+        &format!("r1: {{mysql: {{port: {}}}}}\n", a.addr.port()),
+    )?;
+    let central = Central::start(&fleet_yaml(&format!(
+        "targets_file: {}\ntargets: {{fixed: {{mysql: {{port: {}}}}}}}\n",
+        file.display(),
+        c.addr.port()
+    )))
+    .await?;
+    assert_eq!(central.targets().await?, ["fixed", "r1"]);
+    assert_eq!(central.reply("r1/main\n").await?, "up ready 100%");
+
+    // Added: polled, and answered for.
+    write(
+        &file,
+        &format!(
+            "r1: {{mysql: {{port: {}}}}}\nr2: {{mysql: {{port: {}}}}}\n",
+            a.addr.port(),
+            b.addr.port()
+        ),
+    )?;
+    central.wait_for_targets(&["fixed", "r1", "r2"]).await?;
+    assert_eq!(central.reply("r2/main\n").await?, "up ready 55% #lag 16.0s");
+
+    // Changed: r1 now watches the server b was (reconnects to it).
+    write(
+        &file,
+        &format!(
+            "r1: {{mysql: {{port: {}}}}}\nr2: {{mysql: {{port: {}}}}}\n",
+            b.addr.port(),
+            b.addr.port()
+        ),
+    )?;
+    wait_until(
+        "r1 to watch the other server",
+        Duration::from_secs(10),
+        async || Ok((central.reply("r1/main\n").await? == "up ready 55% #lag 16.0s").then_some(())),
+    )
+    .await?;
+
+    // Broken: the old set stays, and says so.
+    write(&file, "r1: {mysql: {hots: nowhere}}\n")?;
+    wait_until(
+        "the broken file to be noticed",
+        Duration::from_secs(10),
+        async || {
+            let (_, metrics) = central.get("/metrics").await?;
+            Ok((metric(&metrics, "remora_targets_file_ok") == Some(0.0)).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(central.targets().await?, ["fixed", "r1", "r2"]);
+    let status = central.json("/status").await?;
+    let why = status["targets_file"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("hots"), "{status}");
+
+    // Removed, in Prometheus's file_sd form: r2 and r1 go, db-a comes.
+    write(
+        &file,
+        &format!(
+            r#"[{{"targets": ["127.0.0.1:{}"], "labels": {{"name": "db-a", "env": "prod"}}}}]"#,
+            a.addr.port()
+        ),
+    )?;
+    central.wait_for_targets(&["db-a", "fixed"]).await?;
+    let (_, metrics) = central.get("/metrics").await?;
+    assert_eq!(metric(&metrics, "remora_targets_file_ok"), Some(1.0));
+    assert_eq!(central.reply("r2/main\n").await?, "down #unknown target r2");
+    assert_eq!(central.reply("db-a\n").await?, "up ready 100%");
+    central.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_targets_a_remora_is_the_single_server_one() -> Result<()> {
+    let one = replica(16).await?;
+    let central = Central::start(&format!(
+        "mysql: {{port: {}, user: remora}}\npoll: {{interval: 50ms}}\npools: {{main: {{}}}}\n",
+        one.addr.port()
+    ))
+    .await?;
+    assert_eq!(central.reply("main\n").await?, "up ready 55% #lag 16.0s");
+    let status = central.json("/status").await?;
+    assert!(
+        status.get("targets").is_none(),
+        "today's document: {status}"
+    );
+    assert_eq!(status["weight"], 55);
+    let (_, metrics) = central.get("/metrics").await?;
+    assert!(!metrics.contains("target="), "no target label");
+    assert!(metric(&metrics, "remora_weight_percent{pool=\"main\"}") == Some(55.0));
+    central.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_new_target_set_and_rejects_an_unreadable_one() -> Result<()> {
+    let (a, b) = (replica(0).await?, replica(16).await?);
+    let one = format!("targets: {{r1: {{mysql: {{port: {}}}}}}}\n", a.addr.port());
+    let central = Central::start(&fleet_yaml(&one)).await?;
+    let two = format!(
+        "targets: {{r1: {{mysql: {{port: {}}}}}, r2: {{mysql: {{port: {}}}}}}}\n",
+        a.addr.port(),
+        b.addr.port()
+    );
+    let reload = async |yaml: &str| -> Result<()> {
+        let config = Config::from_yaml(&fleet_yaml(yaml))?;
+        let secrets = config.secrets()?;
+        central.reloads.send((config, secrets)).await?;
+        Ok(())
+    };
+    reload(&two).await?;
+    central.wait_for_targets(&["r1", "r2"]).await?;
+    assert_eq!(central.reply("r2/main\n").await?, "up ready 55% #lag 16.0s");
+    // A targets file that cannot be read: the reload is refused whole.
+    reload("targets_file: /nonexistent/targets.yaml\n").await?;
+    wait_until("the refusal to show", Duration::from_secs(10), async || {
+        let status = central.json("/status").await?;
+        Ok(status["targets_file"]["ok"]
+            .as_bool()
+            .is_some_and(|ok| !ok)
+            .then_some(status))
+    })
+    .await?;
+    assert_eq!(central.targets().await?, ["r1", "r2"]);
+    assert_eq!(central.reply("r1/main\n").await?, "up ready 100%");
+    central.stop().await
+}
