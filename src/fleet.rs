@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Boards;
 use crate::config::{Config, ConfigError, Secrets, TargetSections, read_targets_file};
 use crate::maintenance::Maintenance;
 use crate::poller::{Command, Poller};
@@ -129,6 +130,19 @@ pub async fn resolve_within(
         })
 }
 
+/// What every target's poller shares.
+#[derive(Debug, Clone)]
+pub struct Pollers {
+    /// The parent of every poller's stop token.
+    pub stop: CancellationToken,
+    /// Cancelled if a poller stops on its own.
+    pub died: CancellationToken,
+    /// The pools' depool budgets (`keep_up`).
+    pub boards: Arc<Boards>,
+    /// Whether requests name targets (budgets apply only then).
+    pub named: bool,
+}
+
 /// One target's poller, running.
 #[derive(Debug)]
 pub struct Running {
@@ -145,11 +159,14 @@ impl Running {
     pub async fn start(
         name: String,
         (config, secrets): Reload,
-        stop: CancellationToken,
-        died: CancellationToken,
+        pollers: &Pollers,
         phase: Duration,
     ) -> Running {
+        let (stop, died) = (pollers.stop.child_token(), pollers.died.clone());
         let mut poller = Poller::new(&config, &secrets);
+        if pollers.named {
+            poller.join_budget(&name, Arc::clone(&pollers.boards), config.member_of.clone());
+        }
         let server = poller.target().to_owned();
         let kept = kept_switch(&config).await;
         let first = poller.poll(kept.as_ref()).await;
@@ -234,16 +251,15 @@ pub fn phase(place: usize, count: usize, interval: Duration) -> Duration {
 /// Starts every target of `targets` at once (first polls in parallel).
 pub async fn start_all(
     targets: BTreeMap<String, Reload>,
-    stop: &CancellationToken,
-    died: &CancellationToken,
+    pollers: &Pollers,
 ) -> BTreeMap<String, Running> {
     let count = targets.len();
     let mut starting = JoinSet::new();
     for (place, (name, reload)) in targets.into_iter().enumerate() {
         let phase = phase(place, count, reload.0.poll.interval);
-        let (stop, died) = (stop.child_token(), died.clone());
+        let pollers = pollers.clone();
         starting.spawn(async move {
-            let running = Running::start(name.clone(), reload, stop, died, phase).await;
+            let running = Running::start(name.clone(), reload, &pollers, phase).await;
             (name, running)
         });
     }
@@ -295,8 +311,7 @@ impl Changes {
 pub async fn apply(
     running: &mut BTreeMap<String, Running>,
     mut next: BTreeMap<String, Reload>,
-    stop: &CancellationToken,
-    died: &CancellationToken,
+    pollers: &Pollers,
 ) -> Vec<JoinHandle<()>> {
     let changes = Changes::between(running, &next);
     if !changes.is_empty() {
@@ -312,13 +327,14 @@ pub async fn apply(
         if let Some(gone) = running.remove(name) {
             info!("target {}: no longer watched", shown(name));
             stopped.push(gone.stop());
+            pollers.boards.forget(name);
         }
     }
     for name in &changes.changed {
         let (Some(target), Some(reload)) = (running.get_mut(name), next.remove(name)) else {
             continue;
         };
-        if !target.reconfigure(reload, stop).await {
+        if !target.reconfigure(reload, &pollers.stop).await {
             warn!("target {}: new configuration not applied", shown(name));
         }
     }
@@ -328,7 +344,7 @@ pub async fn apply(
     for name in added.keys() {
         info!("target {}: now watched", shown(name));
     }
-    running.extend(start_all(added, stop, died).await);
+    running.extend(start_all(added, pollers).await);
     stopped
 }
 

@@ -46,6 +46,8 @@
 //!   reason, the agent line), computed once per snapshot and pool.
 //! - [`checks`]: the agent checks answered per pool, and the HAProxy peers
 //!   that sent them (who asks, how often, when last, what they were told).
+//! - [`budget`]: `keep_up`, a pool-wide depool budget: whether a target
+//!   that lag alone would take out stays up, decided as it publishes.
 //! - [`judge`]: the one decision pipeline (targets → damping → warm-up →
 //!   the lag's direction → answer), called by the poller, `--replay` and the
 //!   property tests alike.
@@ -76,6 +78,7 @@
 
 pub mod agent;
 pub mod answer;
+pub mod budget;
 pub mod checks;
 pub mod config;
 pub mod connections;
@@ -240,10 +243,7 @@ struct Targets {
     publish: watch::Sender<Arc<Fleet>>,
     /// How the last read of `targets_file` went.
     file: Option<fleet::FileState>,
-    /// Cancelled if a poller stops on its own.
-    died: CancellationToken,
-    /// The parent of every poller's stop token.
-    stop: CancellationToken,
+    pollers: fleet::Pollers,
     /// Watches `targets_file`, when there is one.
     watcher: Option<Serving>,
     changes: mpsc::Sender<Result<BTreeMap<String, fleet::Reload>, ConfigError>>,
@@ -265,7 +265,9 @@ impl Targets {
     /// Runs `next` (a reload or a changed targets file); stopped pollers
     /// are left to finish on their own.
     async fn apply(&mut self, next: BTreeMap<String, fleet::Reload>, config: &Config) {
-        let stopped = fleet::apply(&mut self.running, next, &self.stop, &self.died).await;
+        self.pollers.named = config.has_targets();
+        self.pollers.boards.configure(config);
+        let stopped = fleet::apply(&mut self.running, next, &self.pollers).await;
         self.publish(config);
         drop(stopped);
     }
@@ -297,7 +299,7 @@ impl Targets {
         if config.targets_file.is_none() {
             return;
         }
-        let stop = self.stop.child_token();
+        let stop = self.pollers.stop.child_token();
         let task = tokio::spawn(fleet::watch_targets_file(
             config.clone(),
             secrets.clone(),
@@ -470,7 +472,7 @@ impl Service {
     /// Stops every task and waits for them, at most [`SHUTDOWN_LIMIT`].
     async fn stop(self) {
         self.spawner.stop.cancel();
-        self.targets.stop.cancel();
+        self.targets.pollers.stop.cancel();
         let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
             let _ = self.agent.task.await;
             let _ = self.http.task.await;
@@ -522,12 +524,17 @@ pub async fn run(
         bound(&listeners.agent),
         bound(&listeners.http)
     );
-    let stop = CancellationToken::new();
     let died = CancellationToken::new();
+    let pollers = fleet::Pollers {
+        stop: CancellationToken::new(),
+        died: died.clone(),
+        boards: Arc::new(budget::Boards::of(&config)),
+        named: config.has_targets(),
+    };
     let running = tokio::select! {
-        running = fleet::start_all(resolved, &stop, &died) => running,
+        running = fleet::start_all(resolved, &pollers) => running,
         _ = &mut shutdown => {
-            stop.cancel();
+            pollers.stop.cancel();
             return Ok(());
         }
     };
@@ -542,8 +549,7 @@ pub async fn run(
         running,
         publish,
         file: None,
-        died: died.clone(),
-        stop,
+        pollers,
         watcher: None,
         changes,
     };

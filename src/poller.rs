@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Answer;
+use crate::budget::Boards;
 use crate::checks::Checks;
 use crate::config::{Config, PoolName, Secrets};
 use crate::health::Assessor;
@@ -64,6 +65,9 @@ pub struct Poller {
     file_maintenance: Option<Maintenance>,
     /// Every published snapshot, recorded; shared with the readers.
     history: SharedHistory,
+    /// With targets: this target's name, the pools' depool budgets, and the
+    /// pools `member_of` lists.
+    budget: Option<(String, Arc<Boards>, Vec<String>)>,
 }
 
 impl Poller {
@@ -84,6 +88,35 @@ impl Poller {
             maintenance_file: config.maintenance.file.clone().map(FileWatch::new),
             file_maintenance: None,
             history: History::shared(config.history.keep, config.poll.interval),
+            budget: None,
+        }
+    }
+
+    /// Makes this poller target `name` of a fleet whose pools may have a
+    /// depool budget (`keep_up`); `member_of` lists the pools it belongs to
+    /// whether HAProxy asks or not.
+    pub fn join_budget(&mut self, name: &str, boards: Arc<Boards>, member_of: Vec<String>) {
+        self.budget = Some((name.to_owned(), boards, member_of));
+    }
+
+    /// Each pool's answer under its budget, if it has one: a target that
+    /// lag alone would take out may be kept up.
+    fn apply_budget(&self, pools: &mut [PoolVerdict], now: Instant) {
+        let Some((name, boards, member_of)) = &self.budget else {
+            return;
+        };
+        for pool in pools {
+            let PoolName::Named(pool_name) = &pool.name else {
+                continue;
+            };
+            if !boards.has(pool_name) {
+                continue;
+            }
+            let asked = (pool.checks.peers(now).iter()).any(|peer| !peer.is_silent(now));
+            let member = asked || member_of.contains(pool_name);
+            if let Some(kept) = boards.publish(pool_name, name, &pool.answer, member) {
+                pool.answer = kept;
+            }
         }
     }
 
@@ -111,6 +144,7 @@ impl Poller {
         let mut pools: Vec<PoolVerdict> = (judged.pools.into_iter())
             .map(|judgement| self.pool_verdict(judgement))
             .collect();
+        self.apply_budget(&mut pools, observation.at);
         let default = pools.remove(0);
         debug!(
             "poll took {:?}: {} -> {}",

@@ -61,6 +61,13 @@ pub enum Reason {
     },
     /// A check to a remora watching many servers that names none of them.
     Addressed(Addressed),
+    /// Its lag alone would take it out, and the pool's `keep_up` keeps it
+    /// in: `out` of the pool's `of` members would be out otherwise.
+    KeptUp {
+        lag: Duration,
+        out: usize,
+        of: usize,
+    },
 }
 
 /// Why a check to a fleet names no target that is watched.
@@ -198,6 +205,11 @@ impl fmt::Display for Reason {
             }
             Reason::Addressed(Addressed::NoTarget) => f.write_str("no target named"),
             Reason::Addressed(Addressed::Garbled) => f.write_str("unreadable target name"),
+            Reason::KeptUp { lag, out, of } => write!(
+                f,
+                "kept up: lag {:.1}s ({out} of {of} would be out)",
+                lag.as_secs_f64()
+            ),
         }
     }
 }

@@ -389,3 +389,101 @@ async fn a_reload_applies_a_new_target_set_and_rejects_an_unreadable_one() -> Re
     assert_eq!(central.reply("r1/main\n").await?, "up ready 100%");
     central.stop().await
 }
+
+/// A replica `seconds` behind, as the fixture reports it.
+fn lag_to(fixture: &MysqlFixture, seconds: u64) {
+    fixture.set(|s| s.channels = vec![Channel::running("", seconds)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_up_keeps_the_least_lagged_in_and_never_overrides_a_fault() -> Result<()> {
+    let (r1, r2, r3) = (replica(0).await?, replica(0).await?, replica(0).await?);
+    let member = |fixture: &MysqlFixture| {
+        format!(
+            "{{mysql: {{port: {}}}, member_of: [main]}}",
+            fixture.addr.port()
+        )
+    };
+    let central = Central::start(&format!(
+        "mysql: {{user: remora}}\npoll: {{interval: 50ms}}\n\
+         pools: {{main: {{drain_at: 30s, down_at: 300s, min_weight: 20%, recover_after: 1, keep_up: 2}}}}\n\
+         targets: {{r1: {}, r2: {}, r3: {}}}\n",
+        member(&r1),
+        member(&r2),
+        member(&r3)
+    ))
+    .await?;
+    // Read from /status, not asked as HAProxy would: member_of alone makes
+    // them members of main.
+    let answer = async |name: &str| -> Result<String> {
+        let status = central.json(&format!("/status?target={name}")).await?;
+        let reply = status["pools"]["main"]["agent_reply"].as_str();
+        Ok(reply.context("agent_reply")?.to_owned())
+    };
+    let answers = async || -> Result<[String; 3]> {
+        Ok([
+            answer("r1").await?,
+            answer("r2").await?,
+            answer("r3").await?,
+        ])
+    };
+    let settle = async |wanted: [&str; 3]| -> Result<()> {
+        let mut last = [String::new(), String::new(), String::new()];
+        wait_until(
+            &format!("{wanted:?}"),
+            Duration::from_secs(10),
+            async || {
+                last = answers().await?;
+                Ok((last == wanted).then_some(()))
+            },
+        )
+        .await
+        .with_context(|| format!("last answers {last:?}"))
+    };
+    settle(["up ready 100%", "up ready 100%", "up ready 100%"]).await?;
+
+    // Two of three fall past drain_at: one may go, the less lagged stays.
+    lag_to(&r1, 41);
+    lag_to(&r2, 70);
+    settle([
+        "up ready 20% #kept up: lag 41.0s (2 of 3 would be out)",
+        "up drain #lag 70.0s",
+        "up ready 100%",
+    ])
+    .await?;
+    // Every reader shows the same answer.
+    assert_eq!(
+        central.reply("r1/main\n").await?,
+        "up ready 20% #kept up: lag 41.0s (2 of 3 would be out)"
+    );
+    let status = central.json("/status?target=r1").await?;
+    assert_eq!(status["pools"]["main"]["weight"], 20, "{status}");
+    assert_eq!(
+        status["measured"]["verdict"], "up",
+        "the default policy is not budgeted"
+    );
+    assert_eq!(central.get("/health?target=r1&pool=main").await?.0, 200);
+
+    // r3 breaks: a fault is never overridden, and both laggards stay in.
+    r3.set(|s| {
+        let mut broken = Channel::running("", 0);
+        broken.sql_running = "No";
+        broken.seconds_behind = None;
+        broken.last_sql_errno = 1062;
+        broken.last_sql_error = "Duplicate entry".into();
+        s.channels = vec![broken];
+    });
+    settle([
+        "up ready 20% #kept up: lag 41.0s (3 of 3 would be out)",
+        "up ready 20% #kept up: lag 70.0s (3 of 3 would be out)",
+        "down #sql thread error 1062",
+    ])
+    .await?;
+
+    // All caught up: nobody needs keeping.
+    for fixture in [&r1, &r2, &r3] {
+        lag_to(fixture, 0);
+    }
+    settle(["up ready 100%", "up ready 100%", "up ready 100%"]).await?;
+    central.stop().await
+}

@@ -85,6 +85,10 @@ pub struct Config {
     /// The top level as written, which each target is laid over.
     #[serde(skip)]
     pub(crate) base: AsWritten,
+    /// A target's `member_of`: the pools it belongs to for their depool
+    /// budget, whether HAProxy has asked about it yet or not.
+    #[serde(skip)]
+    pub member_of: Vec<String>,
 }
 
 /// The configuration's text as YAML values, for targets to be laid over.
@@ -197,6 +201,14 @@ impl Config {
             return Err(invalid(
                 &format!("pools.{name}.listen"),
                 "a pool's own agent port is for a single server; with targets, HAProxy names TARGET/POOL",
+            ));
+        }
+        if !config.has_targets()
+            && let Some(name) = config.pools.iter().find_map(|(n, p)| p.keep_up.map(|_| n))
+        {
+            return Err(invalid(
+                &format!("pools.{name}.keep_up"),
+                "a pool-wide depool budget needs targets: one remora that sees the whole pool",
             ));
         }
         if !config.targets.is_empty() {

@@ -180,6 +180,10 @@ pub struct PoolConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub listen: Option<std::net::SocketAddr>,
+    /// With targets: lag alone may take a target of this pool out only
+    /// while at least this many of the pool's targets stay up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_up: Option<usize>,
 }
 
 impl PoolConfig {
@@ -258,6 +262,7 @@ impl From<Policy> for PoolConfig {
             ramp_up: Some(policy.ramp_up),
             standalone_read_only: Some(policy.standalone_read_only),
             listen: None,
+            keep_up: None,
         }
     }
 }

@@ -102,6 +102,8 @@ impl Config {
         let mut config: Config =
             serde_yaml::from_value(merged).map_err(|err| invalid(&key, err))?;
         config.base = Default::default();
+        config.member_of =
+            member_of(sections).map_err(|why| invalid(&format!("{key}.member_of"), why))?;
         config.validate().map_err(|err| invalid(&key, err))?;
         if let Some(name) = config.pools.iter().find_map(|(n, p)| p.listen.map(|_| n)) {
             return Err(invalid(
@@ -117,24 +119,20 @@ impl Config {
         }
         Ok(config)
     }
+}
 
-    /// The pools `targets.NAME.member_of` lists, for pools that must be
-    /// judged before HAProxy asks.
-    pub fn member_of(&self, name: &str) -> Vec<String> {
-        let listed = self
-            .targets
-            .get(name)
-            .and_then(|sections| sections.get("member_of"))
-            .and_then(Value::as_sequence);
-        listed
-            .map(|pools| {
-                pools
-                    .iter()
-                    .filter_map(Value::as_str)
+/// The pools a target's `member_of` lists.
+fn member_of(sections: &Mapping) -> Result<Vec<String>, String> {
+    match sections.get("member_of") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Sequence(pools)) => (pools.iter())
+            .map(|pool| {
+                pool.as_str()
                     .map(str::to_owned)
-                    .collect()
+                    .ok_or("a pool name is a string".to_owned())
             })
-            .unwrap_or_default()
+            .collect(),
+        Some(_) => Err("a list of pool names".into()),
     }
 }
 
@@ -370,6 +368,26 @@ targets:
             let err = parse_targets(bad).expect_err(bad);
             assert!(err.contains(wanted), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn member_of_lists_pools() {
+        let config = Config::from_yaml(
+            "pools: {main: {keep_up: 1}}\ntargets: {r1: {member_of: [main]}, r2: {}}",
+        )
+        .expect("valid");
+        let targets = config
+            .target_configs(&TargetSections::new())
+            .expect("valid");
+        assert_eq!(targets["r1"].member_of, ["main"]);
+        assert!(targets["r2"].member_of.is_empty());
+        let err = Config::from_yaml("targets: {r1: {member_of: main}}").expect_err("not a list");
+        assert!(
+            err.to_string().starts_with("targets.r1.member_of: a list"),
+            "{err}"
+        );
+        let err = Config::from_yaml("pools: {main: {keep_up: 1}}").expect_err("no targets");
+        assert!(err.to_string().starts_with("pools.main.keep_up:"), "{err}");
     }
 
     #[test]
