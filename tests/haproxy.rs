@@ -497,3 +497,86 @@ async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up(
     );
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
+async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_pool() -> Result<()> {
+    let pair = remora_lab::Pair::start().await?;
+    // examples/remora-fleet.yaml's shape, on the lab's pair, compressed in time.
+    let central = remora_lab::Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql: {{user: remora, password_env: REMORA_MYSQL_PASSWORD}}\n{POOLS}\
+             targets:\n  primary: {{mysql: {{port: {}}}}}\n  replica: {{mysql: {{port: {}}}}}\n",
+            pair.primary.port, pair.replica.port
+        ),
+    )
+    .await?;
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let haproxy = remora_lab::Haproxy::start_config(
+        &haproxy::fleet_config(),
+        &Targets {
+            primary: loopback(pair.primary.port),
+            primary_agent: central.agent,
+            replica: loopback(pair.replica.port),
+            replica_agent: central.agent,
+            main_min_servers: 1,
+        },
+    )
+    .await?;
+    for server in ["primary", "replica"] {
+        haproxy
+            .watch_server("mysql_main", server, Duration::from_secs(10), |s| {
+                s.status == "UP" && s.weight == 100
+            })
+            .await?;
+    }
+    // The writer pool of the same remora: the replica is not writable.
+    haproxy
+        .watch_server("mysql_writer", "replica", Duration::from_secs(10), |s| {
+            s.status.starts_with("DOWN")
+        })
+        .await?;
+    haproxy
+        .watch_server("mysql_writer", "primary", Duration::from_secs(10), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+
+    // Lag on the replica: its weight falls, the primary's stays at 100.
+    let _writes = pair.keep_writing(Duration::from_millis(100));
+    pair.start_lag(120).await?;
+    let lowered = haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status == "UP" && (1..100).contains(&s.weight)
+        })
+        .await?;
+    eprintln!("replica under lag: {lowered:?}");
+    let primary = haproxy.server("mysql_main", "primary").await?;
+    assert_eq!(
+        (primary.status.as_str(), primary.weight),
+        ("UP", 100),
+        "{primary:?}"
+    );
+    haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status.starts_with("DRAIN")
+        })
+        .await?;
+    let (_, status) = central.get("/status?target=replica").await?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let peers = &status["pools"]["main"]["peers"];
+    assert_eq!(
+        peers[0]["address"], "127.0.0.1",
+        "HAProxy is seen asking: {status}"
+    );
+
+    pair.stop_lag().await?;
+    pair.wait_caught_up(Duration::from_secs(30)).await?;
+    haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(20), |s| {
+            s.status == "UP" && s.weight == 100
+        })
+        .await?;
+    Ok(())
+}

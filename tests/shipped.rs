@@ -388,3 +388,35 @@ async fn the_percona_lab_runs_only_mysql_8_sql() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_fleet_example_and_its_targets_file_name_what_haproxy_fleet_cfg_asks_for() -> Result<()> {
+    let config = Config::load(&repo("examples/remora-fleet.yaml"))?;
+    let text = std::fs::read_to_string(repo("examples/targets.yaml"))?;
+    let from_file = remora::config::parse_targets(&text).map_err(anyhow::Error::msg)?;
+    let targets = config.target_configs(&from_file)?;
+    let haproxy = std::fs::read_to_string(repo("haproxy/haproxy-fleet.cfg"))?;
+    for line in haproxy
+        .lines()
+        .filter(|line| line.contains("agent-send \""))
+    {
+        let asked = line.split("agent-send \"").nth(1).unwrap_or_default();
+        let asked = asked.trim_end_matches("\\n\"");
+        let (target, pool) = asked.split_once('/').unwrap_or((asked, ""));
+        assert!(
+            targets.contains_key(target),
+            "{target} is not a target: {line}"
+        );
+        assert!(
+            config.pools.contains_key(pool),
+            "{pool} is not a pool: {line}"
+        );
+    }
+    assert_eq!(targets["replica"].member_of, ["main"]);
+    assert_eq!(
+        targets["aurora-r1"].poll.interval,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(targets["replica"].mysql.user, "remora", "inherited");
+    Ok(())
+}

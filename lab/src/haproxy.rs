@@ -21,6 +21,12 @@ pub fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../haproxy/haproxy.cfg")
 }
 
+/// `haproxy/haproxy-fleet.cfg`: every server's agent is one central remora,
+/// asked `TARGET/POOL`.
+pub fn fleet_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../haproxy/haproxy-fleet.cfg")
+}
+
 /// The servers behind HAProxy and their remora agents.
 #[derive(Debug, Clone, Copy)]
 pub struct Targets {
@@ -68,6 +74,12 @@ pub fn environment(targets: &Targets, binds: &Binds) -> Vec<(String, String)> {
         ("PRIMARY_AGENT_HOST", targets.primary_agent.ip().to_string()),
         (
             "PRIMARY_AGENT_PORT",
+            targets.primary_agent.port().to_string(),
+        ),
+        // haproxy-fleet.cfg: one remora answers for both (the primary's).
+        ("REMORA_AGENT_HOST", targets.primary_agent.ip().to_string()),
+        (
+            "REMORA_AGENT_PORT",
             targets.primary_agent.port().to_string(),
         ),
         ("REPLICA_ADDR", targets.replica.to_string()),
@@ -136,6 +148,20 @@ impl Haproxy {
         Ok(haproxy)
     }
 
+    /// `config` (one of `haproxy/*.cfg`) on free ports in a temporary
+    /// directory, killed on drop.
+    pub async fn start_config(config: &Path, targets: &Targets) -> Result<Haproxy> {
+        let scratch = tempfile::Builder::new()
+            .prefix("remora-haproxy-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let binds = Binds::free(scratch.path())?;
+        let mut haproxy =
+            Haproxy::start_with(scratch.path(), config, targets, binds, Lifetime::Tied).await?;
+        haproxy._scratch = Some(scratch);
+        Ok(haproxy)
+    }
+
     /// The shipped config with `binds`, logging into `dir`.
     pub async fn start_in(
         dir: &Path,
@@ -143,12 +169,21 @@ impl Haproxy {
         binds: Binds,
         lifetime: Lifetime,
     ) -> Result<Haproxy> {
-        let config = shipped_config();
+        Haproxy::start_with(dir, &shipped_config(), targets, binds, lifetime).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        config: &Path,
+        targets: &Targets,
+        binds: Binds,
+        lifetime: Lifetime,
+    ) -> Result<Haproxy> {
         let env = environment(targets, &binds);
-        check(&config, &env)?;
+        check(config, &env)?;
         let mut command = Command::new("haproxy");
         // -db: stay in the foreground, so the pid we hold is HAProxy's.
-        command.arg("-db").arg("-f").arg(&config);
+        command.arg("-db").arg("-f").arg(config);
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let process = Process::spawn("haproxy", command, &dir.join("haproxy.log"), lifetime)?;
         let mut haproxy = Haproxy {
