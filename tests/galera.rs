@@ -80,3 +80,78 @@ async fn galera_node_states_map_to_verdicts() -> Result<()> {
     server.exec(&["SET GLOBAL general_log = OFF"]).await?;
     Ok(())
 }
+
+/// One remora watching a real Galera node and a MySQL 8 Group Replication
+/// member (the wire fixture: MySQL 8 cannot be installed here), each judged
+/// by its own rules, side by side.
+#[tokio::test]
+#[ignore = "needs MariaDB and galera-4: `make test` installs it and runs this"]
+async fn a_galera_node_and_a_group_member_in_one_remora_are_each_judged_by_their_own_rules()
+-> Result<()> {
+    use remora_lab::fixture::{Flavor, Member, MysqlFixture};
+    let node = GaleraNode::start().await?;
+    let member = MysqlFixture::start(Flavor::MySql84).await?;
+    let own = |state: &'static str| Member {
+        id: "8a94f357-aab4-11df-86ab-c80aa9429562".into(), // the fixture's @@server_uuid
+        port: 3306,
+        state,
+        role: "SECONDARY",
+    };
+    member.set(|s| {
+        s.read_only = true;
+        s.members = vec![
+            Member {
+                id: "0b1c-primary".into(),
+                port: 3306,
+                state: "ONLINE",
+                role: "PRIMARY",
+            },
+            own("ONLINE"),
+        ];
+    });
+    let remora = Remora::start(
+        remora_bin(),
+        &format!(
+            "mysql: {{user: remora, password_env: REMORA_MYSQL_PASSWORD}}\n\
+             poll: {{interval: 200ms}}\npolicy: {{recover_after: 1}}\n\
+             targets:\n  node: {{mysql: {{port: {}}}}}\n  member: {{mysql: {{port: {}}}}}\n",
+            node.server.port,
+            member.addr.port()
+        ),
+    )
+    .await?;
+    let ask = async |target: &str| -> Result<String> {
+        let reply =
+            remora_lab::agent_request(remora.agent, format!("{target}\n").as_bytes()).await?;
+        Ok(reply.trim_end().to_owned())
+    };
+    let settle = async |target: &str, wanted: &str| -> Result<()> {
+        remora_lab::wait_until(
+            &format!("{target}: {wanted}"),
+            Duration::from_secs(10),
+            async || Ok((ask(target).await? == wanted).then_some(())),
+        )
+        .await
+    };
+    settle("node", "up ready 100%").await?;
+    settle("member", "up ready 100%").await?;
+    let (_, body) = remora.get("/status?target=node").await?;
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["galera"]["cluster_status"], "Primary", "{status}");
+    let (_, body) = remora.get("/status?target=member").await?;
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["role"], "group secondary", "{status}");
+
+    // Each breaks its own way; the other is not touched.
+    node.server.exec(&["SET GLOBAL wsrep_desync = ON"]).await?;
+    member.set(|s| s.members[1] = own("RECOVERING"));
+    settle("node", "up drain #galera desynced (wsrep_desync ON)").await?;
+    settle("member", "down #group replication member recovering").await?;
+    node.server.exec(&["SET GLOBAL wsrep_desync = OFF"]).await?;
+    settle("node", "up ready 100%").await?;
+    assert_eq!(
+        ask("member").await?,
+        "down #group replication member recovering"
+    );
+    Ok(())
+}
