@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Boards;
 use crate::config::{Config, ConfigError, Secrets, TargetSections, read_targets_file};
 use crate::maintenance::Maintenance;
-use crate::poller::{Command, Poller};
+use crate::poller::{AuroraCopies, Command, Poller};
 use crate::reload::ReloadPlan;
 use crate::snapshot::{ReaderSettings, Snapshot};
 
@@ -139,6 +139,8 @@ pub struct Pollers {
     pub died: CancellationToken,
     /// The pools' depool budgets (`keep_up`).
     pub boards: Arc<Boards>,
+    /// Aurora writers' copies of `replica_host_status`, for their readers.
+    pub aurora: Arc<AuroraCopies>,
     /// Whether requests name targets (budgets apply only then).
     pub named: bool,
 }
@@ -166,6 +168,7 @@ impl Running {
         let mut poller = Poller::new(&config, &secrets);
         if pollers.named {
             poller.join_budget(&name, Arc::clone(&pollers.boards), config.member_of.clone());
+            poller.share_aurora(&name, Arc::clone(&pollers.aurora));
         }
         let server = poller.target().to_owned();
         let kept = kept_switch(&config).await;
@@ -328,6 +331,7 @@ pub async fn apply(
             info!("target {}: no longer watched", shown(name));
             stopped.push(gone.stop());
             pollers.boards.forget(name);
+            pollers.aurora.forget(name);
         }
     }
     for name in &changes.changed {

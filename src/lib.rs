@@ -529,6 +529,7 @@ pub async fn run(
         stop: CancellationToken::new(),
         died: died.clone(),
         boards: Arc::new(budget::Boards::of(&config)),
+        aurora: Arc::default(),
         named: config.has_targets(),
     };
     let running = tokio::select! {

@@ -7,8 +7,8 @@
 //! HTTP maintenance switch, and applies a reloaded configuration between
 //! polls, keeping what history still applies.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use log::{debug, info, trace, warn};
@@ -26,7 +26,9 @@ use crate::judge::{Judge, Judgement, Moment};
 use crate::maintenance::{FileWatch, Maintenance};
 use crate::passwords::PasswordFile;
 use crate::policy::{State, Verdict};
-use crate::probe::{HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe};
+use crate::probe::{
+    AuroraReplica, AuroraStatus, HeartbeatQuery, HeartbeatRead, Observation, PollError, Probe,
+};
 use crate::reload::ReloadPlan;
 use crate::snapshot::{PollCounters, PollTime, PoolVerdict, ReaderSettings, Snapshot};
 
@@ -68,6 +70,59 @@ pub struct Poller {
     /// With targets: this target's name, the pools' depool budgets, and the
     /// pools `member_of` lists.
     budget: Option<(String, Arc<Boards>, Vec<String>)>,
+    /// With targets: this target's name, and the Aurora writers' copies of
+    /// `replica_host_status` that the targets share.
+    aurora: Option<(String, Arc<AuroraCopies>)>,
+}
+
+/// The copies of Aurora's `replica_host_status` that writer targets read,
+/// by target. A lagging reader's own copy of the table can lag with it;
+/// the writer's does not, so a reader whose cluster's writer is a target
+/// too is judged from the writer's copy.
+#[derive(Debug, Default)]
+pub struct AuroraCopies {
+    writers: std::sync::Mutex<BTreeMap<String, (Instant, AuroraStatus)>>,
+}
+
+impl AuroraCopies {
+    /// Target `name` was polled: keep its copy if it is a writer, or give it
+    /// a writer's fresh copy that lists it if it is a reader.
+    pub fn share(&self, name: &str, observation: &mut Observation, fresh_within: Duration) {
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ok(status) = &mut observation.result else {
+            return;
+        };
+        let Some(aurora) = &mut status.aurora else {
+            writers.remove(name);
+            return;
+        };
+        if !status.read_only {
+            writers.insert(name.to_owned(), (observation.at, aurora.clone()));
+            return;
+        }
+        writers.remove(name);
+        let own = aurora.server_id.as_str();
+        let copy = (writers.iter())
+            .filter(|(_, (at, _))| observation.at.saturating_duration_since(*at) <= fresh_within)
+            .find(|(_, (_, copy))| copy.rows.iter().any(|row| row.server_id == own));
+        if let Some((writer, (at, copy))) = copy {
+            // Ages were taken when the writer was read: older by now.
+            let since = observation.at.saturating_duration_since(*at);
+            aurora.rows = (copy.rows.iter())
+                .map(|row| AuroraReplica {
+                    updated: row.updated.map(|age| age + since),
+                    ..row.clone()
+                })
+                .collect();
+            aurora.copy_of = Some(writer.clone());
+        }
+    }
+
+    /// Target `name` is no longer watched.
+    pub fn forget(&self, name: &str) {
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        writers.remove(name);
+    }
 }
 
 impl Poller {
@@ -89,7 +144,14 @@ impl Poller {
             file_maintenance: None,
             history: History::shared(config.history.keep, config.poll.interval),
             budget: None,
+            aurora: None,
         }
+    }
+
+    /// Makes this poller target `name` of a fleet that shares Aurora
+    /// writers' copies of `replica_host_status`.
+    pub fn share_aurora(&mut self, name: &str, copies: Arc<AuroraCopies>) {
+        self.aurora = Some((name.to_owned(), copies));
     }
 
     /// Makes this poller target `name` of a fleet whose pools may have a
@@ -129,7 +191,12 @@ impl Poller {
     /// Bounded by the probes' timeouts.
     pub async fn poll(&mut self, http_maintenance: Option<&Maintenance>) -> Snapshot {
         self.rotate_passwords().await;
-        let (observation, primary) = self.observe().await;
+        let (mut observation, primary) = self.observe().await;
+        if let Some((name, copies)) = &self.aurora {
+            // A writer read within two intervals (and a second) is fresh.
+            let fresh_within = self.config.poll.interval * 2 + Duration::from_secs(1);
+            copies.share(name, &mut observation, fresh_within);
+        }
         self.count(&observation);
         let assessment = self.assessor.assess(&observation, primary.as_ref());
         let from_file = self.read_maintenance_file().await;

@@ -487,3 +487,88 @@ async fn keep_up_keeps_the_least_lagged_in_and_never_overrides_a_fault() -> Resu
     settle(["up ready 100%", "up ready 100%", "up ready 100%"]).await?;
     central.stop().await
 }
+
+/// An Aurora instance of cluster `writer-1`/`reader-1`: `id` is this one's
+/// server id, `rows` its copy of `replica_host_status` (server id, lag in
+/// ms, seconds since its last update).
+fn aurora(fixture: &MysqlFixture, id: &str, rows: &[(&str, f64, u64)]) {
+    use remora_lab::fixture::{Aurora, AuroraRow};
+    let rows = (rows.iter())
+        .map(|(server, lag_ms, ago)| AuroraRow {
+            server_id: (*server).into(),
+            session_id: if server.starts_with("writer") {
+                "MASTER_SESSION_ID".into()
+            } else {
+                "2b6a1c3e".into()
+            },
+            lag_ms: *lag_ms,
+            updated: std::time::SystemTime::now() - Duration::from_secs(*ago),
+        })
+        .collect();
+    fixture.set(|s| {
+        s.innodb_read_only = id.starts_with("reader");
+        s.aurora = Some(Aurora {
+            version: "3.05.2",
+            server_id: id.into(),
+            rows,
+        });
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aurora_reader_is_judged_from_its_writers_copy_when_the_writer_is_a_target() -> Result<()>
+{
+    let (writer, reader) = (
+        MysqlFixture::start(Flavor::MySql80).await?,
+        MysqlFixture::start(Flavor::MySql80).await?,
+    );
+    // The reader's own copy is behind with it: it still shows 0.5 s of lag.
+    // The writer's copy has it 16 s behind.
+    aurora(
+        &writer,
+        "writer-1",
+        &[("writer-1", 0.0, 0), ("reader-1", 16_000.0, 0)],
+    );
+    aurora(
+        &reader,
+        "reader-1",
+        &[("writer-1", 0.0, 0), ("reader-1", 500.0, 0)],
+    );
+    let alone = Central::start(&fleet_yaml(&format!(
+        "targets: {{r1: {{mysql: {{port: {}}}}}}}\n",
+        reader.addr.port()
+    )))
+    .await?;
+    assert_eq!(
+        alone.reply("r1/main\n").await?,
+        "up ready 100%",
+        "its own copy"
+    );
+    let status = alone.json("/status?target=r1").await?;
+    assert_eq!(
+        status["aurora"]["replica_host_status_from"], "own",
+        "{status}"
+    );
+    alone.stop().await?;
+
+    let central = Central::start(&fleet_yaml(&format!(
+        "targets: {{w1: {{mysql: {{port: {}}}}}, r1: {{mysql: {{port: {}}}}}}}\n",
+        writer.addr.port(),
+        reader.addr.port()
+    )))
+    .await?;
+    wait_until(
+        "r1 judged from w1's copy",
+        Duration::from_secs(10),
+        async || Ok((central.reply("r1/main\n").await? == "up ready 55% #lag 16.0s").then_some(())),
+    )
+    .await?;
+    let status = central.json("/status?target=r1").await?;
+    assert_eq!(status["aurora"]["server_id"], "reader-1", "{status}");
+    assert_eq!(
+        status["aurora"]["replica_host_status_from"], "w1",
+        "{status}"
+    );
+    assert_eq!(central.reply("w1/writer\n").await?, "up ready 100%");
+    central.stop().await
+}

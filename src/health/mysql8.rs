@@ -441,6 +441,7 @@ mod tests {
             aurora: Some(AuroraStatus {
                 server_id: "reader-1".into(),
                 rows,
+                copy_of: None,
             }),
             ..ServerStatus::default()
         }

@@ -17,7 +17,9 @@ use crate::fleet::Fleet;
 use crate::health::{Health, HeartbeatReport, HeartbeatState, Lag, LagFrom, Load};
 use crate::maintenance::Maintenance;
 use crate::policy::{Recovery, Warming};
-use crate::probe::{ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError};
+use crate::probe::{
+    AuroraStatus, ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError,
+};
 use crate::snapshot::{PollTime, PoolVerdict, Snapshot};
 use crate::trend::LagTrendNow;
 use crate::units::rfc3339;
@@ -69,6 +71,8 @@ pub struct Status<'a> {
     galera: Option<&'a GaleraStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     group_replication: Option<&'a GroupStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aurora: Option<AuroraView<'a>>,
     load: Option<&'a Load>,
     last_poll: LastPoll,
     last_success: Option<LastSuccess>,
@@ -108,6 +112,9 @@ impl<'a> Status<'a> {
             }),
             galera: assessment.galera.as_ref(),
             group_replication: assessment.group.as_ref(),
+            aurora: server
+                .and_then(|status| status.aurora.as_ref())
+                .map(AuroraView::of),
             load: assessment.load.as_ref(),
             last_poll: LastPoll::of(observation, audience),
             last_success: snapshot
@@ -221,6 +228,23 @@ impl<'a> PoolStatus<'a> {
             warming_up: pool.decision.warming.map(WarmingUp::of),
             role: with_role.then(|| pool.role.as_str()),
             peers: PeerStatus::all(&pool.checks, now),
+        }
+    }
+}
+
+/// An Aurora instance, and whose copy of `replica_host_status` judged it.
+#[derive(Debug, Serialize)]
+struct AuroraView<'a> {
+    server_id: &'a str,
+    /// `own`, or the target (its cluster's writer) whose copy was read.
+    replica_host_status_from: &'a str,
+}
+
+impl<'a> AuroraView<'a> {
+    fn of(aurora: &'a AuroraStatus) -> AuroraView<'a> {
+        AuroraView {
+            server_id: &aurora.server_id,
+            replica_host_status_from: aurora.copy_of.as_deref().unwrap_or("own"),
         }
     }
 }

@@ -229,6 +229,7 @@ fn aurora_of(rows: &[Row]) -> AuroraStatus {
                 updated: age(text(row, 3).as_deref(), text(row, 4).as_deref()),
             })
             .collect(),
+        copy_of: None,
     }
 }
 

@@ -139,6 +139,11 @@ pub struct AuroraStatus {
     /// `@@aurora_server_id`: this instance.
     pub server_id: String,
     pub rows: Vec<AuroraReplica>,
+    /// `None`: the rows are this instance's own copy of the table. With
+    /// targets, a reader's rows may come from its cluster's writer, which is
+    /// a target too: its copy does not lag behind with the reader (the name
+    /// of that target).
+    pub copy_of: Option<String>,
 }
 
 /// One row of `replica_host_status`.
