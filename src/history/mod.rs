@@ -5,6 +5,7 @@
 //! The poller is the only writer, once per poll; HTTP readers copy what
 //! they render under a short lock. The agent never touches it.
 
+mod packed;
 pub mod trace;
 
 use std::collections::VecDeque;
@@ -120,7 +121,7 @@ pub struct Event {
 /// The ring of samples and the ring of events.
 #[derive(Debug)]
 pub struct History {
-    samples: VecDeque<Sample>,
+    samples: packed::Ring,
     events: VecDeque<Event>,
     capacity: usize,
     /// Pool labels, in sample order; a reload that changes them starts afresh.
@@ -159,7 +160,7 @@ impl History {
     /// [`MAX_SAMPLES`]; the configuration refuses more).
     pub fn new(keep: Duration, interval: Duration) -> History {
         History {
-            samples: VecDeque::new(),
+            samples: packed::Ring::default(),
             events: VecDeque::new(),
             capacity: samples_for(keep, interval).min(MAX_SAMPLES),
             pools: Vec::new(),
@@ -178,25 +179,19 @@ impl History {
     pub fn record(&mut self, old: Option<&Poll>, new: &Poll) {
         let inputs = Inputs::of(new.assessment, new.observation);
         let labels: Vec<String> = new.pools.iter().map(|p| p.label.to_owned()).collect();
-        if labels != self.pools {
-            self.samples.clear();
+        if labels != self.pools || self.generation == 0 {
+            self.samples = packed::Ring::new(labels.len(), self.next, self.capacity);
             self.pools = labels;
             self.generation += 1;
         }
-        let previous = self.samples.back();
-        let pools = (new.pools.iter())
-            .enumerate()
-            .map(|(i, pool)| {
-                let published = pool.answer;
-                let reason = match previous.map(|p| &p.pools[i].reason) {
-                    Some(same) if **same == *published.reason => Arc::clone(same),
-                    _ => Arc::from(published.reason.as_str()),
-                };
-                PoolSample {
-                    target: StateSample::of(&Answer::of(pool.target)),
-                    published: StateSample::of(published),
-                    reason,
-                }
+        let pools: Vec<(StateSample, StateSample, &str)> = (new.pools.iter())
+            .map(|pool| {
+                let target = StateSample::of(&Answer::of(pool.target));
+                (
+                    target,
+                    StateSample::of(pool.answer),
+                    pool.answer.reason.as_str(),
+                )
             })
             .collect();
         let at_ms = crate::units::millis_since_epoch(new.observation.wall);
@@ -212,14 +207,9 @@ impl History {
             return;
         }
         if self.samples.len() == self.capacity {
-            self.samples.pop_front();
+            self.samples.pop();
         }
-        self.samples.push_back(Sample {
-            at_ms,
-            mono_ms,
-            inputs,
-            pools,
-        });
+        self.samples.push(at_ms, mono_ms, &inputs, &pools);
         self.next += 1;
     }
 
@@ -257,7 +247,12 @@ impl History {
 
     /// The samples, oldest first, and the pool labels they are in.
     pub fn samples(&self) -> (Vec<String>, Vec<Sample>) {
-        (self.pools.clone(), self.samples.iter().cloned().collect())
+        (self.pools.clone(), self.samples.read(0..self.samples.len()))
+    }
+
+    /// Bytes the samples hold on the heap, about.
+    pub fn heap_bytes(&self) -> usize {
+        self.samples.heap_bytes()
     }
 
     /// The pool labels, in sample order.
@@ -272,9 +267,9 @@ impl History {
 
     /// The samples `selection` wants, as numbers to read them by.
     pub fn span(&self, selection: Selection) -> Span {
-        let skipped = selection.since_ms.map_or(0, |since| {
-            self.samples.partition_point(|sample| sample.at_ms < since)
-        });
+        let skipped = selection
+            .since_ms
+            .map_or(0, |since| self.samples.index_at(since));
         let mut from = self.first() + skipped as u64;
         if let Some(limit) = selection.limit {
             from = from.max(self.next.saturating_sub(limit as u64));
@@ -302,9 +297,7 @@ impl History {
         let from = span.from.max(self.first());
         let until = span.until.min(self.next).min(from + at_most as u64);
         let start = (from - self.first()) as usize;
-        let read = (self.samples.range(start..start + (until - from) as usize))
-            .cloned()
-            .collect();
+        let read = self.samples.read(start..start + (until - from) as usize);
         (
             read,
             Span {
@@ -318,18 +311,13 @@ impl History {
     /// `at_most` (every n-th, always ending with the newest): what a chart
     /// `at_most` points wide shows, without copying the rest.
     pub fn recent(&self, since_ms: u64, at_most: usize) -> Vec<Sample> {
-        let skipped = self
-            .samples
-            .partition_point(|sample| sample.at_ms < since_ms);
-        let wanted = self.samples.len() - skipped;
+        let len = self.samples.len();
+        let skipped = self.samples.index_at(since_ms);
+        let wanted = len - skipped;
         let step = wanted.div_ceil(at_most.max(1)).max(1);
-        let mut recent: Vec<Sample> = (self.samples.iter().rev())
-            .take(wanted)
-            .step_by(step)
-            .cloned()
-            .collect();
-        recent.reverse();
-        recent
+        let mut indexes: Vec<usize> = (skipped..len).rev().step_by(step).collect();
+        indexes.reverse();
+        self.samples.read(indexes.into_iter())
     }
 
     pub fn keep(&self) -> Duration {
@@ -343,7 +331,7 @@ impl History {
         self.capacity = resized.capacity;
         self.keep = keep;
         while self.samples.len() > self.capacity {
-            self.samples.pop_front();
+            self.samples.pop();
         }
     }
 }
@@ -388,10 +376,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sample_with_three_pools_stays_small() {
-        let per_sample = std::mem::size_of::<Sample>() + 3 * std::mem::size_of::<PoolSample>();
-        // Reasons are shared between samples while they do not change.
-        assert!(per_sample <= 200, "{per_sample} bytes");
+    fn an_hour_of_a_healthy_server_with_three_pools_is_kept_in_40_bytes_a_poll() {
+        use crate::health::{Assessment, Health};
+        use crate::policy::Verdict;
+        use crate::probe::PollError;
+        let mut history = History::new(Duration::from_secs(3600), Duration::from_secs(1));
+        let observation = Observation {
+            at: tokio::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+            duration: Duration::from_millis(1),
+            result: Err(PollError::Unreachable("refused".into())),
+            tls: Default::default(),
+        };
+        let assessment = Assessment::of(Health::Primary { read_only: false });
+        let verdict = Verdict::healthy();
+        let answer = Answer::of(&verdict);
+        let poll = Poll {
+            observation: &observation,
+            assessment: &assessment,
+            pools: ["default", "main", "backup", "writer"]
+                .map(|label| Published {
+                    label,
+                    target: &verdict,
+                    answer: &answer,
+                })
+                .into(),
+        };
+        for _ in 0..4000 {
+            history.record(Some(&poll), &poll);
+        }
+        let bytes = history.heap_bytes();
+        // 32 bytes a poll, 2 a pool (four with the default policy); the
+        // reasons never changed, so they cost nothing per poll.
+        assert!(bytes <= 3600 * (32 + 2 * 4), "{bytes} bytes");
+        assert_eq!(history.samples().1.len(), 3600);
     }
 
     #[test]
