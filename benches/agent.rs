@@ -41,6 +41,10 @@ const IDLE_CONNECTIONS: usize = 5000;
 /// The fork responder forks a shell and a client per check: at higher
 /// concurrency it only measures how fast this machine can fork.
 const FORK_CONCURRENCY: [usize; 2] = [1, 8];
+/// Targets one remora watches, for the fleet's cells.
+const FLEET_SIZES: [usize; 4] = [1, 10, 100, 1000];
+/// How long a fleet at rest, and with a hung target, is watched.
+const FLEET_WINDOW: Duration = Duration::from_secs(10);
 const DETECTION_TRIALS: u32 = 5;
 const RENDERS: usize = 40;
 /// remora's defaults, which the detection target is expressed in.
@@ -75,6 +79,13 @@ impl Settings {
 enum Cpu<'a> {
     Process(u32),
     Threads(&'a Reference),
+    /// A process's CPU time beyond what it spends at rest (`rate` CPU
+    /// seconds a second, counted from `since`): a fleet's polling left out.
+    Beyond {
+        pid: u32,
+        rate: f64,
+        since: Instant,
+    },
 }
 
 impl Cpu<'_> {
@@ -82,6 +93,10 @@ impl Cpu<'_> {
         match self {
             Cpu::Process(pid) => measure::cpu_time(pid).unwrap_or_default(),
             Cpu::Threads(reference) => reference.cpu_time(),
+            Cpu::Beyond { pid, rate, since } => {
+                let at_rest = Duration::from_secs_f64(rate * since.elapsed().as_secs_f64());
+                (measure::cpu_time(pid).unwrap_or_default()).saturating_sub(at_rest)
+            }
         }
     }
 }
@@ -239,6 +254,21 @@ async fn main() -> Result<()> {
     let chosen =
         std::env::var("BENCH_REMORA").unwrap_or_else(|_| env!("CARGO_BIN_EXE_remora").into());
     let binary = Path::new(&chosen);
+    // `BENCH_ONLY=fleet`: just the fleet's cells, printed, nothing written.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("fleet") {
+        let reference_send = Reference::shaped(Shape::CurrentThread, true)?;
+        let fleet = fleet_costs(binary, &reference_send, settings).await?;
+        let (mut md, mut verdicts) = (String::new(), Verdicts::default());
+        fleet_section(&mut md, &mut verdicts, &fleet);
+        print!("{md}");
+        for line in verdicts.met {
+            println!("- met: {line}");
+        }
+        for line in verdicts.missed {
+            println!("- **missed**: {line}");
+        }
+        return Ok(());
+    }
     eprintln!("starting a MariaDB primary and replica...");
     let pair = Pair::start().await?;
     let mysql = format!(
@@ -303,6 +333,7 @@ async fn main() -> Result<()> {
     let scaling = pools_scaling(binary, &mysql, &reference_send, settings).await?;
     let idle_connections = idle_connections(binary, &mysql, settings).await?;
     let renders = renders(binary).await?;
+    let fleet = fleet_costs(binary, &reference_send, settings).await?;
     let fork = fork_runs(&pair, settings).await?;
     drop(monitor);
     let detection = detection(&pair, &remora).await?;
@@ -318,6 +349,7 @@ async fn main() -> Result<()> {
         scaling,
         idle_connections,
         renders,
+        fleet,
         fork,
         detection,
     });
@@ -325,6 +357,248 @@ async fn main() -> Result<()> {
     std::fs::write(&out, &report).with_context(|| format!("writing {out}"))?;
     eprintln!("written to {out}");
     Ok(())
+}
+
+/// One remora watching a fleet of fixtures, at rest.
+struct FleetAtRest {
+    targets: usize,
+    rss_kib: u64,
+    /// Percent of one core.
+    cpu_share: f64,
+    polls_per_second: f64,
+}
+
+/// What a fleet costs as it grows, and whether its polls bunch up.
+struct FleetCosts {
+    at_rest: Vec<FleetAtRest>,
+    /// `[size][round]`, then the reference's; CPU beyond polling.
+    runs: Vec<Vec<Run>>,
+    /// Share of the largest fleet's poll starts in the busiest tenth of the
+    /// interval (0.1 when even), and its most polls in flight at once.
+    busiest_tenth: f64,
+    in_flight: usize,
+    /// The longest wait between two polls of one target: at rest, and
+    /// while one target hangs (the others' only).
+    gap_at_rest: Duration,
+    gap_with_hung: Duration,
+    /// A full hour of history for one target with two policies, and the
+    /// part of it already kept when the memory was read.
+    history_hour: usize,
+    history_kept: usize,
+}
+
+async fn fleet_costs(
+    binary: &Path,
+    reference_send: &Reference,
+    settings: Settings,
+) -> Result<FleetCosts> {
+    let mut fleets = Vec::new();
+    let first_started = Instant::now();
+    for size in FLEET_SIZES {
+        eprintln!("starting a remora watching {size} fixture targets...");
+        let fixtures = bench::fleet_fixtures(size).await?;
+        let remora = Remora::start(binary, &bench::fleet_yaml(&fixtures)).await?;
+        fleets.push((size, fixtures, remora));
+    }
+    // Every target has polled a few times.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!("fleets at rest...");
+    let started = Instant::now();
+    let since = Instant::now().into_std();
+    let cpu_before: Vec<Duration> = (fleets.iter())
+        .map(|(_, _, remora)| measure::cpu_time(remora.pid()).unwrap_or_default())
+        .collect();
+    tokio::time::sleep(FLEET_WINDOW).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut at_rest = Vec::new();
+    let mut largest_spans = Vec::new();
+    for ((size, fixtures, remora), before) in fleets.iter().zip(cpu_before) {
+        let cpu = measure::cpu_time(remora.pid())?
+            .saturating_sub(before)
+            .as_secs_f64();
+        let spans: Vec<_> = (fixtures.iter())
+            .map(|fixture| bench::poll_spans(&fixture.arrivals(), since))
+            .collect();
+        let polls = spans.iter().map(Vec::len).sum::<usize>();
+        at_rest.push(FleetAtRest {
+            targets: *size,
+            rss_kib: measure::memory_kib(remora.pid())?.0,
+            cpu_share: 100.0 * cpu / elapsed,
+            polls_per_second: polls as f64 / elapsed,
+        });
+        largest_spans = spans;
+    }
+    let (busiest_tenth, in_flight) = bench::poll_spread(&largest_spans, INTERVAL);
+    let gap_at_rest = bench::longest_gap(&largest_spans);
+
+    let now = Instant::now();
+    let mut targets: Vec<Target> = (fleets.iter().zip(&at_rest))
+        .map(|((size, _, remora), rest)| Target {
+            name: Box::leak(format!("remora, {size} targets").into_boxed_str()),
+            addr: remora.agent,
+            request: Some(Box::leak(
+                format!("t{}/main\n", size - 1)
+                    .into_bytes()
+                    .into_boxed_slice(),
+            )),
+            cpu: Cpu::Beyond {
+                pid: remora.pid(),
+                rate: rest.cpu_share / 100.0,
+                since: now,
+            },
+        })
+        .collect();
+    targets.push(Target {
+        name: "reference, agent-send",
+        addr: reference_send.addr,
+        request: Some(b"t999/main\n"),
+        cpu: Cpu::Threads(reference_send),
+    });
+    let runs = rounds(&targets, SCALING_CLIENTS, settings).await;
+    for (rest, (_, _, remora)) in at_rest.iter_mut().zip(&fleets) {
+        rest.rss_kib = rest.rss_kib.max(measure::memory_kib(remora.pid())?.0);
+    }
+    let polls_kept = (first_started.elapsed().as_secs() as usize).min(3600);
+
+    eprintln!("one target of the largest fleet hangs...");
+    let (_, fixtures, _) = fleets.last().context("a fleet")?;
+    fixtures[0].set(|s| s.hung = true);
+    let since = Instant::now().into_std();
+    tokio::time::sleep(FLEET_WINDOW).await;
+    let others: Vec<_> = (fixtures[1..].iter())
+        .map(|fixture| bench::poll_spans(&fixture.arrivals(), since))
+        .collect();
+    let gap_with_hung = bench::longest_gap(&others);
+    Ok(FleetCosts {
+        at_rest,
+        runs,
+        busiest_tenth,
+        in_flight,
+        gap_at_rest,
+        gap_with_hung,
+        history_hour: 3600 * (32 + 2 * 2),
+        history_kept: polls_kept * (32 + 2 * 2),
+    })
+}
+
+fn fleet_section(md: &mut String, verdicts: &mut Verdicts, fleet: &FleetCosts) {
+    let _ = writeln!(
+        md,
+        "\n## One remora, many targets (the wire fixture, a poll a second each)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| targets | polls/s | CPU at rest, % of a core | µs per target-poll | RSS MiB | RSS per target KiB (vs 1 target) |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+    let one = &fleet.at_rest[0];
+    for rest in &fleet.at_rest {
+        let per_target = (rest.rss_kib.saturating_sub(one.rss_kib)) as f64
+            / (rest.targets.saturating_sub(one.targets)).max(1) as f64;
+        let per_poll = 1e6 * rest.cpu_share / 100.0 / rest.polls_per_second.max(1e-9);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.2} | {:.0} | {:.1} | {} |",
+            rest.targets,
+            rest.polls_per_second,
+            rest.cpu_share,
+            per_poll,
+            rest.rss_kib as f64 / 1024.0,
+            if rest.targets == one.targets {
+                "".to_owned()
+            } else {
+                format!("{per_target:.0}")
+            },
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nAgent checks beside the polling ({SCALING_CLIENTS} clients, agent-send `tN/main`; CPU per check counts only what is beyond each remora's CPU at rest):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | checks/s | CPU µs/check | CPU vs 1 target | CPU vs reference |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let reference = fleet.runs.last().map(Vec::as_slice).unwrap_or_default();
+    let base = &fleet.runs[0];
+    let ratio = |runs: &[Run], against: &[Run]| {
+        Spread::of(
+            (runs.iter().zip(against))
+                .map(|(a, b)| a.cpu_per_check() / b.cpu_per_check().max(1e-12))
+                .collect(),
+        )
+    };
+    for (i, runs) in fleet.runs.iter().enumerate() {
+        let name = if i < fleet.at_rest.len() {
+            format!("remora, {} targets", fleet.at_rest[i].targets)
+        } else {
+            "reference".to_owned()
+        };
+        let rate = runs.iter().map(Run::rate).sum::<f64>() / runs.len().max(1) as f64;
+        let cpu = Spread::of(runs.iter().map(|r| 1e6 * r.cpu_per_check()).collect());
+        let vs_one = ratio(runs, base);
+        let vs_reference = ratio(runs, reference);
+        let _ = writeln!(
+            md,
+            "| {name} | {rate:.0} | {:.1} | {vs_one} | {vs_reference} |",
+            cpu.median
+        );
+    }
+    let largest = fleet.at_rest.last().map_or(0, |r| r.targets);
+    let flat = ratio(&fleet.runs[fleet.at_rest.len() - 1], base);
+    verdicts.judge(
+        (0.9..=1.1).contains(&flat.median),
+        format!("agent CPU per check flat (±10%) from 1 to {largest} targets (got {flat})"),
+    );
+    let biggest = &fleet.at_rest[fleet.at_rest.len() - 1];
+    let per_poll = 1e6 * biggest.cpu_share / 100.0 / biggest.polls_per_second.max(1e-9);
+    verdicts.judge(
+        biggest.cpu_share < 25.0,
+        format!(
+            "{largest} targets polled every second under 25% of a core (got {:.1}%, {per_poll:.0} µs per target-poll)",
+            biggest.cpu_share
+        ),
+    );
+    let per_target = (biggest.rss_kib.saturating_sub(one.rss_kib)) as f64
+        / (largest.saturating_sub(1)).max(1) as f64;
+    let with_history =
+        per_target + (fleet.history_hour.saturating_sub(fleet.history_kept)) as f64 / 1024.0;
+    let _ = writeln!(
+        md,
+        "\nMemory per target: {per_target:.0} KiB measured ({} s of history), {with_history:.0} KiB with a full hour of history \
+         (history is packed: 32 bytes a poll and 2 a pool, reasons kept only when they change; an hour with two policies is {} KiB).",
+        fleet.history_kept / 36,
+        fleet.history_hour / 1024
+    );
+    verdicts.judge(
+        with_history <= 256.0,
+        format!("at most 256 KiB per target with an hour of history (got {with_history:.0} KiB)"),
+    );
+    let _ = writeln!(
+        md,
+        "\nPolls of the {largest} targets: {:.0}% of poll starts in the busiest tenth of the interval (10% when even), at most {} in flight at once. \
+         The longest wait between two polls of one target: {:.2} s at rest, {:.2} s while one target hangs (its fixture stops answering).",
+        100.0 * fleet.busiest_tenth,
+        fleet.in_flight,
+        fleet.gap_at_rest.as_secs_f64(),
+        fleet.gap_with_hung.as_secs_f64()
+    );
+    verdicts.judge(
+        fleet.busiest_tenth <= 0.2,
+        format!(
+            "no burst: at most 20% of poll starts in any tenth of the interval (got {:.0}%)",
+            100.0 * fleet.busiest_tenth
+        ),
+    );
+    verdicts.judge(
+        fleet.gap_with_hung.as_secs_f64() <= 1.5 * fleet.gap_at_rest.as_secs_f64().max(1.0),
+        format!(
+            "a hung target costs no other a late poll (longest wait {:.2} s with it, {:.2} s without)",
+            fleet.gap_with_hung.as_secs_f64(),
+            fleet.gap_at_rest.as_secs_f64()
+        ),
+    );
 }
 
 /// remora at rest: one poll a second, nothing else.
@@ -578,6 +852,7 @@ async fn first_change(remora: &Remora, fault: Instant) -> Result<Duration> {
 }
 
 struct Report {
+    fleet: FleetCosts,
     settings: Settings,
     /// Per concurrency: `[target][round]` for the four main targets.
     cells: Vec<(usize, Vec<Vec<Run>>)>,
@@ -608,6 +883,7 @@ fn report(r: Report) -> String {
     scaling(&mut md, &mut verdicts, &r.scaling);
     idle_connections_section(&mut md, &mut verdicts, &r.idle_connections);
     renders_section(&mut md, &r.renders);
+    fleet_section(&mut md, &mut verdicts, &r.fleet);
     fork_section(&mut md, &mut verdicts, &r.fork, &r.cells);
     cost(&mut md, &mut verdicts, &r);
     detection_section(&mut md, &mut verdicts, r.detection);

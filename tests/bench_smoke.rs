@@ -135,3 +135,41 @@ async fn metrics_and_status_render_with_64_pools_and_16_channels() -> Result<()>
     assert_eq!(status["pools"].as_object().map(|p| p.len()), Some(64));
     Ok(())
 }
+
+/// The fleet's cells, small: a remora watching fixture targets answers
+/// `tN/main` correctly under load, the fixtures see its polls, and the
+/// readings of spread, polls in flight and gaps come out sane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_cells_work_on_a_small_fleet() -> Result<()> {
+    let fixtures = bench::fleet_fixtures(8).await?;
+    let since = tokio::time::Instant::now().into_std();
+    let remora = Remora::start(remora_bin(), &bench::fleet_yaml(&fixtures)).await?;
+    let mut load = bench::drive(
+        remora.agent,
+        4,
+        Duration::from_secs(1),
+        Some(b"t7/main\n"),
+        HEALTHY,
+    )
+    .await;
+    assert!(
+        load.checks > 0 && load.errors == 0 && load.wrong == 0,
+        "{load:?}"
+    );
+    assert!(load.percentile(99.0) < Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let spans: Vec<_> = (fixtures.iter())
+        .map(|fixture| bench::poll_spans(&fixture.arrivals(), since))
+        .collect();
+    assert!(spans.iter().all(|polls| polls.len() >= 2), "{spans:?}");
+    let (busiest, in_flight) = bench::poll_spread(&spans, Duration::from_secs(1));
+    assert!((0.1..=1.0).contains(&busiest), "{busiest}");
+    assert!((1..=8).contains(&in_flight), "{in_flight}");
+    let gap = bench::longest_gap(&spans);
+    assert!(
+        gap >= Duration::from_millis(500) && gap < Duration::from_secs(3),
+        "{gap:?}"
+    );
+    assert!(measure::cpu_time(remora.pid())? > Duration::ZERO);
+    Ok(())
+}

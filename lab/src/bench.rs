@@ -353,3 +353,89 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {memory}, Linux {kernel}")
 }
+
+/// `count` healthy MySQL 5.7 replicas (the wire fixture), for one remora to
+/// watch as targets `t0` … `tN`.
+pub async fn fleet_fixtures(count: usize) -> Result<Vec<crate::fixture::MysqlFixture>> {
+    use crate::fixture::{Channel, Flavor, MysqlFixture};
+    let mut fixtures = Vec::with_capacity(count);
+    for _ in 0..count {
+        let fixture = MysqlFixture::start(Flavor::MySql57).await?;
+        fixture.set(|s| {
+            s.read_only = true;
+            s.channels = vec![Channel::running("", 0)];
+        });
+        fixtures.push(fixture);
+    }
+    Ok(fixtures)
+}
+
+/// A remora configuration watching `fixtures` as targets `t0` … `tN`, every
+/// second, with pool `main`; defaults otherwise (an hour of history).
+pub fn fleet_yaml(fixtures: &[crate::fixture::MysqlFixture]) -> String {
+    let targets: Vec<String> = (fixtures.iter().enumerate())
+        .map(|(i, fixture)| format!("  t{i}: {{mysql: {{port: {}}}}}\n", fixture.addr.port()))
+        .collect();
+    format!(
+        "mysql: {{user: remora}}\npools: {{main: {{}}}}\nagent: {{max_connections: 4000}}\ntargets:\n{}",
+        targets.concat()
+    )
+}
+
+/// One fixture's polls since `since`, as (first, last) statement times: a
+/// poll's statements come within milliseconds, polls a second apart.
+pub fn poll_spans(
+    arrivals: &[std::time::Instant],
+    since: std::time::Instant,
+) -> Vec<(std::time::Instant, std::time::Instant)> {
+    let mut spans: Vec<(std::time::Instant, std::time::Instant)> = Vec::new();
+    for at in arrivals.iter().copied().filter(|at| *at >= since) {
+        match spans.last_mut() {
+            Some((_, last)) if at.duration_since(*last) < Duration::from_millis(200) => *last = at,
+            _ => spans.push((at, at)),
+        }
+    }
+    spans
+}
+
+/// How polls spread over the interval: the share of poll starts in the
+/// busiest tenth of it (0.1 when even), and the most polls in flight at once.
+pub fn poll_spread(
+    spans: &[Vec<(std::time::Instant, std::time::Instant)>],
+    interval: Duration,
+) -> (f64, usize) {
+    let Some(origin) = spans.iter().flatten().map(|(start, _)| *start).min() else {
+        return (0.0, 0);
+    };
+    let tenth = interval.as_secs_f64() / 10.0;
+    let mut buckets = [0usize; 10];
+    let mut edges: Vec<(std::time::Instant, i32)> = Vec::new();
+    for (start, end) in spans.iter().flatten() {
+        let offset = start.duration_since(origin).as_secs_f64() % interval.as_secs_f64();
+        buckets[((offset / tenth) as usize).min(9)] += 1;
+        edges.push((*start, 1));
+        edges.push((*end + Duration::from_micros(1), -1));
+    }
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    let total = buckets.iter().sum::<usize>().max(1);
+    let busiest = *buckets.iter().max().unwrap_or(&0) as f64 / total as f64;
+    (busiest, most.max(0) as usize)
+}
+
+/// The longest wait between two polls of one fixture, over `spans` (each
+/// fixture's polls).
+pub fn longest_gap(spans: &[Vec<(std::time::Instant, std::time::Instant)>]) -> Duration {
+    (spans.iter())
+        .flat_map(|polls| {
+            polls
+                .windows(2)
+                .map(|pair| pair[1].0.duration_since(pair[0].0))
+        })
+        .max()
+        .unwrap_or_default()
+}
