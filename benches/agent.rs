@@ -313,6 +313,16 @@ async fn main() -> Result<()> {
         },
     ];
     let mut cells = Vec::new();
+    // `BENCH_ONLY=checks`: just the checks table, printed, nothing written.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("checks") {
+        for clients in CONCURRENCY {
+            cells.push((clients, rounds(&main_targets, clients, settings).await));
+        }
+        let (mut md, mut verdicts) = (String::new(), Verdicts::default());
+        checks(&mut md, &mut verdicts, &cells);
+        print!("{md}");
+        return Ok(());
+    }
     let (mut checks_during, mut questions_during, mut expected_during) = (0u64, 0u64, 0f64);
     for clients in CONCURRENCY {
         let q = questions(&mut monitor).await?;

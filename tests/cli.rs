@@ -270,3 +270,84 @@ fn a_password_file_readable_by_every_user_is_warned_about() -> Result<()> {
     }
     Ok(())
 }
+
+/// `--once` with targets polls every target and prints a line each, then
+/// their documents by name; 1 unless every one is up. `--replay` replays
+/// under the target `--target` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_prints_every_target_and_replay_takes_a_target() -> Result<()> {
+    use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
+    let replica = |lag| async move {
+        let fixture = MysqlFixture::start(Flavor::MySql57).await?;
+        fixture.set(|s| {
+            s.read_only = true;
+            s.channels = vec![Channel::running("", lag)];
+        });
+        anyhow::Ok(fixture)
+    };
+    let (fresh, behind) = (replica(0).await?, replica(16).await?);
+    let config = config_file(&format!(
+        "mysql: {{user: remora}}\npools: {{main: {{drain_at: 10s, down_at: 60s}}}}\n\
+         targets:\n  fresh: {{mysql: {{port: {}}}}}\n  behind: {{mysql: {{port: {}}}}}\n",
+        fresh.addr.port(),
+        behind.addr.port()
+    ))?;
+    let out = tokio::task::spawn_blocking({
+        let path = config.path().to_owned();
+        move || remora(&["--once"], &path, &[])
+    })
+    .await??;
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("behind: up ready 55% #lag 16.0s\nfresh: up ready 100%\n"),
+        "{stdout}"
+    );
+    let documents: serde_json::Value =
+        serde_json::from_str(stdout.splitn(3, '\n').nth(2).unwrap_or_default())?;
+    assert_eq!(
+        documents["behind"]["pools"]["main"]["verdict"], "drain",
+        "{documents}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "up in the default policy: {stdout}"
+    );
+
+    let trace = config_file("t,lag\n0,0\n1,20\n2,20\n")?;
+    let trace_path = trace.path().display().to_string();
+    let replayed = remora(
+        &["--replay", &trace_path, "--target", "behind"],
+        config.path(),
+        &[],
+    )?;
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        text(&replayed.stderr)
+    );
+    assert!(
+        text(&replayed.stdout).contains("pool main:"),
+        "{}",
+        text(&replayed.stdout)
+    );
+    let unnamed = remora(&["--replay", &trace_path], config.path(), &[])?;
+    assert_eq!(unnamed.status.code(), Some(2));
+    assert!(
+        text(&unnamed.stderr).contains("--target NAME"),
+        "{}",
+        text(&unnamed.stderr)
+    );
+    let unknown = remora(
+        &["--replay", &trace_path, "--target", "nope"],
+        config.path(),
+        &[],
+    )?;
+    assert!(
+        text(&unknown.stderr).contains("no target named \"nope\""),
+        "{}",
+        text(&unknown.stderr)
+    );
+    Ok(())
+}

@@ -174,3 +174,29 @@ async fn the_shipped_alerts_and_dashboard_use_only_series_remora_exports() -> Re
     assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 6));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs promtool (Debian's prometheus): `make test` installs it and runs this"]
+async fn a_fleets_metrics_pass_promtool_with_a_target_label_on_every_server_series() -> Result<()> {
+    let fixtures = remora_lab::bench::fleet_fixtures(3).await?;
+    let central = Remora::start(remora_bin(), &remora_lab::bench::fleet_yaml(&fixtures)).await?;
+    // A check of each, so the peers' series have something to say.
+    for target in ["t0/main\n", "t1/main\n", "t2\n"] {
+        remora_lab::agent_request(central.agent, target.as_bytes()).await?;
+    }
+    let (code, metrics) = central.get("/metrics").await?;
+    assert_eq!(code, 200);
+    promtool(&["check", "metrics"], Some(&metrics))?;
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let fleet_wide = ["remora_build_info", "remora_targets"].iter().any(|name| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        });
+        assert!(
+            fleet_wide || line.contains("target=\"t"),
+            "no target label: {line}"
+        );
+    }
+    assert_eq!(metrics.matches("# TYPE remora_mysql_up gauge").count(), 1);
+    assert_eq!(metrics.matches("remora_mysql_up{target=").count(), 3);
+    Ok(())
+}
