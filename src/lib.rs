@@ -66,6 +66,8 @@
 //!   `targets`/`targets_file`, each with its own poller; the readers' view
 //!   of them, and how a changed target set is applied.
 //! - [`replay`]: the policy code over a trace, offline.
+//! - [`ctl`]: `remora ctl`, a client of the admin switch that can wait
+//!   until every HAProxy asking has been answered the switch.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
 //!   memory, never wait on MySQL, and never share a thread with the poller.
 //!   `http` routes and guards the maintenance switch; `/status`, `/metrics`,
@@ -82,6 +84,7 @@ pub mod budget;
 pub mod checks;
 pub mod config;
 pub mod connections;
+pub mod ctl;
 pub mod files;
 pub mod fleet;
 pub mod health;

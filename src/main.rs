@@ -17,11 +17,13 @@ use remora::config::{Config, ConfigError, Secrets};
 /// Tells HAProxy, through its agent-check, how much traffic a MySQL or
 /// MariaDB server should get, from its replication health and lag.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Configuration file (YAML).
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(short, long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Validate the configuration, print it with defaults filled in (never
     /// the password), and exit.
     #[arg(long, conflicts_with = "once")]
@@ -43,6 +45,55 @@ struct Cli {
     target: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The admin switch from the command line: drain, maint, ready, status.
+    /// Talks to the remora running with the same --config, on loopback.
+    Ctl(Ctl),
+}
+
+#[derive(Debug, clap::Args)]
+struct Ctl {
+    #[command(subcommand)]
+    action: CtlAction,
+    /// With targets: the target to switch or show.
+    #[arg(long, value_name = "NAME", global = true)]
+    target: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CtlAction {
+    /// Drain: weight 0, open sessions stay (HAProxy's `drain`).
+    Drain(Switching),
+    /// Maintenance: HAProxy's `maint` (sessions are not sent new work).
+    Maint(Switching),
+    /// Switch maintenance off: the measured verdict again.
+    Ready,
+    /// What remora answers now, and who asks.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+struct Switching {
+    /// Why, shown in the agent line (`#maintenance: MESSAGE`).
+    message: Vec<String>,
+    /// Return once every HAProxy that was asking has been answered the
+    /// switch (exit 1 at --timeout, naming those that did not ask again).
+    #[arg(long)]
+    wait: bool,
+    /// Also wait until the server's Threads_connected is at most N (needs
+    /// a `load:` section, which has remora read it).
+    #[arg(long, value_name = "N")]
+    idle_below: Option<u64>,
+    /// Longest --wait and --idle-below wait.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Once done (or given up), write this file, saying which: something
+    /// another container or unit can wait on, instead of sleeping.
+    #[arg(long, value_name = "FILE")]
+    mark: Option<PathBuf>,
+}
+
 /// Exit status for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
@@ -56,19 +107,25 @@ fn main() -> ExitCode {
     remora::os::ignore_hangup_for_now();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-
+    let Some(config_path) = cli.config.clone() else {
+        eprintln!("remora: --config FILE is required");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if let Some(Command::Ctl(ctl)) = &cli.command {
+        return ctl_main(&config_path, ctl);
+    }
     if cli.check_config {
-        return check_config(&cli.config);
+        return check_config(&config_path);
     }
     if let Some(trace) = &cli.replay {
         return replay(
-            &cli.config,
+            &config_path,
             trace,
             cli.svg.as_deref(),
             cli.target.as_deref(),
         );
     }
-    let (config, secrets) = match load(&cli.config) {
+    let (config, secrets) = match load(&config_path) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("remora: invalid configuration: {err}");
@@ -92,7 +149,7 @@ fn main() -> ExitCode {
     let outcome = if cli.once {
         runtime.block_on(once(config, secrets))
     } else {
-        match runtime.block_on(serve(cli.config, config, secrets)) {
+        match runtime.block_on(serve(config_path, config, secrets)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 error!("{err:#}");
@@ -103,6 +160,82 @@ fn main() -> ExitCode {
     // A file read still hung on the blocking pool must not hold up the exit.
     runtime.shutdown_timeout(EXIT_LIMIT);
     outcome
+}
+
+/// `remora ctl`: 0 when done (and, with --wait, acknowledged); 1 when the
+/// switch refused, remora is not there or the wait timed out; 2 for a
+/// configuration that cannot be used.
+fn ctl_main(path: &Path, ctl: &Ctl) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("remora ctl: invalid configuration: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let token = match &config.http.admin_token_file {
+        Some(file) => match remora::config::read_secret("http.admin_token_file", file) {
+            Ok(token) => Some(token),
+            Err(err) => {
+                eprintln!("remora ctl: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let (action, waiting) = match &ctl.action {
+        CtlAction::Drain(how) | CtlAction::Maint(how) => (
+            remora::ctl::Action::Switch {
+                maint: matches!(ctl.action, CtlAction::Maint(_)),
+                message: how.message.join(" "),
+            },
+            remora::ctl::Waiting {
+                acknowledged: how.wait,
+                idle_below: how.idle_below,
+                timeout: how.timeout,
+            },
+        ),
+        CtlAction::Ready => (remora::ctl::Action::Ready, Default::default()),
+        CtlAction::Status => (remora::ctl::Action::Status, Default::default()),
+    };
+    let client = remora::ctl::Client::of(&config, token, ctl.target.clone());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("remora ctl: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mark = match &ctl.action {
+        CtlAction::Drain(how) | CtlAction::Maint(how) => how.mark.clone(),
+        CtlAction::Ready | CtlAction::Status => None,
+    };
+    let outcome = runtime.block_on(remora::ctl::run(&client, &action, waiting));
+    // Written whatever the outcome: whoever waits on it must not wait for
+    // ever because the wait timed out.
+    if let Some(mark) = mark {
+        let text = match &outcome {
+            Ok(said) => said.clone(),
+            Err(err) => format!("{err}\n"),
+        };
+        if let Err(err) = std::fs::write(&mark, text) {
+            eprintln!("remora ctl: cannot write --mark {}: {err}", mark.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    match outcome {
+        Ok(said) => {
+            print!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("remora ctl: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How long work still running at exit gets before it is abandoned.
@@ -340,4 +473,15 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
     remora::run(config, secrets, listeners, shutdown, reload_queue).await?;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -580,3 +580,90 @@ async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_poo
         .await?;
     Ok(())
 }
+
+/// `remora ctl` as an operator runs it: the same config file as the
+/// remora it talks to (here with the address that remora bound).
+fn ctl(remora: &remora_lab::Remora, args: &[&str]) -> Result<std::process::Output> {
+    let yaml = std::fs::read_to_string(&remora.config_path)?;
+    let yaml =
+        remora_lab::remora::set_keys(&yaml, &[("http", "listen", remora.http.to_string().into())])?;
+    let config = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(config.path(), yaml)?;
+    let output = std::process::Command::new(remora_bin())
+        .arg("ctl")
+        .arg("--config")
+        .arg(config.path())
+        .args(args)
+        .output()?;
+    remora_lab::record_output(
+        "ctl",
+        &format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    );
+    Ok(output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
+async fn ctl_drain_wait_returns_once_haproxy_has_the_server_in_drain_and_names_a_dead_one()
+-> Result<()> {
+    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+    let remora = &stack.on_replica;
+    wait_until(
+        "HAProxy asking about pool main",
+        Duration::from_secs(20),
+        async || {
+            let status = remora.status().await?;
+            Ok((status["pools"]["main"]["peers"][0]["checks"].as_u64() >= Some(2)).then_some(()))
+        },
+    )
+    .await?;
+
+    let out = tokio::task::block_in_place(|| {
+        ctl(
+            remora,
+            &["drain", "deploy", "42", "--wait", "--timeout", "20s"],
+        )
+    })?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("acknowledged"), "{said}");
+    // The moment it returns, HAProxy already has the server in DRAIN.
+    for backend in ["mysql_main", "mysql_backup"] {
+        let seen = stack.haproxy.server(backend, "replica").await?;
+        assert!(seen.status.starts_with("DRAIN"), "{backend}: {seen:?}");
+    }
+    let status = tokio::task::block_in_place(|| ctl(remora, &["status"]))?;
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("main: up drain #maintenance: deploy 42"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let ready = tokio::task::block_in_place(|| ctl(remora, &["ready"]))?;
+    assert_eq!(ready.status.code(), Some(0));
+    stack
+        .haproxy
+        .watch_server("mysql_main", "replica", Duration::from_secs(10), |s| {
+            s.status == "UP"
+        })
+        .await?;
+
+    // HAProxy dies: nobody will ever ask again, and ctl says who it waited for.
+    stack.haproxy.stop();
+    let out = tokio::task::block_in_place(|| {
+        ctl(&stack.on_replica, &["drain", "--wait", "--timeout", "2s"])
+    })?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{why}");
+    assert!(why.contains("not acknowledged"), "{why}");
+    assert!(why.contains("127.0.0.1 (pool main)"), "{why}");
+    Ok(())
+}

@@ -53,10 +53,12 @@ fn the_kubernetes_example_carries_a_valid_remora_config() -> Result<()> {
     Ok(())
 }
 
-/// The Kubernetes example's mysqld `preStop` hook, run for real against a
-/// real remora: it drains through the token-guarded switch.
+/// The Kubernetes example's `preStop` hooks, run for real against a real
+/// remora: remora's own drains through the token-guarded switch with
+/// `remora ctl --wait` and writes the file mysqld's hook waits on; nobody
+/// sleeps a guessed number of seconds.
 #[tokio::test]
-async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Result<()> {
+async fn the_kubernetes_pre_stop_hooks_drain_and_mysqld_waits_on_a_named_file() -> Result<()> {
     let documents = yaml_documents("examples/kubernetes-sidecar.yaml")?;
     let config_map = documents
         .iter()
@@ -78,29 +80,33 @@ async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Resul
     let containers = set["spec"]["template"]["spec"]["containers"]
         .as_sequence()
         .context("containers")?;
-    let mariadb = containers
-        .iter()
-        .find(|c| c["name"] == "mariadb")
-        .context("the mariadb container")?;
-    let command = mariadb["lifecycle"]["preStop"]["exec"]["command"]
-        .as_sequence()
-        .context("a preStop exec hook on mysqld")?;
-    let script = command
-        .last()
-        .and_then(Value::as_str)
-        .context("the script")?;
-    let remora_side = containers
-        .iter()
-        .find(|c| c["name"] == "remora")
-        .context("the remora container")?;
+    let hook = |name: &str| -> Result<Vec<String>> {
+        let container = (containers.iter())
+            .find(|c| c["name"] == name)
+            .with_context(|| format!("the {name} container"))?;
+        let command = container["lifecycle"]["preStop"]["exec"]["command"]
+            .as_sequence()
+            .with_context(|| format!("a preStop exec hook on {name}"))?;
+        Ok(command
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect())
+    };
+    let (mysqld_hook, remora_hook) = (hook("mariadb")?, hook("remora")?);
+    let everything = format!("{mysqld_hook:?}{remora_hook:?}");
     assert!(
-        remora_side["lifecycle"]["preStop"]["sleep"]["seconds"]
-            .as_u64()
-            .is_some_and(|s| s >= 10),
-        "remora outlives mysqld's drain"
+        !everything.contains("sleep 1") && !everything.contains("\"sleep\""),
+        "{everything}"
+    );
+    assert_eq!(remora_hook[1..3], ["ctl", "--config"], "{remora_hook:?}");
+    assert!(
+        remora_hook.contains(&"--wait".to_owned()),
+        "{remora_hook:?}"
     );
 
-    // The same script, pointed at a remora of this test and without the wait.
+    // remora's hook, pointed at a remora of this test (its bound address,
+    // its token) and a marker file of this test.
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, remora_lab::mariadb::ADMIN_TOKEN)?;
@@ -113,25 +119,32 @@ async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Resul
         ),
     )
     .await?;
-    let script = script
-        .replace(
-            &token_path.display().to_string(),
-            &token_file.display().to_string(),
-        )
-        .replace(
-            "127.0.0.1/9259",
-            &format!("127.0.0.1/{}", remora.http.port()),
-        )
-        .replace("sleep 10", "true");
-    let out = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(&script)
+    let ctl_config = dir.path().join("remora.yaml");
+    std::fs::write(
+        &ctl_config,
+        format!(
+            "http: {{listen: {}, admin_token_file: {}}}\n",
+            remora.http,
+            token_file.display()
+        ),
+    )?;
+    let marker = dir.path().join("drained");
+    let args: Vec<String> = (remora_hook[1..].iter())
+        .map(|arg| match arg.as_str() {
+            "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
+            "/var/lib/remora/drained" => marker.display().to_string(),
+            other => other.to_owned(),
+        })
+        .collect();
+    assert!(token_path.starts_with("/run/secrets"), "{token_path:?}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_remora"))
+        .args(&args)
         .output()
         .await?;
-    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && said.contains(" 200 "),
-        "{said}{}",
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     remora
@@ -139,6 +152,21 @@ async fn the_kubernetes_pre_stop_hook_drains_through_the_admin_switch() -> Resul
             r == "up drain #maintenance: pod stopping"
         })
         .await?;
+
+    // mysqld's hook returns once the file is there, and shows what it says.
+    let script = (mysqld_hook.last().context("the script")?)
+        .replace("/var/lib/remora/drained", &marker.display().to_string());
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output(),
+    )
+    .await
+    .context("mysqld's preStop returned")??;
+    assert!(waited.status.success());
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("nothing to wait for"));
     Ok(())
 }
 
