@@ -14,7 +14,7 @@ export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
@@ -69,7 +69,9 @@ deps:
 # The Debian package, in target/debian/: binary, hardened systemd unit,
 # /etc/remora/remora.yaml (a conffile), the system user.
 deb: deps
-	$(CARGO) deb
+	$(CARGO) build --release --bin remora
+	./.ci/man target/release/remora target/man
+	$(CARGO) deb --no-build
 
 build: deps
 	$(CARGO) build --workspace --bins

@@ -66,6 +66,8 @@
 //!   `targets`/`targets_file`, each with its own poller; the readers' view
 //!   of them, and how a changed target set is applied.
 //! - [`replay`]: the policy code over a trace, offline.
+//! - [`cli`]: the command line's definition (the binary parses it; man
+//!   pages and completions are generated from it).
 //! - [`ctl`]: `remora ctl`, a client of the admin switch that can wait
 //!   until every HAProxy asking has been answered the switch.
 //! - [`agent`] and [`http`]: readers. They answer from the latest snapshot in
@@ -82,6 +84,7 @@ pub mod agent;
 pub mod answer;
 pub mod budget;
 pub mod checks;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod ctl;

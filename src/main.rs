@@ -8,91 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::Parser as _;
 use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
+use remora::cli::{Cli, Command, Ctl, CtlAction};
 use remora::config::{Config, ConfigError, Secrets};
-
-/// Tells HAProxy, through its agent-check, how much traffic a MySQL or
-/// MariaDB server should get, from its replication health and lag.
-#[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
-struct Cli {
-    /// Configuration file (YAML).
-    #[arg(short, long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Validate the configuration, print it with defaults filled in (never
-    /// the password), and exit.
-    #[arg(long, conflicts_with = "once")]
-    check_config: bool,
-    /// Poll once, print the agent line and the /status JSON, and exit: 0 when
-    /// up, 1 otherwise.
-    #[arg(long)]
-    once: bool,
-    /// Replay a trace (the CSV of GET /history?format=csv, or one written by
-    /// hand: t,lag,...) under this configuration and print what each pool
-    /// would have answered, and a summary; exit 2 on a malformed trace.
-    #[arg(long, value_name = "TRACE", conflicts_with_all = ["once", "check_config"])]
-    replay: Option<PathBuf>,
-    /// With --replay: also write the chart, as the page draws it, to this file.
-    #[arg(long, value_name = "OUT.svg", requires = "replay")]
-    svg: Option<PathBuf>,
-    /// With --replay and targets: replay under this target's configuration.
-    #[arg(long, value_name = "NAME", requires = "replay")]
-    target: Option<String>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum Command {
-    /// The admin switch from the command line: drain, maint, ready, status.
-    /// Talks to the remora running with the same --config, on loopback.
-    Ctl(Ctl),
-}
-
-#[derive(Debug, clap::Args)]
-struct Ctl {
-    #[command(subcommand)]
-    action: CtlAction,
-    /// With targets: the target to switch or show.
-    #[arg(long, value_name = "NAME", global = true)]
-    target: Option<String>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum CtlAction {
-    /// Drain: weight 0, open sessions stay (HAProxy's `drain`).
-    Drain(Switching),
-    /// Maintenance: HAProxy's `maint` (sessions are not sent new work).
-    Maint(Switching),
-    /// Switch maintenance off: the measured verdict again.
-    Ready,
-    /// What remora answers now, and who asks.
-    Status,
-}
-
-#[derive(Debug, clap::Args)]
-struct Switching {
-    /// Why, shown in the agent line (`#maintenance: MESSAGE`).
-    message: Vec<String>,
-    /// Return once every HAProxy that was asking has been answered the
-    /// switch (exit 1 at --timeout, naming those that did not ask again).
-    #[arg(long)]
-    wait: bool,
-    /// Also wait until the server's Threads_connected is at most N (needs
-    /// a `load:` section, which has remora read it).
-    #[arg(long, value_name = "N")]
-    idle_below: Option<u64>,
-    /// Longest --wait and --idle-below wait.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
-    /// Once done (or given up), write this file, saying which: something
-    /// another container or unit can wait on, instead of sleeping.
-    #[arg(long, value_name = "FILE")]
-    mark: Option<PathBuf>,
-}
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
@@ -107,6 +28,19 @@ fn main() -> ExitCode {
     remora::os::ignore_hangup_for_now();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Some(what) = cli.generate {
+        return match remora::cli::generate(what) {
+            Ok(bytes) => {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(&bytes);
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("remora: cannot generate: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(config_path) = cli.config.clone() else {
         eprintln!("remora: --config FILE is required");
         return ExitCode::from(EXIT_CONFIG);
@@ -473,15 +407,4 @@ async fn serve(path: PathBuf, config: Config, secrets: Secrets) -> anyhow::Resul
     remora::run(config, secrets, listeners, shutdown, reload_queue).await?;
     info!("stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_line_is_well_formed() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
 }
