@@ -96,6 +96,7 @@ fn the_package_installs_checks_its_config_and_purges_cleanly() -> Result<()> {
         "./etc/remora/remora.yaml",
         "./usr/lib/systemd/system/remora.service",
         "./usr/share/doc/remora/README.md",
+        "./usr/share/doc/remora/docs/operations.md",
         "./usr/share/doc/remora/copyright",
         "./usr/share/man/man1/remora.1.gz",
         "./usr/share/man/man1/remora-ctl.1.gz",
