@@ -13,8 +13,13 @@ export PRIMARY_AGENT_PORT ?= 9258
 export REPLICA_AGENT_PORT ?= 9358
 export LAG ?= 300
 
+# The Kubernetes manifests' schema validator (offline: the schemas ship in
+# the wheel), in a virtualenv of its own; tests/shipped.rs runs it.
+TOOLS_VENV := $(CURDIR)/target/tools-venv
+KUBERNETES_VALIDATE := 1.37.0
+
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db python3-venv docker-compose
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
@@ -65,6 +70,9 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 	@command -v cargo-deb >/dev/null || { echo "installing cargo-deb (make deb, and its test)"; $(CARGO) install --locked --quiet cargo-deb; }
+	@test -x $(TOOLS_VENV)/bin/kubernetes-validate || { echo "installing kubernetes-validate (PyPI) in $(TOOLS_VENV)"; \
+	  rm -rf $(TOOLS_VENV) && /usr/bin/python3 -m venv $(TOOLS_VENV) && \
+	  $(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE); }
 
 # The Debian package, in target/debian/: binary, hardened systemd unit,
 # /etc/remora/remora.yaml (a conffile), the system user.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{CommandFactory, Parser};
-use common::remora_bin;
+use common::{remora_bin, shell_words};
 use remora::cli::Cli;
 use remora::config::Config;
 use remora_lab::Remora;
@@ -113,37 +113,6 @@ fn every_yaml_block_is_a_configuration_remora_accepts() {
             panic!("{}: remora refuses this configuration: {err}", block.at);
         }
     }
-}
-
-/// The words of a shell command, quotes removed, up to the first `|`, `&`,
-/// `;`, `>`, `<` or comment.
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut started = false;
-    for c in line.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                started = true;
-            }
-            (None, '|' | '&' | ';' | '>' | '<' | '#') => break,
-            (None, c) if c.is_whitespace() => {
-                if started || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                started = false;
-            }
-            (None, c) => word.push(c),
-        }
-    }
-    if started || !word.is_empty() {
-        words.push(word);
-    }
-    words
 }
 
 /// The `remora …` command on a line of a shell block, environment

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use anyhow::{Context, Result};
 use remora::config::Config;
 use serde::Deserialize;
@@ -167,6 +169,186 @@ async fn the_kubernetes_pre_stop_hooks_drain_and_mysqld_waits_on_a_named_file() 
     .context("mysqld's preStop returned")??;
     assert!(waited.status.success());
     assert!(String::from_utf8_lossy(&waited.stdout).contains("nothing to wait for"));
+    Ok(())
+}
+
+/// The command of `examples/mariadb-drain.conf`'s `ExecStop=`, its `-`
+/// (a failure does not stop the stop) taken off.
+fn drain_drop_in_command() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo("examples/mariadb-drain.conf"))?;
+    let line = (text.lines())
+        .find_map(|line| line.strip_prefix("ExecStop="))
+        .context("an ExecStop= line")?;
+    Ok(common::shell_words(line.trim_start_matches('-')))
+}
+
+/// The drop-in that drains before mysqld's stop signal really drains: its
+/// `ExecStop=` command, pointed at a remora of this test, switches it to
+/// drain and returns 0 (no HAProxy asks here, so there is nobody to wait for).
+#[tokio::test]
+async fn the_systemd_drop_in_drains_through_remora_before_mysqld_stops() -> Result<()> {
+    let command = drain_drop_in_command()?;
+    assert_eq!(
+        command[..4],
+        [
+            "/usr/bin/remora",
+            "ctl",
+            "--config",
+            "/etc/remora/remora.yaml"
+        ]
+    );
+    assert!(command.contains(&"--wait".to_owned()), "{command:?}");
+    let remora = remora_lab::Remora::start(
+        Path::new(env!("CARGO_BIN_EXE_remora")),
+        &format!("mysql: {{port: {}}}\n", remora_lab::free_port()?),
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let ctl_config = dir.path().join("remora.yaml");
+    std::fs::write(&ctl_config, format!("http: {{listen: {}}}\n", remora.http))?;
+    let args = (command[1..].iter()).map(|arg| match arg.as_str() {
+        "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
+        other => other.to_owned(),
+    });
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_remora"))
+        .args(args)
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    remora
+        .wait_reply(std::time::Duration::from_secs(2), |r| {
+            r == "up drain #maintenance: mysqld stopping"
+        })
+        .await?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs systemd-analyze and mariadb-server's unit: `make test` installs them and runs this"]
+fn the_drain_drop_in_verifies_beside_the_real_mariadb_unit() -> Result<()> {
+    // systemd reads NAME.service.d/ beside the unit it verifies. Without the
+    // `-`, a command that is not there fails the verification, so this
+    // proves the drop-in is read.
+    let dir = tempfile::tempdir()?;
+    let unit = dir.path().join("mariadb.service");
+    std::fs::copy("/usr/lib/systemd/system/mariadb.service", &unit)
+        .context("mariadb-server's systemd unit")?;
+    let drop_ins = dir.path().join("mariadb.service.d");
+    std::fs::create_dir(&drop_ins)?;
+    let text = std::fs::read_to_string(repo("examples/mariadb-drain.conf"))?;
+    let verify = |binary: &str| -> Result<std::process::Output> {
+        let drop_in = text
+            .replace("ExecStop=-/usr/bin/remora", &format!("ExecStop={binary}"))
+            .replace(
+                "/etc/remora/remora.yaml",
+                &repo("examples/remora.yaml").display().to_string(),
+            );
+        std::fs::write(drop_ins.join("remora-drain.conf"), drop_in)?;
+        Ok(Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .output()?)
+    };
+    let output = verify(env!("CARGO_BIN_EXE_remora"))?;
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+    let missing = verify("/nonexistent/remora")?;
+    assert!(!missing.status.success(), "the drop-in was not read");
+    Ok(())
+}
+
+/// Every Kubernetes manifest in examples/: a YAML file whose documents
+/// carry `apiVersion` and `kind`.
+fn kubernetes_manifests() -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repo("examples"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") {
+            continue;
+        }
+        let path = format!("examples/{name}");
+        let documents = yaml_documents(&path)?;
+        if documents
+            .iter()
+            .any(|document| document.get("apiVersion").is_some() && document.get("kind").is_some())
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate (PyPI): `make test` installs it and runs this"]
+fn every_kubernetes_manifest_passes_the_schema_validator() -> Result<()> {
+    // `make deps` installs it into target/tools-venv; the schemas ship with
+    // it, so it works offline.
+    let validator = std::env::var_os("KUBERNETES_VALIDATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo("target/tools-venv/bin/kubernetes-validate"));
+    let manifests = kubernetes_manifests()?;
+    assert!(
+        !manifests.is_empty(),
+        "examples/ has no Kubernetes manifest"
+    );
+    for manifest in manifests {
+        let output = Command::new(&validator)
+            .args(["--strict", "--quiet"])
+            .arg(repo(&manifest))
+            .output()
+            .with_context(|| {
+                format!("running {} (`make deps` installs it)", validator.display())
+            })?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && said.trim().is_empty(),
+            "{manifest}: {said}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs docker compose or Debian's docker-compose: `make test` installs it and runs this"]
+fn the_compose_file_passes_docker_compose_config() -> Result<()> {
+    // The compose plugin when the docker client has it, else Debian's
+    // docker-compose; neither needs a Docker engine for `config`.
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let (program, first): (&str, &[&str]) = if plugin {
+        ("docker", &["compose"])
+    } else {
+        ("docker-compose", &[])
+    };
+    for profile in ["mariadb", "percona"] {
+        let output = Command::new(program)
+            .args(first)
+            .arg("-f")
+            .arg(repo("docker-compose.yml"))
+            .args(["--profile", profile, "config", "--quiet"])
+            .output()
+            .with_context(|| format!("running {program} (`make deps` installs docker-compose)"))?;
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "profile {profile}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     Ok(())
 }
 
