@@ -352,6 +352,78 @@ fn the_compose_file_passes_docker_compose_config() -> Result<()> {
     Ok(())
 }
 
+/// The central remora's Deployment: its config and targets ConfigMaps are
+/// what remora runs, and its liveness probe answers 200 while every target
+/// is down (a database's health must never restart remora).
+#[tokio::test]
+async fn the_central_kubernetes_example_runs_and_stays_alive_with_every_target_down() -> Result<()>
+{
+    let documents = yaml_documents("examples/kubernetes-fleet.yaml")?;
+    let data = |name: &str, key: &str| -> Result<String> {
+        let map = (documents.iter())
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+            .with_context(|| format!("ConfigMap {name}"))?;
+        Ok(map["data"][key]
+            .as_str()
+            .with_context(|| format!("{name}: {key}"))?
+            .to_owned())
+    };
+    let deployment = (documents.iter())
+        .find(|d| d["kind"] == "Deployment")
+        .context("a Deployment")?;
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let liveness = container["livenessProbe"]["httpGet"]["path"]
+        .as_str()
+        .context("an HTTP liveness probe")?;
+
+    // Secrets, state and the targets file in this test's directory.
+    let dir = tempfile::tempdir()?;
+    let file = |name: &str, text: &str| -> Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
+    };
+    let mut yaml = data("remora-fleet-config", "remora.yaml")?;
+    for (from, to) in [
+        (
+            "/run/secrets/remora/password",
+            file("password", "not-used-Pw\n")?,
+        ),
+        (
+            "/run/secrets/remora-admin/token",
+            file("token", remora_lab::mariadb::ADMIN_TOKEN)?,
+        ),
+        (
+            "/var/lib/remora/switch",
+            dir.path().join("switch").display().to_string(),
+        ),
+        (
+            "/etc/remora-targets/targets.yaml",
+            file("targets.yaml", &data("remora-targets", "targets.yaml")?)?,
+        ),
+    ] {
+        assert!(yaml.contains(from), "{from}");
+        yaml = yaml.replace(from, &to);
+    }
+    let remora = remora_lab::Remora::start(Path::new(env!("CARGO_BIN_EXE_remora")), &yaml).await?;
+    let status = remora.status().await?;
+    let targets = status["targets"]
+        .as_object()
+        .context("targets in /status")?;
+    for name in ["primary", "replica-1", "replica-2", "aurora-r1"] {
+        assert!(targets.contains_key(name), "{name} missing: {status}");
+    }
+    assert_eq!(remora.reply().await?.trim(), "down #no target named");
+    let (code, body) = remora.get(liveness).await?;
+    assert_eq!(code, 200, "the liveness probe {liveness}: {body}");
+    assert_eq!(
+        remora.get("/health").await?.0,
+        400,
+        "/health needs ?target= here"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_compose_file_refers_to_real_files_and_real_haproxy_variables() -> Result<()> {
     let compose = &yaml_documents("docker-compose.yml")?[0];
