@@ -409,6 +409,27 @@ fn every_haproxy_server_line_carries_weight_a_check_and_the_agent() {
 }
 
 #[test]
+fn the_internals_layout_names_every_file_of_the_crate() {
+    let internals = std::fs::read_to_string(repo("docs/performance.md")).expect("readable");
+    for entry in std::fs::read_dir(repo("src")).expect("src/") {
+        let path = entry.expect("readable").path();
+        let name = path.file_name().expect("a name").to_string_lossy();
+        let shown = if path.is_dir() {
+            format!("  {name}/")
+        } else {
+            format!("  {name} ")
+        };
+        // proptest keeps its regression seeds beside the code; not a module.
+        if name.ends_with(".rs") || (path.is_dir() && name != "proptest-regressions") {
+            assert!(
+                internals.contains(&shown),
+                "docs/performance.md's layout lacks src/{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_readme_is_the_operators_first_hour_in_the_order_they_need_it() {
     let readme = std::fs::read_to_string(repo("README.md")).expect("readable");
     let lines: Vec<&str> = readme.lines().collect();
