@@ -144,12 +144,16 @@ fn the_package_installs_checks_its_config_and_purges_cleanly() -> Result<()> {
             "man -l {page}:\n{text}"
         );
     }
+    // The switch's home, for remora run by hand as well as by the unit.
+    let state = succeed("stat", &["-c", "%U %a", "/var/lib/remora"])?;
+    ensure!(state.trim() == "remora 700", "/var/lib/remora: {state}");
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/remora.service")?;
     ensure!(unit.contains("ExecStart=/usr/bin/remora"), "{unit}");
     ensure!(unit.contains("User=remora"), "{unit}");
 
     succeed("dpkg", &["--purge", "remora"])?;
     ensure!(!Path::new("/usr/bin/remora").exists(), "purged");
+    ensure!(!Path::new("/var/lib/remora").exists(), "state purged");
     ensure!(
         !Path::new("/etc/remora/remora.yaml").exists(),
         "conffile purged"
