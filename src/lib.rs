@@ -243,6 +243,10 @@ fn log_pool_port(name: &str, listener: &TcpListener) {
     }
 }
 
+/// What the targets file watcher sends: the targets read, or why not.
+type TargetsFileRead = Result<BTreeMap<String, fleet::Reload>, ConfigError>;
+type TargetsFileChanges = mpsc::Receiver<TargetsFileRead>;
+
 /// The targets watched, and what the readers are shown of them.
 struct Targets {
     running: BTreeMap<String, fleet::Running>,
@@ -252,10 +256,39 @@ struct Targets {
     pollers: fleet::Pollers,
     /// Watches `targets_file`, when there is one.
     watcher: Option<Serving>,
-    changes: mpsc::Sender<Result<BTreeMap<String, fleet::Reload>, ConfigError>>,
+    changes: mpsc::Sender<TargetsFileRead>,
 }
 
 impl Targets {
+    /// The targets `running` under `current`, published, with the targets
+    /// file watched; the receiver gets each change read from that file.
+    fn start(
+        running: BTreeMap<String, fleet::Running>,
+        pollers: fleet::Pollers,
+        current: &Reload,
+    ) -> (Targets, TargetsFileChanges) {
+        let config = &current.0;
+        let (publish, _) = watch::channel(Arc::new(fleet::view(
+            &running,
+            config.has_targets(),
+            Arc::new(snapshot::ReaderSettings::of(config)),
+            None,
+        )));
+        let (changes, file_changes) = mpsc::channel(1);
+        let mut targets = Targets {
+            running,
+            publish,
+            file: None,
+            pollers,
+            watcher: None,
+            changes,
+        };
+        targets.file_read(config, None);
+        targets.publish(config);
+        targets.watch_file(current);
+        (targets, file_changes)
+    }
+
     /// Shows the readers the targets running now under `config`.
     fn publish(&self, config: &Config) {
         let settings = Arc::new(snapshot::ReaderSettings::of(config));
@@ -337,6 +370,50 @@ enum Reloaded {
 }
 
 impl Service {
+    /// Serves the agent, HTTP and every pool's own agent port on
+    /// `listeners`, from what `targets` publishes.
+    fn start(current: Reload, targets: Targets, listeners: Listeners) -> anyhow::Result<Service> {
+        let spawner = Spawner {
+            fleet: targets.publish.subscribe(),
+            stop: CancellationToken::new(),
+        };
+        Ok(Service {
+            agent: spawner.agent(listeners.agent, None)?,
+            http: spawner.http(listeners.http)?,
+            pool_agents: spawner.pool_agents(&current.0, listeners.pools)?,
+            current,
+            retired: Vec::new(),
+            spawner,
+            targets,
+        })
+    }
+
+    /// Until shutdown: applies reloads and targets file changes; an error
+    /// if a poller died (a supervisor should restart remora rather than
+    /// let it serve a frozen verdict).
+    async fn serve(
+        &mut self,
+        mut shutdown: impl Future<Output = ()> + Unpin,
+        died: &CancellationToken,
+        mut reloads: mpsc::Receiver<Reload>,
+        mut file_changes: TargetsFileChanges,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = died.cancelled() => {
+                    return Err(anyhow::anyhow!("a poller stopped unexpectedly"));
+                }
+                Some(next) = reloads.recv() => {
+                    if let Reloaded::ShuttingDown = self.reload(next, &mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Some(read) = file_changes.recv() => self.targets_file_changed(read).await,
+            }
+        }
+    }
+
     /// Applies one reload by its [`ReloadPlan`]: binds the moved listeners
     /// first (a reload whose addresses cannot be bound, or whose targets
     /// cannot be read, is rejected whole and the old configuration keeps
@@ -386,10 +463,7 @@ impl Service {
     }
 
     /// A changed targets file: its targets, or why it was not used.
-    async fn targets_file_changed(
-        &mut self,
-        read: Result<BTreeMap<String, fleet::Reload>, ConfigError>,
-    ) {
+    async fn targets_file_changed(&mut self, read: TargetsFileRead) {
         match read {
             Ok(targets) => {
                 self.targets.file_read(&self.current.0, None);
@@ -510,26 +584,11 @@ pub async fn run(
     secrets: Secrets,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    mut reloads: mpsc::Receiver<Reload>,
+    reloads: mpsc::Receiver<Reload>,
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     let resolved = fleet::resolve_within(&config, &secrets).await?;
-    // The addresses bound, not the configured ones: port 0 becomes a port.
-    let bound = |listener: &TcpListener| {
-        listener
-            .local_addr()
-            .map_or_else(|err| format!("? ({err})"), |addr| addr.to_string())
-    };
-    let watching = match resolved.get(fleet::SINGLE) {
-        Some((single, single_secrets)) => Poller::new(single, single_secrets).target().to_owned(),
-        None => format!("{} targets", resolved.len()),
-    };
-    info!(
-        "watching {watching} every {}; agent on {}, http on {}",
-        config::show(config.poll.interval),
-        bound(&listeners.agent),
-        bound(&listeners.http)
-    );
+    announce(&config, &resolved, &listeners);
     let died = CancellationToken::new();
     let pollers = fleet::Pollers {
         stop: CancellationToken::new(),
@@ -545,59 +604,38 @@ pub async fn run(
             return Ok(());
         }
     };
-    let (publish, fleet) = watch::channel(Arc::new(fleet::view(
-        &running,
-        config.has_targets(),
-        Arc::new(snapshot::ReaderSettings::of(&config)),
-        None,
-    )));
-    let (changes, mut file_changes) = mpsc::channel(1);
-    let mut targets = Targets {
-        running,
-        publish,
-        file: None,
-        pollers,
-        watcher: None,
-        changes,
-    };
-    targets.file_read(&config, None);
-    targets.publish(&config);
     let current = (config, secrets);
-    targets.watch_file(&current);
-    let spawner = Spawner {
-        fleet,
-        stop: CancellationToken::new(),
-    };
-    let agent = spawner.agent(listeners.agent, None)?;
-    let http = spawner.http(listeners.http)?;
-    let pool_agents = spawner.pool_agents(&current.0, listeners.pools)?;
-    let mut service = Service {
-        current,
-        agent,
-        http,
-        pool_agents,
-        retired: Vec::new(),
-        spawner,
-        targets,
-    };
-    let outcome = loop {
-        tokio::select! {
-            _ = &mut shutdown => break Ok(()),
-            _ = died.cancelled() => {
-                // A poller never stops before shutdown; if one did (a panic),
-                // exit so a supervisor restarts us rather than serve a frozen verdict.
-                break Err(anyhow::anyhow!("a poller stopped unexpectedly"));
-            }
-            Some(next) = reloads.recv() => {
-                if let Reloaded::ShuttingDown = service.reload(next, &mut shutdown).await {
-                    break Ok(());
-                }
-            }
-            Some(read) = file_changes.recv() => service.targets_file_changed(read).await,
-        }
-    };
+    let (targets, file_changes) = Targets::start(running, pollers, &current);
+    let mut service = Service::start(current, targets, listeners)?;
+    let outcome = service
+        .serve(&mut shutdown, &died, reloads, file_changes)
+        .await;
     service.stop().await;
     outcome
+}
+
+/// Logs what remora watches and where it listens: the addresses bound, not
+/// the configured ones (port 0 becomes a port).
+fn announce(
+    config: &Config,
+    resolved: &BTreeMap<String, (Config, Secrets)>,
+    listeners: &Listeners,
+) {
+    let bound = |listener: &TcpListener| {
+        listener
+            .local_addr()
+            .map_or_else(|err| format!("? ({err})"), |addr| addr.to_string())
+    };
+    let watching = match resolved.get(fleet::SINGLE) {
+        Some((single, single_secrets)) => Poller::new(single, single_secrets).target().to_owned(),
+        None => format!("{} targets", resolved.len()),
+    };
+    info!(
+        "watching {watching} every {}; agent on {}, http on {}",
+        config::show(config.poll.interval),
+        bound(&listeners.agent),
+        bound(&listeners.http)
+    );
 }
 
 /// A new listener (and its address) when `key` moved to `new`; `Err`
