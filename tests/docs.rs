@@ -553,18 +553,7 @@ fn run_readme_ctl(line: &str, config: &Path) -> Result<std::process::Output> {
             }
         })
         .collect();
-    let output = std::process::Command::new(remora_bin())
-        .args(&args)
-        .output()?;
-    remora_lab::record_output(
-        "readme ctl",
-        &format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    );
-    Ok(output)
+    Ok(common::run_remora(&args)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,12 +680,7 @@ async fn a_newcomer_following_the_readme_alone_gets_their_replica_weighted_by_ha
         bail!("the README shows a drain and a ready, got {ctl:?}");
     };
     let out = tokio::task::block_in_place(|| run_readme_ctl(drain, &ctl_config))?;
-    ensure!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "{}", common::said(&out));
     let drained = haproxy.server(&backend, &server).await?;
     assert!(drained.status.starts_with("DRAIN"), "{drained:?}");
     let out = tokio::task::block_in_place(|| run_readme_ctl(ready, &ctl_config))?;

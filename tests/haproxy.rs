@@ -589,21 +589,10 @@ fn ctl(remora: &remora_lab::Remora, args: &[&str]) -> Result<std::process::Outpu
         remora_lab::remora::set_keys(&yaml, &[("http", "listen", remora.http.to_string().into())])?;
     let config = tempfile::Builder::new().suffix(".yaml").tempfile()?;
     std::fs::write(config.path(), yaml)?;
-    let output = std::process::Command::new(remora_bin())
-        .arg("ctl")
-        .arg("--config")
-        .arg(config.path())
-        .args(args)
-        .output()?;
-    remora_lab::record_output(
-        "ctl",
-        &format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    );
-    Ok(output)
+    let config = config.path().display().to_string();
+    let mut words = vec!["ctl", "--config", &config];
+    words.extend_from_slice(args);
+    Ok(common::run_remora(&words)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,16 +139,8 @@ async fn the_kubernetes_pre_stop_hooks_drain_and_mysqld_waits_on_a_named_file() 
         })
         .collect();
     assert!(token_path.starts_with("/run/secrets"), "{token_path:?}");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_remora"))
-        .args(&args)
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_remora(&args)?;
+    assert!(out.status.success(), "{}", common::said(&out));
     remora
         .wait_reply(std::time::Duration::from_secs(2), |r| {
             r == "up drain #maintenance: pod stopping"
@@ -206,20 +198,14 @@ async fn the_systemd_drop_in_drains_through_remora_before_mysqld_stops() -> Resu
     let dir = tempfile::tempdir()?;
     let ctl_config = dir.path().join("remora.yaml");
     std::fs::write(&ctl_config, format!("http: {{listen: {}}}\n", remora.http))?;
-    let args = (command[1..].iter()).map(|arg| match arg.as_str() {
-        "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
-        other => other.to_owned(),
-    });
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_remora"))
-        .args(args)
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<String> = (command[1..].iter())
+        .map(|arg| match arg.as_str() {
+            "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
+            other => other.to_owned(),
+        })
+        .collect();
+    let out = common::run_remora(&args)?;
+    assert!(out.status.success(), "{}", common::said(&out));
     remora
         .wait_reply(std::time::Duration::from_secs(2), |r| {
             r == "up drain #maintenance: mysqld stopping"

@@ -284,3 +284,22 @@ pub fn shell_words(line: &str) -> Vec<String> {
     }
     words
 }
+
+/// Runs the remora binary with `args` (a `remora ctl` command, say), keeps
+/// what it printed for the password scan, and returns how it ended.
+pub fn run_remora<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::io::Result<std::process::Output> {
+    let output = std::process::Command::new(remora_bin())
+        .args(args)
+        .output()?;
+    remora_lab::record_output("remora", &said(&output));
+    Ok(output)
+}
+
+/// What a finished process printed, stdout then stderr.
+pub fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
