@@ -3,72 +3,30 @@
 //! MySQL wire-protocol fixtures, and a server that accepts connections and
 //! never greets. Plain `cargo test` runs it: no MariaDB, no root.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use common::running::{Running, replica};
 use remora::config::Config;
-use remora::{Listeners, Reload};
 use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
-use remora_lab::{agent_request, http_get, wait_until};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use remora_lab::wait_until;
 
 /// A remora watching targets, in this process.
-struct Central {
-    agent: SocketAddr,
-    http: SocketAddr,
-    reloads: mpsc::Sender<Reload>,
-    stop: CancellationToken,
-    task: JoinHandle<Result<()>>,
+struct Central(Running);
+
+impl std::ops::Deref for Central {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.0
+    }
 }
 
 impl Central {
     async fn start(yaml: &str) -> Result<Central> {
-        let config = Config::from_yaml(yaml)?;
-        let secrets = config.secrets()?;
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listeners = Listeners {
-            agent: remora::bind(any_port).await?,
-            http: remora::bind(any_port).await?,
-            pools: BTreeMap::new(),
-        };
-        let (agent, http) = (listeners.agent.local_addr()?, listeners.http.local_addr()?);
-        let (reloads, queue) = mpsc::channel(1);
-        let stop = CancellationToken::new();
-        let shutdown = {
-            let stop = stop.clone();
-            async move { stop.cancelled().await }
-        };
-        let task = tokio::spawn(remora::run(config, secrets, listeners, shutdown, queue));
-        let central = Central {
-            agent,
-            http,
-            reloads,
-            stop,
-            task,
-        };
-        // Nothing is served before every first poll: the backlog holds us.
-        central.reply("").await?;
-        Ok(central)
-    }
-
-    async fn reply(&self, request: &str) -> Result<String> {
-        let reply = agent_request(self.agent, request.as_bytes()).await?;
-        Ok(reply.trim_end().to_owned())
-    }
-
-    async fn get(&self, path: &str) -> Result<(u16, String)> {
-        http_get(self.http, path).await
-    }
-
-    async fn json(&self, path: &str) -> Result<serde_json::Value> {
-        let (code, body) = self.get(path).await?;
-        ensure!(code == 200, "{path}: {code} {body}");
-        Ok(serde_json::from_str(&body)?)
+        Ok(Central(Running::start(Config::from_yaml(yaml)?).await?))
     }
 
     async fn targets(&self) -> Result<Vec<String>> {
@@ -87,20 +45,8 @@ impl Central {
     }
 
     async fn stop(self) -> Result<()> {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task).await???;
-        Ok(())
+        self.0.stop().await
     }
-}
-
-/// A MySQL 5.7 replica `lag` seconds behind.
-async fn replica(lag: u64) -> Result<MysqlFixture> {
-    let fixture = MysqlFixture::start(Flavor::MySql57).await?;
-    fixture.set(|s| {
-        s.read_only = true;
-        s.channels = vec![Channel::running("", lag)];
-    });
-    Ok(fixture)
 }
 
 /// A server that takes connections and never says a word: the kernel

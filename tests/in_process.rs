@@ -4,27 +4,27 @@
 //! these in seconds. The agent exchange, pools, every HTTP endpoint, the
 //! admin switch, a reload, replay and shutdown.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use common::running::{Running, replica};
 use remora::config::Config;
-use remora::{Listeners, Reload};
-use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
-use remora_lab::{agent_request, http_exchange, http_get, wait_until};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use remora_lab::fixture::MysqlFixture;
+use remora_lab::{agent_request, http_exchange, wait_until};
 
-/// A remora running in this process.
+/// A remora running in this process, watching one fixture.
 struct InProcess {
-    agent: SocketAddr,
-    http: SocketAddr,
-    reloads: mpsc::Sender<Reload>,
-    stop: CancellationToken,
-    task: JoinHandle<Result<()>>,
+    remora: Running,
     fixture_port: u16,
+}
+
+impl std::ops::Deref for InProcess {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.remora
+    }
 }
 
 /// The configuration every test starts from: the fixture, polled every
@@ -38,39 +38,12 @@ fn config(fixture_port: u16, yaml: &str) -> Result<Config> {
 impl InProcess {
     /// Binds both listeners on port 0 and runs remora on them.
     async fn start(fixture: &MysqlFixture, yaml: &str) -> Result<InProcess> {
-        let config = config(fixture.addr.port(), yaml)?;
-        let secrets = config.secrets()?;
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listeners = Listeners {
-            agent: remora::bind(any_port).await?,
-            http: remora::bind(any_port).await?,
-            pools: BTreeMap::new(),
-        };
-        let (agent, http) = (listeners.agent.local_addr()?, listeners.http.local_addr()?);
-        let (reloads, queue) = mpsc::channel(1);
-        let stop = CancellationToken::new();
-        let shutdown = {
-            let stop = stop.clone();
-            async move { stop.cancelled().await }
-        };
-        let task = tokio::spawn(remora::run(config, secrets, listeners, shutdown, queue));
-        let running = InProcess {
-            agent,
-            http,
-            reloads,
-            stop,
-            task,
-            fixture_port: fixture.addr.port(),
-        };
-        // Nothing is served before the first poll: the backlog holds us.
-        running.reply("").await?;
-        Ok(running)
-    }
-
-    /// The agent's answer to `request`, without its newline.
-    async fn reply(&self, request: &str) -> Result<String> {
-        let reply = agent_request(self.agent, request.as_bytes()).await?;
-        Ok(reply.trim_end().to_owned())
+        let fixture_port = fixture.addr.port();
+        let remora = Running::start(config(fixture_port, yaml)?).await?;
+        Ok(InProcess {
+            remora,
+            fixture_port,
+        })
     }
 
     /// Waits until the answer to `request` is `wanted`.
@@ -85,40 +58,19 @@ impl InProcess {
         .with_context(|| format!("last answer {last:?}"))
     }
 
-    async fn get(&self, path: &str) -> Result<(u16, String)> {
-        http_get(self.http, path).await
-    }
-
     async fn status(&self) -> Result<serde_json::Value> {
-        let (code, body) = self.get("/status").await?;
-        ensure!(code == 200, "/status: {code}");
-        Ok(serde_json::from_str(&body)?)
+        self.json("/status").await
     }
 
     /// Applies `yaml` as SIGHUP would.
     async fn reload(&self, yaml: &str) -> Result<()> {
-        let config = config(self.fixture_port, yaml)?;
-        let secrets = config.secrets()?;
-        self.reloads.send((config, secrets)).await?;
-        Ok(())
+        self.remora.reload(config(self.fixture_port, yaml)?).await
     }
 
     /// Shuts remora down and waits for `run` to return.
     async fn stop(self) -> Result<()> {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task).await???;
-        Ok(())
+        self.remora.stop().await
     }
-}
-
-/// A MySQL 5.7 replica `lag` seconds behind.
-async fn replica(lag: u64) -> Result<MysqlFixture> {
-    let fixture = MysqlFixture::start(Flavor::MySql57).await?;
-    fixture.set(|s| {
-        s.read_only = true;
-        s.channels = vec![Channel::running("", lag)];
-    });
-    Ok(fixture)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+pub mod running;
+
 /// The remora binary cargo built for these tests.
 pub fn remora_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_remora"))
