@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use remora_lab::haproxy::{Binds, Haproxy, Targets};
 use remora_lab::process::{kill_recorded, pid_is_running};
-use remora_lab::remora::{agent_reply, agent_request, binary_beside_me, launch, set_keys};
+use remora_lab::remora::{
+    agent_reply, agent_request, binary_beside_me, bound_ports, launch, set_keys,
+};
 use remora_lab::{Lifetime, Pair};
 
 #[derive(Debug, Parser)]
@@ -36,10 +38,12 @@ struct UpArgs {
     primary_port: u16,
     #[arg(long, env = "REPLICA_PORT", default_value_t = 3307)]
     replica_port: u16,
-    /// remora beside the primary: agent port; its HTTP port is this + 1.
+    /// remora beside the primary: agent port; its HTTP port is this + 1
+    /// (0: any free ports, as remora reports them).
     #[arg(long, env = "PRIMARY_AGENT_PORT", default_value_t = 9258)]
     primary_agent_port: u16,
-    /// remora beside the replica: agent port; its HTTP port is this + 1.
+    /// remora beside the replica: agent port; its HTTP port is this + 1
+    /// (0: any free ports, as remora reports them).
     #[arg(long, env = "REPLICA_AGENT_PORT", default_value_t = 9358)]
     replica_agent_port: u16,
     /// HAProxy's read frontend.
@@ -307,8 +311,11 @@ impl Lab {
             ("primary", ports.primary, ports.primary_agent),
             ("replica", ports.replica, ports.replica_agent),
         ] {
-            let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
-            let http = SocketAddr::from(([127, 0, 0, 1], agent_port + 1));
+            let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            let (agent, http) = match agent_port {
+                0 => (at(0), at(0)),
+                port => (at(port), at(port + 1)),
+            };
             // The example's token file is a mounted secret; the lab's is here.
             let token_file = self.dir.join("admin-token");
             write_private(
@@ -326,7 +333,7 @@ impl Lab {
                     ),
                 ],
             )?;
-            let (process, _) = launch(
+            let (mut process, _) = launch(
                 &remora,
                 &yaml,
                 agent,
@@ -335,6 +342,10 @@ impl Lab {
                 Lifetime::Detached,
                 &[],
             )?;
+            let (agent, http) = match agent_port {
+                0 => bound_ports(&mut process)?,
+                _ => (agent, http),
+            };
             state.processes.push(Recorded {
                 name: format!("remora beside the {beside}"),
                 pid: process.detach(),

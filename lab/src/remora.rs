@@ -235,28 +235,8 @@ impl Remora {
     /// The addresses remora says it bound (`agent on …, http on …`, logged
     /// before its first poll), waited for at most [`START_LIMIT`].
     fn read_bound_ports(&mut self) -> Result<()> {
-        let started = std::time::Instant::now();
-        loop {
-            let log = self.log();
-            let bound = log.lines().find_map(|line| {
-                let (_, rest) = line.split_once("; agent on ")?;
-                let (agent, http) = rest.split_once(", http on ")?;
-                Some((agent.trim().parse().ok()?, http.trim().parse().ok()?))
-            });
-            if let Some((agent, http)) = bound {
-                (self.agent, self.http) = (agent, http);
-                return Ok(());
-            }
-            ensure!(
-                self.process.is_running(),
-                "remora exited before it listened:\n{log}"
-            );
-            ensure!(
-                started.elapsed() < START_LIMIT,
-                "remora never said where it listens:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        (self.agent, self.http) = bound_ports(&mut self.process)?;
+        Ok(())
     }
 
     /// Stops remora (SIGTERM) and starts it again with the same configuration
@@ -538,4 +518,31 @@ pub async fn http_exchange(
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("http {addr}{path}: no status in {head:?}"))?;
     Ok((code, body.to_owned()))
+}
+
+/// The agent and HTTP addresses a starting remora reports having bound
+/// (port 0 becomes a port), read from its log; waited for at most
+/// [`START_LIMIT`].
+pub fn bound_ports(process: &mut Process) -> Result<(SocketAddr, SocketAddr)> {
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+        let bound = log.lines().find_map(|line| {
+            let (_, rest) = line.split_once("; agent on ")?;
+            let (agent, http) = rest.split_once(", http on ")?;
+            Some((agent.trim().parse().ok()?, http.trim().parse().ok()?))
+        });
+        if let Some(bound) = bound {
+            return Ok(bound);
+        }
+        ensure!(
+            process.is_running(),
+            "remora exited before it listened:\n{log}"
+        );
+        ensure!(
+            started.elapsed() < START_LIMIT,
+            "remora never said where it listens:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
