@@ -281,7 +281,7 @@ impl Lab {
         self.record(state)?;
         self.start_servers(ports, state).await?;
         self.start_remoras(ports, state)?;
-        wait_for_remoras(state).await?;
+        wait_for_remoras(state, &self.dir).await?;
         self.start_haproxy(ports, state).await
     }
 
@@ -486,23 +486,30 @@ fn read_state(path: &Path) -> Result<LabState> {
 }
 
 /// Waits until both remoras answer: a remora that never does failed to
-/// start (its log says why).
-async fn wait_for_remoras(state: &LabState) -> Result<()> {
+/// start, and the end of its log (in `dir`) says why.
+async fn wait_for_remoras(state: &LabState, dir: &Path) -> Result<()> {
     for remora in &state.remoras {
         let mut answered = false;
-        for _ in 0..100 {
+        for _ in 0..200 {
             if agent_reply(remora.agent).await.is_ok() {
                 answered = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::ensure!(
-            answered,
-            "remora beside the {} does not answer on {}",
-            remora.beside,
-            remora.agent
-        );
+        if !answered {
+            let log = dir
+                .join(format!("remora-{}", remora.beside))
+                .join("remora.log");
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+            bail!(
+                "remora beside the {} does not answer on {}; its log ends:\n{}",
+                remora.beside,
+                remora.agent,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
     Ok(())
 }
