@@ -131,21 +131,18 @@ async fn the_kubernetes_pre_stop_hooks_drain_and_mysqld_waits_on_a_named_file() 
         ),
     )?;
     let marker = dir.path().join("drained");
-    let args: Vec<String> = (remora_hook[1..].iter())
-        .map(|arg| match arg.as_str() {
-            "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
-            "/var/lib/remora/drained" => marker.display().to_string(),
-            other => other.to_owned(),
-        })
-        .collect();
     assert!(token_path.starts_with("/run/secrets"), "{token_path:?}");
-    let out = common::run_remora(&args)?;
-    assert!(out.status.success(), "{}", common::said(&out));
-    remora
-        .wait_reply(std::time::Duration::from_secs(2), |r| {
-            r == "up drain #maintenance: pod stopping"
-        })
-        .await?;
+    let places = [
+        ("/etc/remora/remora.yaml", ctl_config.display().to_string()),
+        ("/var/lib/remora/drained", marker.display().to_string()),
+    ];
+    run_and_see(
+        &remora,
+        &remora_hook,
+        &places,
+        "up drain #maintenance: pod stopping",
+    )
+    .await?;
 
     // mysqld's hook returns once the file is there, and shows what it says.
     let script = (mysqld_hook.last().context("the script")?)
@@ -198,18 +195,36 @@ async fn the_systemd_drop_in_drains_through_remora_before_mysqld_stops() -> Resu
     let dir = tempfile::tempdir()?;
     let ctl_config = dir.path().join("remora.yaml");
     std::fs::write(&ctl_config, format!("http: {{listen: {}}}\n", remora.http))?;
+    let places = [("/etc/remora/remora.yaml", ctl_config.display().to_string())];
+    run_and_see(
+        &remora,
+        &command,
+        &places,
+        "up drain #maintenance: mysqld stopping",
+    )
+    .await
+}
+
+/// Runs a shipped `remora …` command line (its program is the packaged
+/// path) with the paths in `places` moved into the test's, and waits until
+/// `remora` answers `answer`.
+async fn run_and_see(
+    remora: &remora_lab::Remora,
+    command: &[String],
+    places: &[(&str, String)],
+    answer: &str,
+) -> Result<()> {
     let args: Vec<String> = (command[1..].iter())
-        .map(|arg| match arg.as_str() {
-            "/etc/remora/remora.yaml" => ctl_config.display().to_string(),
-            other => other.to_owned(),
+        .map(|arg| {
+            (places.iter())
+                .find(|(shipped, _)| arg == shipped)
+                .map_or_else(|| arg.clone(), |(_, here)| here.clone())
         })
         .collect();
     let out = common::run_remora(&args)?;
     assert!(out.status.success(), "{}", common::said(&out));
     remora
-        .wait_reply(std::time::Duration::from_secs(2), |r| {
-            r == "up drain #maintenance: mysqld stopping"
-        })
+        .wait_reply(std::time::Duration::from_secs(2), |r| r == answer)
         .await?;
     Ok(())
 }
