@@ -283,9 +283,12 @@ impl History {
 
     /// Up to `at_most` samples of `span` from its start, cloned, and the span
     /// left after them; samples dropped meanwhile are skipped, and a history
-    /// started afresh (another generation) has nothing more for it.
+    /// started afresh (another generation), or a span dropped whole, has
+    /// nothing more for it.
     pub fn read(&self, span: Span, at_most: usize) -> (Vec<Sample>, Span) {
-        if span.generation != self.generation {
+        // Another generation, or a stream that fell so far behind that
+        // even its last sample was dropped: nothing more for it.
+        if span.generation != self.generation || span.until <= self.first() {
             return (
                 Vec::new(),
                 Span {
@@ -410,6 +413,45 @@ mod tests {
         // reasons never changed, so they cost nothing per poll.
         assert!(bytes <= 3600 * (32 + 2 * 4), "{bytes} bytes");
         assert_eq!(history.samples().1.len(), 3600);
+    }
+
+    #[test]
+    fn a_stream_that_fell_behind_everything_kept_reads_nothing_more() {
+        use crate::health::{Assessment, Health};
+        use crate::policy::Verdict;
+        use crate::probe::PollError;
+        let mut history = History::new(Duration::from_secs(10), Duration::from_secs(1));
+        let observation = Observation {
+            at: tokio::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+            duration: Duration::from_millis(1),
+            result: Err(PollError::Unreachable("refused".into())),
+            tls: Default::default(),
+        };
+        let assessment = Assessment::of(Health::Primary { read_only: false });
+        let verdict = Verdict::healthy();
+        let answer = Answer::of(&verdict);
+        let poll = Poll {
+            observation: &observation,
+            assessment: &assessment,
+            pools: vec![Published {
+                label: "default",
+                target: &verdict,
+                answer: &answer,
+            }],
+        };
+        for _ in 0..5 {
+            history.record(Some(&poll), &poll);
+        }
+        // A /history stream took the span of those five, then stalled...
+        let stalled = history.span(Selection::default());
+        // ...while the poller went on, dropping every sample it had taken.
+        for _ in 0..30 {
+            history.record(Some(&poll), &poll);
+        }
+        let (read, left) = history.read(stalled, 100);
+        assert!(read.is_empty(), "its samples are gone: {}", read.len());
+        assert_eq!(left.from, left.until, "and nothing is left for it");
     }
 
     #[test]
