@@ -33,10 +33,12 @@ pub enum Standing {
 }
 
 impl Standing {
+    /// A lag only estimated (an IO thread error, a stopped SQL thread,
+    /// stale Aurora rows) means replication is broken: a fault, not lag.
     pub fn of(answer: &Answer) -> Standing {
         match (answer.reported, &answer.cause) {
             (Reported::Up, _) => Standing::Up,
-            (Reported::Drain | Reported::Down, Reason::Lag { lag, .. }) => {
+            (Reported::Drain | Reported::Down, Reason::Lag { lag, .. }) if !lag.is_estimated() => {
                 Standing::LaggingOut(lag.value)
             }
             _ => Standing::Fault,
@@ -320,6 +322,28 @@ mod tests {
         assert_eq!(boards.publish("main", "r3", &broken, true), None);
         // Pools without a budget are left alone.
         assert_eq!(boards.publish("other", "r2", &r2, true), None);
+    }
+
+    #[test]
+    fn a_lag_that_is_only_estimated_is_a_fault_and_never_kept_up() {
+        use crate::reason::tests::lag_of;
+        let boards = boards(2);
+        let healthy = answer(State::Up(100), Reason::None);
+        for name in ["r1", "r2", "r3"] {
+            boards.publish("main", name, &healthy, true);
+        }
+        let measured = answer(State::Drain, lag_reason(41.0));
+        boards.publish("main", "r1", &measured, true);
+        // r2's IO thread fails with 1236: its lag is a guess that grows;
+        // replication is broken, and keep_up never keeps a fault.
+        let estimated = answer(
+            State::Down,
+            lag_of(70.0, Some("io thread error 1236 (lag growing since)")),
+        );
+        assert_eq!(Standing::of(&estimated), Standing::Fault);
+        assert_eq!(boards.publish("main", "r2", &estimated, true), None);
+        // r1, measured, is the one kept.
+        assert!(boards.publish("main", "r1", &measured, true).is_some());
     }
 
     /// Rounds of polls in any order, with any lags: once every member has
