@@ -5,70 +5,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::running::{Running, replica};
+use common::central::{Central, fleet_yaml, hung_server, metric, write};
+use common::running::replica;
 use remora::config::Config;
 use remora_lab::fixture::{Channel, Flavor, MysqlFixture};
 use remora_lab::wait_until;
-
-/// A remora watching targets, in this process.
-struct Central(Running);
-
-impl std::ops::Deref for Central {
-    type Target = Running;
-    fn deref(&self) -> &Running {
-        &self.0
-    }
-}
-
-impl Central {
-    async fn start(yaml: &str) -> Result<Central> {
-        Ok(Central(Running::start(Config::from_yaml(yaml)?).await?))
-    }
-
-    async fn targets(&self) -> Result<Vec<String>> {
-        let status = self.json("/status").await?;
-        let targets = status["targets"].as_object().context("targets listed")?;
-        Ok(targets.keys().cloned().collect())
-    }
-
-    async fn wait_for_targets(&self, wanted: &[&str]) -> Result<()> {
-        wait_until(
-            &format!("targets {wanted:?}"),
-            Duration::from_secs(10),
-            async || Ok((self.targets().await? == wanted).then_some(())),
-        )
-        .await
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.0.stop().await
-    }
-}
-
-/// A server that takes connections and never says a word: the kernel
-/// completes the handshake from the backlog, nobody ever greets.
-fn hung_server() -> Result<std::net::TcpListener> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
-}
-
-fn fleet_yaml(targets: &str) -> String {
-    format!(
-        "mysql: {{user: remora, connect_timeout: 300ms, query_timeout: 300ms}}\n\
-         poll: {{interval: 50ms}}\n\
-         pools: {{main: {{drain_at: 60s, down_at: 300s}}, writer: {{role: primary}}}}\n\
-         {targets}"
-    )
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    (text.lines())
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_target_is_judged_alone_and_asked_for_by_name() -> Result<()> {
@@ -193,14 +137,6 @@ async fn each_target_is_judged_alone_and_asked_for_by_name() -> Result<()> {
         "links stay on r2"
     );
     central.stop().await
-}
-
-/// Writes `text` to `path` as consul-template would: whole, then renamed over.
-fn write(path: &Path, text: &str) -> Result<()> {
-    let staged = path.with_extension("new");
-    std::fs::write(&staged, text)?;
-    std::fs::rename(&staged, path)?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

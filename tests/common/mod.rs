@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+pub mod central;
 pub mod running;
 
 /// The remora binary cargo built for these tests.
