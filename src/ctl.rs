@@ -190,6 +190,9 @@ pub struct Asker {
     /// It has asked more than once, so it has a pace: a HAProxy checking,
     /// not someone's one `nc`.
     pub paced: bool,
+    /// Its checks come at more than one rhythm: several HAProxies behind
+    /// one address, which the record counts as one.
+    pub several: bool,
 }
 
 impl Asker {
@@ -222,6 +225,7 @@ pub fn askers(status: &Value) -> Vec<Asker> {
                 silent: peer["silent"].as_bool().unwrap_or(true),
                 seconds_since_last_check: peer["seconds_since_last_check"].as_f64().unwrap_or(0.0),
                 paced: peer["interval_seconds"].is_number(),
+                several: peer["several"].as_bool().unwrap_or(false),
             });
         }
     };
@@ -231,6 +235,51 @@ pub fn askers(status: &Value) -> Vec<Asker> {
         add(pool, state.get("peers"));
     }
     found
+}
+
+/// The pools whose record of peers is crowded (one still asking was
+/// forgotten to make room): who was told cannot be read from them.
+pub fn crowded(status: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    if status["peers_crowded"].as_bool() == Some(true) {
+        found.push("default".to_owned());
+    }
+    if status["unmatched_peers_crowded"].as_bool() == Some(true) {
+        found.push("(none named)".to_owned());
+    }
+    for (pool, state) in status["pools"].as_object().into_iter().flatten() {
+        if state["peers_crowded"].as_bool() == Some(true) {
+            found.push(pool.clone());
+        }
+    }
+    found
+}
+
+/// Why remora's record of who asks cannot tell whether a switch was seen,
+/// if it cannot: a drain is never reported acknowledged on a guess.
+pub fn cannot_tell(status: &Value, askers: &[Asker]) -> Option<String> {
+    let crowded = crowded(status);
+    if !crowded.is_empty() {
+        return Some(format!(
+            "cannot tell whether every HAProxy was told: more HAProxies asked about pool {} \
+             than remora remembers ({} addresses), and some were forgotten to make room",
+            crowded.join(", "),
+            crate::checks::MAX_PEERS
+        ));
+    }
+    let several: Vec<String> = (askers.iter())
+        .filter(|asker| asker.is_asking() && asker.several)
+        .map(|asker| format!("{} (pool {})", asker.address, asker.pool))
+        .collect();
+    if !several.is_empty() {
+        return Some(format!(
+            "cannot tell whether every HAProxy was told: checks from {} come at more than one \
+             rhythm, so several HAProxies (or server lines) share that address and count as \
+             one; give each HAProxy its own source address (no SNAT between HAProxy and remora)",
+            several.join(", ")
+        ));
+    }
+    None
 }
 
 /// The peers that were asking before the switch and have not been
@@ -260,13 +309,13 @@ pub async fn run(client: &Client, action: &Action, waiting: Waiting) -> Result<S
         Action::Ready => client.switch(action).await,
         Action::Switch { .. } => {
             let before = if waiting.acknowledged {
-                askers(&client.status().await?)
+                Some(client.status().await?)
             } else {
-                Vec::new()
+                None
             };
             let mut said = client.switch(action).await?;
             let deadline = Instant::now() + waiting.timeout;
-            if waiting.acknowledged {
+            if let Some(before) = before {
                 said.push_str(&wait_acknowledged(client, &before, deadline).await?);
             }
             if let Some(idle) = waiting.idle_below {
@@ -277,17 +326,32 @@ pub async fn run(client: &Client, action: &Action, waiting: Waiting) -> Result<S
     }
 }
 
+/// Waits until every HAProxy asking in `before` (the status before the
+/// switch) has been answered the switch; fails at once, switch left on,
+/// when the record cannot tell.
 async fn wait_acknowledged(
     client: &Client,
-    before: &[Asker],
+    before: &Value,
     deadline: Instant,
 ) -> Result<String, CtlError> {
-    let asking = before.iter().filter(|asker| asker.is_asking()).count();
+    let before_askers = askers(before);
+    if let Some(why) = cannot_tell(before, &before_askers) {
+        return fail(format!("switched, but {why}"));
+    }
+    let asking = before_askers
+        .iter()
+        .filter(|asker| asker.is_asking())
+        .count();
     if asking == 0 {
         return Ok("no HAProxy was asking: nothing to wait for\n".into());
     }
     loop {
-        let left = not_yet_told(before, &askers(&client.status().await?));
+        let status = client.status().await?;
+        let now = askers(&status);
+        if let Some(why) = cannot_tell(&status, &now) {
+            return fail(format!("switched, but {why}"));
+        }
+        let left = not_yet_told(&before_askers, &now);
         if left.is_empty() {
             return Ok(format!(
                 "acknowledged: every HAProxy asking ({asking}) has been answered the switch\n"
@@ -379,6 +443,7 @@ mod tests {
             silent,
             seconds_since_last_check: 0.5,
             paced: true,
+            several: false,
         }
     }
 
@@ -415,6 +480,25 @@ mod tests {
             ..asker("main", "10.0.0.8", 1, "up", false)
         };
         assert!(not_yet_told(&[once], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_record_that_cannot_tell_is_never_read_as_acknowledged() {
+        let whole = serde_json::json!({"peers": [], "peers_crowded": false, "pools": {}});
+        let asking = [asker("main", "10.0.0.5", 10, "up", false)];
+        assert_eq!(cannot_tell(&whole, &asking), None);
+        // More HAProxies than remora remembers: everyone may have been
+        // forgotten, and "nobody was asking" would be a guess.
+        let crowded = serde_json::json!({"peers": [], "pools": {"main": {"peers": [], "peers_crowded": true}}});
+        let why = cannot_tell(&crowded, &[]).expect("crowded");
+        assert!(why.contains("pool main"), "{why}");
+        // Two HAProxies behind one address count as one.
+        let shared = Asker {
+            several: true,
+            ..asker("main", "10.0.0.9", 20, "up", false)
+        };
+        let why = cannot_tell(&whole, &[shared]).expect("several");
+        assert!(why.contains("10.0.0.9 (pool main)"), "{why}");
     }
 
     #[test]

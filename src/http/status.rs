@@ -83,6 +83,8 @@ pub struct Status<'a> {
     /// HAProxy peers whose checks named no pool that exists.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unmatched_peers: Vec<PeerStatus>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unmatched_peers_crowded: bool,
 }
 
 impl<'a> Status<'a> {
@@ -131,6 +133,7 @@ impl<'a> Status<'a> {
                 .map(|pool| (pool.name.label(), PoolStatus::of(snapshot, pool, now, true)))
                 .collect(),
             unmatched_peers: PeerStatus::all(&snapshot.unknown_checks, now),
+            unmatched_peers_crowded: snapshot.unknown_checks.is_crowded(now),
         }
     }
 }
@@ -213,6 +216,9 @@ struct PoolStatus<'a> {
     role: Option<&'static str>,
     /// The HAProxies that asked about this pool in the last ten minutes.
     peers: Vec<PeerStatus>,
+    /// More asked than the record holds: one still asking was forgotten
+    /// to make room, so `peers` is not everyone.
+    peers_crowded: bool,
 }
 
 impl<'a> PoolStatus<'a> {
@@ -228,6 +234,7 @@ impl<'a> PoolStatus<'a> {
             warming_up: pool.decision.warming.map(WarmingUp::of),
             role: with_role.then(|| pool.role.as_str()),
             peers: PeerStatus::all(&pool.checks, now),
+            peers_crowded: pool.checks.is_crowded(now),
         }
     }
 }
@@ -260,6 +267,9 @@ struct PeerStatus {
     interval_seconds: Option<f64>,
     /// It missed three of its own intervals (or a minute, pace unknown).
     silent: bool,
+    /// Its checks come at more than one rhythm: several HAProxies (or
+    /// server lines) behind this one address.
+    several: bool,
     last_verdict: &'static str,
 }
 
@@ -272,6 +282,7 @@ impl PeerStatus {
             seconds_since_last_check: now.saturating_duration_since(peer.last_at).as_secs_f64(),
             interval_seconds: peer.interval().map(|interval| interval.as_secs_f64()),
             silent: peer.is_silent(now),
+            several: peer.is_several(),
             last_verdict: peer.last_reported.as_str(),
         };
         checks.peers(now).into_iter().map(of).collect()
