@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::answer::{Answer, Reported};
 use crate::config::{Config, Percent};
 use crate::policy::{State, Verdict};
@@ -55,9 +57,18 @@ pub struct Published {
     /// A member of the pool: HAProxy asked about it for this pool lately,
     /// or `member_of` lists the pool.
     pub member: bool,
+    /// When it published this.
+    pub at: Instant,
+    /// How long what it published stands: its `poll.stale_after`. A member
+    /// that has not published since (its poller stuck) counts for nothing.
+    pub fresh_for: Duration,
 }
 
 impl Published {
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) <= self.fresh_for
+    }
+
     fn kept_lag(&self) -> Option<Duration> {
         match (self.kept, self.standing) {
             (true, Standing::LaggingOut(lag)) => Some(lag),
@@ -69,16 +80,18 @@ impl Published {
 /// Whether member `name`, whose own verdict is out by `lag`, stays up:
 /// when fewer than `keep_up` of the others are up without it, counting a
 /// kept member only if it has the better claim (less lag; on a tie, the
-/// name first in order). A more lagged member kept up hands its place back
-/// at its next poll, seeing this one up. Going out therefore always leaves
-/// `keep_up` others up.
+/// name first in order), and none that has not published lately. A more
+/// lagged member kept up hands its place back at its next poll, seeing this
+/// one up. Going out therefore always leaves `keep_up` others up.
 pub fn stays_up(
     (lag, name): (Duration, &str),
     others: &BTreeMap<String, Published>,
     keep_up: usize,
+    now: Instant,
 ) -> bool {
     let firmly_up = (others.iter())
         .filter(|(other, published)| *other != name && published.member)
+        .filter(|(_, published)| published.is_fresh(now))
         .filter(|(other, published)| match published.kept_lag() {
             Some(kept) => (kept, other.as_str()) < (lag, name),
             None => published.standing == Standing::Up,
@@ -141,8 +154,15 @@ impl Boards {
     }
 
     /// Target `name`'s answer for `pool` under the budget: its own, or
-    /// kept up. Records what it publishes for the other members to see.
-    pub fn publish(&self, pool: &str, name: &str, own: &Answer, member: bool) -> Option<Answer> {
+    /// kept up. Records what it publishes for the other members to see,
+    /// standing for `fresh_for` from `now`.
+    pub fn publish(
+        &self,
+        pool: &str,
+        (name, member): (&str, bool),
+        own: &Answer,
+        (now, fresh_for): (Instant, Duration),
+    ) -> Option<Answer> {
         let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
         let Budget {
             keep_up,
@@ -152,7 +172,7 @@ impl Boards {
         let standing = Standing::of(own);
         let mut members = board.members.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = match standing {
-            Standing::LaggingOut(lag) => member && stays_up((lag, name), &members, *keep_up),
+            Standing::LaggingOut(lag) => member && stays_up((lag, name), &members, *keep_up, now),
             Standing::Up | Standing::Fault => false,
         };
         let others: Vec<Published> = (members.iter())
@@ -165,6 +185,8 @@ impl Boards {
                 standing,
                 kept,
                 member,
+                at: now,
+                fresh_for,
             },
         );
         let Standing::LaggingOut(lag) = standing else {
@@ -176,7 +198,9 @@ impl Boards {
         let pool_members = others.iter().filter(|other| other.member).count() + 1;
         let out = 1
             + (others.iter())
-                .filter(|other| other.member && other.standing != Standing::Up)
+                .filter(|other| {
+                    other.member && (other.standing != Standing::Up || !other.is_fresh(now))
+                })
                 .count();
         let weight = u8::try_from(min_weight.0.clamp(1, 100)).unwrap_or(100);
         let reason = Reason::KeptUp {
@@ -206,28 +230,40 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn up() -> Published {
+    /// Every member's `poll.stale_after` here.
+    const FRESH: Duration = Duration::from_secs(5);
+
+    /// When the tests' members publish.
+    fn start() -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
+
+    fn published(standing: Standing, kept: bool) -> Published {
         Published {
-            standing: Standing::Up,
-            kept: false,
+            standing,
+            kept,
             member: true,
+            at: start(),
+            fresh_for: FRESH,
         }
+    }
+
+    /// `name`, a member, publishes `own` at the tests' one instant.
+    fn publish(boards: &Boards, pool: &str, name: &str, own: &Answer) -> Option<Answer> {
+        boards.publish(pool, (name, true), own, (start(), FRESH))
+    }
+
+    fn up() -> Published {
+        published(Standing::Up, false)
     }
 
     fn out(lag: u64, kept: bool) -> Published {
-        Published {
-            standing: Standing::LaggingOut(seconds(lag)),
-            kept,
-            member: true,
-        }
+        published(Standing::LaggingOut(seconds(lag)), kept)
     }
 
     fn fault() -> Published {
-        Published {
-            standing: Standing::Fault,
-            kept: false,
-            member: true,
-        }
+        published(Standing::Fault, false)
     }
 
     fn others(members: &[Published]) -> BTreeMap<String, Published> {
@@ -239,38 +275,65 @@ mod tests {
     #[test]
     fn lag_takes_a_target_out_only_while_enough_others_stay_up() {
         let me = (seconds(40), "me");
-        assert!(!stays_up(me, &others(&[up(), up()]), 2));
-        assert!(stays_up(me, &others(&[up(), out(50, false)]), 2));
+        assert!(!stays_up(me, &others(&[up(), up()]), 2, start()));
+        assert!(stays_up(me, &others(&[up(), out(50, false)]), 2, start()));
         assert!(
-            stays_up(me, &others(&[up(), fault()]), 2),
+            stays_up(me, &others(&[up(), fault()]), 2, start()),
             "faults count as out"
         );
         // A more lagged member kept up does not count: it will make way.
-        assert!(stays_up(me, &others(&[up(), out(50, true)]), 2));
-        assert!(stays_up(me, &others(&[up(), up(), out(50, true)]), 3));
+        assert!(stays_up(me, &others(&[up(), out(50, true)]), 2, start()));
+        assert!(stays_up(
+            me,
+            &others(&[up(), up(), out(50, true)]),
+            3,
+            start()
+        ));
         // A less lagged one does.
-        assert!(!stays_up(me, &others(&[up(), out(30, true)]), 2));
+        assert!(!stays_up(me, &others(&[up(), out(30, true)]), 2, start()));
         // On equal lag, the name first in order has the better claim.
         assert!(!stays_up(
             (seconds(40), "zed"),
             &others(&[up(), out(40, true)]),
-            2
+            2,
+            start()
         ));
         assert!(stays_up(
             (seconds(40), "a"),
             &others(&[up(), out(40, true)]),
-            2
+            2,
+            start()
         ));
         // Targets HAProxy does not ask about for this pool are not its members.
         let stranger = Published {
             member: false,
             ..up()
         };
-        assert!(stays_up(me, &others(&[up(), stranger]), 2));
+        assert!(stays_up(me, &others(&[up(), stranger]), 2, start()));
         // Its own earlier entry is not one of the others.
         let mut with_self = others(&[up()]);
         with_self.insert("me".into(), up());
-        assert!(stays_up(me, &with_self, 2));
+        assert!(stays_up(me, &with_self, 2, start()));
+    }
+
+    #[test]
+    fn a_member_that_stopped_publishing_counts_for_nothing() {
+        let me = (seconds(40), "me");
+        let later = start() + FRESH;
+        assert!(
+            !stays_up(me, &others(&[up(), up()]), 2, later),
+            "fresh to the end"
+        );
+        // Its poller stuck: its last word, up, no longer holds.
+        let much_later = start() + FRESH + seconds(1);
+        assert!(stays_up(me, &others(&[up(), up()]), 2, much_later));
+        // One that published since counts; one alone is not two.
+        let fresh = Published {
+            at: much_later,
+            ..up()
+        };
+        assert!(stays_up(me, &others(&[fresh, up()]), 2, much_later));
+        assert!(!stays_up(me, &others(&[fresh, fresh]), 2, much_later));
     }
 
     fn answer(state: State, reason: Reason) -> Answer {
@@ -279,7 +342,7 @@ mod tests {
 
     fn boards(keep_up: usize) -> Boards {
         let config = Config::from_yaml(&format!(
-            "targets: {{a: {{}}}}\npools: {{main: {{keep_up: {keep_up}, min_weight: 20%}}}}"
+            "targets: {{a: {{mysql: {{host: a}}}}}}\npools: {{main: {{keep_up: {keep_up}, min_weight: 20%}}}}"
         ))
         .expect("valid");
         Boards::of(&config)
@@ -290,38 +353,36 @@ mod tests {
         let boards = boards(2);
         let healthy = answer(State::Up(100), Reason::None);
         for name in ["r1", "r2", "r3"] {
-            assert_eq!(boards.publish("main", name, &healthy, true), None);
+            assert_eq!(publish(&boards, "main", name, &healthy), None);
         }
         // r1 and r2 fall behind past drain_at; r3 stays up.
         let r1 = answer(State::Drain, lag_reason(41.0));
         assert_eq!(
-            boards
-                .publish("main", "r1", &r1, true)
-                .map(|a| a.text().to_owned()),
+            publish(&boards, "main", "r1", &r1).map(|a| a.text().to_owned()),
             None,
             "r2 and r3 are still up: r1 may go"
         );
         let r2 = answer(State::Drain, lag_reason(70.0));
-        let kept = boards.publish("main", "r2", &r2, true).expect("kept");
+        let kept = publish(&boards, "main", "r2", &r2).expect("kept");
         assert_eq!(
             kept.text(),
             "up ready 20% #kept up: lag 70.0s (2 of 3 would be out)"
         );
         // r1, less lagged, takes the place at its next poll; r2 hands it back.
-        let r1_kept = boards.publish("main", "r1", &r1, true).expect("kept");
+        let r1_kept = publish(&boards, "main", "r1", &r1).expect("kept");
         assert_eq!(
             r1_kept.text(),
             "up ready 20% #kept up: lag 41.0s (2 of 3 would be out)"
         );
-        assert_eq!(boards.publish("main", "r2", &r2, true), None);
+        assert_eq!(publish(&boards, "main", "r2", &r2), None);
         // A fault is never overridden, whatever the budget.
         let broken = answer(
             State::Down,
             Reason::Role(crate::reason::Mismatch::NotReplica),
         );
-        assert_eq!(boards.publish("main", "r3", &broken, true), None);
+        assert_eq!(publish(&boards, "main", "r3", &broken), None);
         // Pools without a budget are left alone.
-        assert_eq!(boards.publish("other", "r2", &r2, true), None);
+        assert_eq!(publish(&boards, "other", "r2", &r2), None);
     }
 
     #[test]
@@ -330,10 +391,10 @@ mod tests {
         let boards = boards(2);
         let healthy = answer(State::Up(100), Reason::None);
         for name in ["r1", "r2", "r3"] {
-            boards.publish("main", name, &healthy, true);
+            publish(&boards, "main", name, &healthy);
         }
         let measured = answer(State::Drain, lag_reason(41.0));
-        boards.publish("main", "r1", &measured, true);
+        publish(&boards, "main", "r1", &measured);
         // r2's IO thread fails with 1236: its lag is a guess that grows;
         // replication is broken, and keep_up never keeps a fault.
         let estimated = answer(
@@ -341,9 +402,9 @@ mod tests {
             lag_of(70.0, Some("io thread error 1236 (lag growing since)")),
         );
         assert_eq!(Standing::of(&estimated), Standing::Fault);
-        assert_eq!(boards.publish("main", "r2", &estimated, true), None);
+        assert_eq!(publish(&boards, "main", "r2", &estimated), None);
         // r1, measured, is the one kept.
-        assert!(boards.publish("main", "r1", &measured, true).is_some());
+        assert!(publish(&boards, "main", "r1", &measured).is_some());
     }
 
     /// Rounds of polls in any order, with any lags: once every member has
@@ -369,7 +430,7 @@ mod tests {
             // Some polls in a random order, then two full rounds.
             let rounds = (0..lags.len()).chain(0..lags.len());
             for i in order.into_iter().filter(|i| *i < lags.len()).chain(rounds) {
-                let kept = boards.publish("main", &names[i], &own(i), true);
+                let kept = publish(&boards, "main", &names[i], &own(i));
                 published[i] = lags[i].is_none() || kept.is_some();
             }
             let up = published.iter().filter(|up| **up).count();

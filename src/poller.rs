@@ -176,7 +176,8 @@ impl Poller {
             }
             let asked = (pool.checks.peers(now).iter()).any(|peer| !peer.is_silent(now));
             let member = asked || member_of.contains(pool_name);
-            if let Some(kept) = boards.publish(pool_name, name, &pool.answer, member) {
+            let standing = (now, self.config.poll.stale_after);
+            if let Some(kept) = boards.publish(pool_name, (name, member), &pool.answer, standing) {
                 pool.answer = kept;
             }
         }
