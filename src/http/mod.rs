@@ -15,7 +15,8 @@
 //!
 //! HTTP runs on a thread of its own, below the poller's priority: no
 //! render, however heavy, delays a poll. The heavy renders (`/`,
-//! `/events`, `/history`) run at most [`HEAVY_RENDERS`] at a time; beyond
+//! `/events`, `/history`, and a fleet's `/status` and `/metrics`, which
+//! cover every target) run at most [`HEAVY_RENDERS`] at a time; beyond
 //! that they are answered 503 with `Retry-After`.
 //!
 //! Every connection is bounded: the request head must arrive within
@@ -196,7 +197,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) ->
             let watched = watched.clone();
             about_one(request, peer, shared, &path, &watched).await
         }
-        Choice::NoneNamed => about_all(&path, &fleet, peer),
+        Choice::NoneNamed => about_all(&path, &fleet, peer, shared),
         Choice::Unknown => {
             let name: String = target.unwrap_or_default().chars().take(64).collect();
             reply(
@@ -267,10 +268,24 @@ async fn about_one(
 }
 
 /// A request to a fleet that names no target: `/status`, `/metrics` and
-/// `/` cover every target; the rest need one.
-fn about_all(path: &str, fleet: &Fleet, peer: SocketAddr) -> Response<Body> {
-    let now = Instant::now();
+/// `/` cover every target, each a heavy render (its cost grows with the
+/// fleet); the rest need one.
+fn about_all(path: &str, fleet: &Fleet, peer: SocketAddr, shared: &Shared) -> Response<Body> {
     match path {
+        "/" | "/status" | "/metrics" => {}
+        "/health" | "/events" | "/history" | "/maintenance" => {
+            return bad_request(&format!(
+                "remora watches {} targets here: name one ({path}?target=NAME)",
+                fleet.targets.len()
+            ));
+        }
+        _ => return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+    let Ok(place) = Arc::clone(&shared.heavy).try_acquire_owned() else {
+        return busy();
+    };
+    let now = Instant::now();
+    let rendered = match path {
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -281,17 +296,13 @@ fn about_all(path: &str, fleet: &Fleet, peer: SocketAddr) -> Response<Body> {
             now,
             Audience::of(peer, fleet.settings.error_text),
         )),
-        "/metrics" => reply(
+        _ => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             metrics::render_fleet(fleet, now),
         ),
-        "/health" | "/events" | "/history" | "/maintenance" => bad_request(&format!(
-            "remora watches {} targets here: name one ({path}?target=NAME)",
-            fleet.targets.len()
-        )),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    }
+    };
+    rendered.holding(place)
 }
 
 fn json(document: &impl serde::Serialize) -> Response<Body> {
@@ -549,7 +560,9 @@ fn busy() -> Response<Body> {
     let mut response = reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "text/plain",
-        format!("busy: {HEAVY_RENDERS} renders of /, /events or /history under way; retry\n"),
+        format!(
+            "busy: {HEAVY_RENDERS} heavy renders (/, /events, /history, a fleet's /status or /metrics) under way; retry\n"
+        ),
     );
     response
         .headers_mut()
