@@ -152,8 +152,10 @@ impl Maintenance {
                 Ok(()) => sync_directory_of(path),
             };
         };
+        // `~`, which no target name holds: `switch.r1`'s partial file is
+        // never `switch.r1.new`, another target's state file.
         let mut partial = path.as_os_str().to_owned();
-        partial.push(".new");
+        partial.push("~");
         let partial = PathBuf::from(partial);
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -15,12 +15,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod duration;
+mod fleet;
 mod mysql;
 mod policy;
 mod secrets;
 mod sections;
 mod targets;
 
+pub use fleet::{DEFAULT_MAX_TARGETS, FILE_SETS, FleetConfig, HostPattern, Share};
 pub use mysql::{Address, MAX_CA_BYTES, MysqlConfig, TlsConfig, TlsMode};
 pub use policy::{
     MAX_POOL_NAME, MAX_RECOVER_AFTER, Percent, Policy, PoolConfig, Role, StandaloneVerdict,
@@ -82,6 +84,10 @@ pub struct Config {
     /// More targets, in a file of their own, re-read when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets_file: Option<std::path::PathBuf>,
+    /// How far a fleet trusts what it is told: its size, how a shrinking
+    /// targets file is held back, what that file may name.
+    #[serde(default, deserialize_with = "empty_is_default")]
+    pub fleet: FleetConfig,
     /// The top level as written, which each target is laid over.
     #[serde(skip)]
     pub(crate) base: AsWritten,
@@ -214,6 +220,7 @@ impl Config {
         if !config.targets.is_empty() {
             config.target_configs(&Default::default())?;
         }
+        config.within_max_targets(config.targets.len(), "targets")?;
         Ok(config)
     }
 
@@ -263,6 +270,7 @@ impl Config {
         }
         self.policy.validate("policy")?;
         self.http.validate()?;
+        self.fleet.validate(&targets::TARGET_KEYS)?;
         self.validate_pools()
     }
 

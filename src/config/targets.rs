@@ -47,13 +47,16 @@ impl Config {
     }
 
     /// Every target's whole configuration: the inline `targets` and, when
-    /// given, `from_file` (a `targets_file`'s map). A name in both is an error.
+    /// given, `from_file` (a `targets_file`'s map, held to what a targets
+    /// file may set and name: `fleet.file_may_set`, `fleet.file_hosts`). A
+    /// name in both is an error.
     pub fn target_configs(
         &self,
         from_file: &TargetSections,
     ) -> Result<BTreeMap<String, Config>, ConfigError> {
         let mut all = BTreeMap::new();
-        for (name, sections) in self.targets.iter().chain(from_file) {
+        let inline = self.targets.iter().map(|entry| (entry, false));
+        for ((name, sections), in_file) in inline.chain(from_file.iter().map(|e| (e, true))) {
             if all.contains_key(name) {
                 return Err(invalid(
                     &format!("targets.{name}"),
@@ -65,23 +68,89 @@ impl Config {
                 Value::Null => Mapping::new(),
                 _ => return Err(invalid(&format!("targets.{name}"), "must be a mapping")),
             };
+            if in_file {
+                self.trust_file_entry(name, &sections)?;
+            }
             all.insert(name.clone(), self.target_config(name, &sections)?);
         }
+        each_switch_its_own(&all)?;
         Ok(all)
+    }
+
+    /// Refuses a target set of `count` (from `source`) over `fleet.max_targets`.
+    pub fn within_max_targets(&self, count: usize, source: &str) -> Result<(), ConfigError> {
+        if count > self.fleet.max_targets {
+            return Err(ConfigError::new(format!(
+                "{source}: {count} targets, more than fleet.max_targets ({}) allows",
+                self.fleet.max_targets
+            )));
+        }
+        Ok(())
+    }
+
+    /// A targets file is trusted with addresses and labels: anything else
+    /// (a password file, a state file, TLS paths) only where
+    /// `fleet.file_may_set` says so, and hosts only within
+    /// `fleet.file_hosts`.
+    fn trust_file_entry(&self, name: &str, sections: &Mapping) -> Result<(), ConfigError> {
+        let key = format!("targets.{name}");
+        for leaf in leaf_keys(sections) {
+            if !self.fleet.file_may_set(&leaf) {
+                return Err(invalid(
+                    &format!("{key}.{leaf}"),
+                    format!(
+                        "a targets file may not set this (it sets {}; fleet.file_may_set allows more)",
+                        super::FILE_SETS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let host = (sections.get("mysql"))
+            .and_then(|mysql| mysql.get("host"))
+            .and_then(Value::as_str);
+        if let Some(host) = host
+            && !self.fleet.file_may_name(host)
+        {
+            let allowed: Vec<String> = self
+                .fleet
+                .file_hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(invalid(
+                &format!("{key}.mysql.host"),
+                format!("{host}: not in fleet.file_hosts ({})", allowed.join(", ")),
+            ));
+        }
+        Ok(())
     }
 
     /// One target's configuration: its sections over the top level's.
     fn target_config(&self, name: &str, sections: &Mapping) -> Result<Config, ConfigError> {
         let key = format!("targets.{name}");
         check_target_name(name).map_err(|why| invalid(&key, why))?;
+        if !names_its_server(sections) {
+            return Err(invalid(
+                &key,
+                "names no server: a target sets mysql.host or mysql.socket (a file cut short?)",
+            ));
+        }
+        if let Some(pool) = own_keep_up(sections) {
+            return Err(invalid(
+                &format!("{key}.pools.{pool}.keep_up"),
+                format!(
+                    "keep_up is a budget across targets: set it once, at the top level (pools.{pool}.keep_up)"
+                ),
+            ));
+        }
         let mut merged = match &self.base.0 {
             Value::Mapping(_) => self.base.0.clone(),
             _ => Value::Mapping(Mapping::new()),
         };
         if let Value::Mapping(map) = &mut merged {
-            map.remove("targets");
-            map.remove("targets_file");
-            map.remove("member_of");
+            for remora_own in ["targets", "targets_file", "member_of", "fleet"] {
+                map.remove(remora_own);
+            }
         }
         for (section, value) in sections {
             let section = section.as_str().unwrap_or("?");
@@ -111,14 +180,90 @@ impl Config {
                 "a pool's own agent port is for a single server; with targets, HAProxy names TARGET/POOL",
             ));
         }
-        if let Some(state_file) = &config.maintenance.state_file {
-            // One switch per target, side by side.
-            let mut own = state_file.clone().into_os_string();
-            own.push(format!(".{name}"));
-            config.maintenance.state_file = Some(own.into());
+        // One switch per target, side by side: a path the top level gives
+        // every target becomes PATH.NAME; a target's own is used as written.
+        let own = |file: &str| {
+            sections
+                .get("maintenance")
+                .and_then(|m| m.get(file))
+                .is_some()
+        };
+        let maintenance = &mut config.maintenance;
+        for (path, file) in [
+            (&mut maintenance.file, "file"),
+            (&mut maintenance.state_file, "state_file"),
+        ] {
+            if let Some(inherited) = path.as_mut().filter(|_| !own(file)) {
+                let mut named = inherited.clone().into_os_string();
+                named.push(format!(".{name}"));
+                *inherited = named.into();
+            }
         }
         Ok(config)
     }
+}
+
+/// No two targets share a maintenance file or a state file: one `touch`
+/// (or one HTTP switch) is one target's.
+fn each_switch_its_own(all: &BTreeMap<String, Config>) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<&std::path::Path, (&str, &str)> = BTreeMap::new();
+    for (name, config) in all {
+        let files = [
+            ("maintenance.file", &config.maintenance.file),
+            ("maintenance.state_file", &config.maintenance.state_file),
+        ];
+        for (key, path) in files {
+            let Some(path) = path.as_deref() else {
+                continue;
+            };
+            if let Some((other, other_key)) = seen.insert(path, (name, key)) {
+                return Err(invalid(
+                    &format!("targets.{name}.{key}"),
+                    format!("{} is also targets.{other}.{other_key}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a target's own sections say which server it watches.
+fn names_its_server(sections: &Mapping) -> bool {
+    let mysql = sections.get("mysql");
+    ["host", "socket"].iter().any(|key| {
+        mysql
+            .and_then(|m| m.get(*key))
+            .is_some_and(|v| !v.is_null())
+    })
+}
+
+/// The pool whose `keep_up` a target sets for itself, if any.
+fn own_keep_up(sections: &Mapping) -> Option<String> {
+    let pools = sections.get("pools")?.as_mapping()?;
+    pools.iter().find_map(|(name, pool)| {
+        pool.get("keep_up")
+            .is_some()
+            .then(|| name.as_str().unwrap_or("?").to_owned())
+    })
+}
+
+/// Every leaf key a mapping sets, dotted (`mysql.host`, `policy.min_weight`).
+fn leaf_keys(sections: &Mapping) -> Vec<String> {
+    let mut leaves = Vec::new();
+    for (key, value) in sections {
+        let key = key.as_str().unwrap_or("?");
+        match value {
+            Value::Mapping(inner) if !inner.is_empty() => {
+                leaves.extend(
+                    leaf_keys(inner)
+                        .into_iter()
+                        .map(|leaf| format!("{key}.{leaf}")),
+                );
+            }
+            _ => leaves.push(key.to_owned()),
+        }
+    }
+    leaves
 }
 
 /// The pools a target's `member_of` lists.
@@ -309,30 +454,46 @@ targets:
     fn bad_targets_name_the_key() {
         let cases = [
             (
-                "targets: {r1: {agent: {listen: 127.0.0.1:1}}}",
+                "targets: {r1: {mysql: {host: a}, agent: {listen: 127.0.0.1:1}}}",
                 "targets.r1.agent: not a per-target",
             ),
             (
-                "targets: {r1: {mysql: {hots: x}}}",
+                "targets: {r1: {mysql: {host: a, hots: x}}}",
                 "targets.r1: unknown field `hots`",
             ),
             (
-                "targets: {r1: {policy: {drain_at: 1s, down_at: 1s}}}",
+                "targets: {r1: {mysql: {host: a}, policy: {drain_at: 1s, down_at: 1s}}}",
                 "targets.r1: policy.",
             ),
             ("targets: {'a/b': {}}", "targets.a/b: a target name is"),
             (
-                "targets: {r1: {pools: {p: {listen: 127.0.0.1:0}}}}",
+                "targets: {r1: {mysql: {host: a}, pools: {p: {listen: 127.0.0.1:0}}}}",
                 "targets.r1.pools.p.listen:",
             ),
             ("targets: {r1: 3}", "targets.r1: must be a mapping"),
+            (
+                "targets: {r1: {mysql: {port: 3307}}}",
+                "targets.r1: names no server",
+            ),
+            (
+                "pools: {main: {keep_up: 1}}\ntargets: {r1: {mysql: {host: a}, pools: {main: {keep_up: 2}}}}",
+                "targets.r1.pools.main.keep_up: keep_up is a budget across targets",
+            ),
+            (
+                "targets: {r1: {mysql: {host: a}, maintenance: {file: /m}}, r2: {mysql: {host: b}, maintenance: {file: /m}}}",
+                "targets.r2.maintenance.file: /m is also targets.r1.maintenance.file",
+            ),
+            (
+                "fleet: {max_targets: 1}\ntargets: {r1: {mysql: {host: a}}, r2: {mysql: {host: b}}}",
+                "targets: 2 targets, more than fleet.max_targets (1) allows",
+            ),
         ];
         for (yaml, wanted) in cases {
             let err = Config::from_yaml(yaml).expect_err(yaml);
             assert!(err.to_string().starts_with(wanted), "{yaml}: {err}");
         }
-        let twice = Config::from_yaml("targets: {r1: {}}").expect("valid");
-        let file = parse_targets("r1: {}").expect("valid");
+        let twice = Config::from_yaml("targets: {r1: {mysql: {host: a}}}").expect("valid");
+        let file = parse_targets("r1: {mysql: {host: a}}").expect("valid");
         let err = twice.target_configs(&file).expect_err("named twice");
         assert!(err.to_string().contains("both"), "{err}");
     }
@@ -373,7 +534,7 @@ targets:
     #[test]
     fn member_of_lists_pools() {
         let config = Config::from_yaml(
-            "pools: {main: {keep_up: 1}}\ntargets: {r1: {member_of: [main]}, r2: {}}",
+            "pools: {main: {keep_up: 1}}\ntargets: {r1: {mysql: {host: a}, member_of: [main]}, r2: {mysql: {host: b}}}",
         )
         .expect("valid");
         let targets = config
@@ -381,7 +542,8 @@ targets:
             .expect("valid");
         assert_eq!(targets["r1"].member_of, ["main"]);
         assert!(targets["r2"].member_of.is_empty());
-        let err = Config::from_yaml("targets: {r1: {member_of: main}}").expect_err("not a list");
+        let err = Config::from_yaml("targets: {r1: {mysql: {host: a}, member_of: main}}")
+            .expect_err("not a list");
         assert!(
             err.to_string().starts_with("targets.r1.member_of: a list"),
             "{err}"
@@ -391,17 +553,99 @@ targets:
     }
 
     #[test]
-    fn a_targets_state_file_is_its_own() {
+    fn each_target_has_its_own_switch_files() {
         let config = Config::from_yaml(
-            "maintenance: {state_file: /var/lib/remora/switch}\ntargets: {r1: {}}",
+            "maintenance: {file: /etc/remora/maint, state_file: /var/lib/remora/switch}\n\
+             targets: {r1: {mysql: {host: a}}, r1.new: {mysql: {host: b}}, \
+             own: {mysql: {host: c}, maintenance: {file: /run/own-maint}}}",
         )
         .expect("valid");
         let targets = config
             .target_configs(&TargetSections::new())
             .expect("valid");
+        let files = |name: &str| {
+            let maintenance = &targets[name].maintenance;
+            (maintenance.file.clone(), maintenance.state_file.clone())
+        };
+        let path = |text: &str| Some(std::path::PathBuf::from(text));
         assert_eq!(
-            targets["r1"].maintenance.state_file.as_deref(),
-            Some(Path::new("/var/lib/remora/switch.r1"))
+            files("r1"),
+            (
+                path("/etc/remora/maint.r1"),
+                path("/var/lib/remora/switch.r1")
+            ),
+            "one touch drains one target, not the fleet"
         );
+        assert_eq!(
+            files("own"),
+            (path("/run/own-maint"), path("/var/lib/remora/switch.own")),
+            "a target's own path is used as written"
+        );
+        // r1's switch is written whole beside its state file, then renamed
+        // over it: never where r1.new keeps its own.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let in_dir = |name: &str| dir.path().join(format!("switch.{name}"));
+        use crate::maintenance::{Maintenance, Source};
+        let drain = |reason: &str| Maintenance::parse(&format!("drain {reason}"), Source::Http);
+        Maintenance::keep(&in_dir("r1.new"), Some(&drain("r1.new's"))).expect("kept");
+        Maintenance::keep(&in_dir("r1"), Some(&drain("r1's"))).expect("kept");
+        let kept =
+            std::fs::read_to_string(in_dir("r1.new")).expect("r1.new's state file is still there");
+        assert_eq!(kept.trim(), "drain r1.new's");
+    }
+
+    #[test]
+    fn a_targets_file_is_trusted_with_addresses_and_labels_only() {
+        let config = Config::from_yaml(
+            "mysql: {user: remora, password_file: /etc/remora/password}\n\
+             fleet: {file_hosts: [10.0.0.0/8, '*.db.internal'], file_may_set: [policy]}\n\
+             targets_file: /etc/remora/targets.yaml",
+        )
+        .expect("valid");
+        let fine = parse_targets(
+            "r1: {mysql: {host: 10.0.0.1, port: 3307}, member_of: [main], policy: {min_weight: 20%}}\n\
+             r2: {mysql: {host: r2.db.internal}}",
+        )
+        .expect("a map");
+        let targets = config
+            .target_configs(&fine)
+            .expect("within what the file may set");
+        assert_eq!(
+            targets["r1"].mysql.password_file.as_deref(),
+            Some(Path::new("/etc/remora/password")),
+            "the secret comes from the configuration"
+        );
+        for (text, wanted) in [
+            (
+                "r1: {mysql: {host: 10.0.0.1, password_file: /etc/shadow}}",
+                "targets.r1.mysql.password_file: a targets file may not set this",
+            ),
+            (
+                "r1: {mysql: {host: 10.0.0.1}, maintenance: {state_file: /etc/passwd}}",
+                "targets.r1.maintenance.state_file: a targets file may not set this",
+            ),
+            (
+                "r1: {mysql: {socket: /run/evil.sock}}",
+                "targets.r1.mysql.socket:",
+            ),
+            (
+                "[{targets: ['evil.example:3306']}]",
+                "targets.evil.example:3306.mysql.host: evil.example: not in fleet.file_hosts",
+            ),
+            (
+                "r1: {mysql: {host: 10.0.0.1}}\nr2:",
+                "targets.r2: names no server",
+            ),
+        ] {
+            let file = parse_targets(text).expect(text);
+            let err = config.target_configs(&file).expect_err(text).to_string();
+            assert!(err.starts_with(wanted), "{text}: {err}");
+        }
+        // Inline targets are the configuration's own: trusted whole.
+        let inline = Config::from_yaml(
+            "fleet: {file_hosts: [10.0.0.0/8]}\n\
+             targets: {r1: {mysql: {host: elsewhere, password_file: /etc/remora/r1}}}",
+        );
+        assert!(inline.is_ok(), "{inline:?}");
     }
 }
