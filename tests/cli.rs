@@ -288,7 +288,7 @@ async fn once_prints_every_target_and_replay_takes_a_target() -> Result<()> {
     let (fresh, behind) = (replica(0).await?, replica(16).await?);
     let config = config_file(&format!(
         "mysql: {{user: remora}}\npools: {{main: {{drain_at: 10s, down_at: 60s}}}}\n\
-         targets:\n  fresh: {{mysql: {{port: {}}}}}\n  behind: {{mysql: {{port: {}}}}}\n",
+         targets:\n  fresh: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n  behind: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
         fresh.addr.port(),
         behind.addr.port()
     ))?;

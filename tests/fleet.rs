@@ -19,8 +19,8 @@ async fn each_target_is_judged_alone_and_asked_for_by_name() -> Result<()> {
     let (caught_up, lagging) = (replica(0).await?, replica(16).await?);
     let hung = hung_server()?;
     let central = Central::start(&fleet_yaml(&format!(
-        "targets:\n  r1: {{mysql: {{port: {}}}}}\n  r2: {{mysql: {{port: {}}}}}\n  \
-         stuck: {{mysql: {{port: {}}}}}\n",
+        "targets:\n  r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n  r2: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n  \
+         stuck: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
         caught_up.addr.port(),
         lagging.addr.port(),
         hung.local_addr()?.port(),
@@ -146,10 +146,15 @@ async fn a_targets_file_adds_removes_changes_and_a_broken_one_keeps_the_old_set(
     let file = dir.path().join("targets.yaml");
     write(
         &file,
-        &format!("r1: {{mysql: {{port: {}}}}}\n", a.addr.port()),
+        &format!(
+            "r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
+            a.addr.port()
+        ),
     )?;
+    // Removals apply at once here (tests/fleet_edges.rs holds them back).
     let central = Central::start(&fleet_yaml(&format!(
-        "targets_file: {}\ntargets: {{fixed: {{mysql: {{port: {}}}}}}}\n",
+        "targets_file: {}\nfleet: {{max_removed: 100%}}\n\
+         targets: {{fixed: {{mysql: {{host: 127.0.0.1, port: {}}}}}}}\n",
         file.display(),
         c.addr.port()
     )))
@@ -161,7 +166,7 @@ async fn a_targets_file_adds_removes_changes_and_a_broken_one_keeps_the_old_set(
     write(
         &file,
         &format!(
-            "r1: {{mysql: {{port: {}}}}}\nr2: {{mysql: {{port: {}}}}}\n",
+            "r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}\nr2: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
             a.addr.port(),
             b.addr.port()
         ),
@@ -173,7 +178,7 @@ async fn a_targets_file_adds_removes_changes_and_a_broken_one_keeps_the_old_set(
     write(
         &file,
         &format!(
-            "r1: {{mysql: {{port: {}}}}}\nr2: {{mysql: {{port: {}}}}}\n",
+            "r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}\nr2: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
             b.addr.port(),
             b.addr.port()
         ),
@@ -221,7 +226,7 @@ async fn a_targets_file_adds_removes_changes_and_a_broken_one_keeps_the_old_set(
 async fn without_targets_a_remora_is_the_single_server_one() -> Result<()> {
     let one = replica(16).await?;
     let central = Central::start(&format!(
-        "mysql: {{port: {}, user: remora}}\npoll: {{interval: 50ms}}\npools: {{main: {{}}}}\n",
+        "mysql: {{host: 127.0.0.1, port: {}, user: remora}}\npoll: {{interval: 50ms}}\npools: {{main: {{}}}}\n",
         one.addr.port()
     ))
     .await?;
@@ -241,10 +246,13 @@ async fn without_targets_a_remora_is_the_single_server_one() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_a_new_target_set_and_rejects_an_unreadable_one() -> Result<()> {
     let (a, b) = (replica(0).await?, replica(16).await?);
-    let one = format!("targets: {{r1: {{mysql: {{port: {}}}}}}}\n", a.addr.port());
+    let one = format!(
+        "targets: {{r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}}}\n",
+        a.addr.port()
+    );
     let central = Central::start(&fleet_yaml(&one)).await?;
     let two = format!(
-        "targets: {{r1: {{mysql: {{port: {}}}}}, r2: {{mysql: {{port: {}}}}}}}\n",
+        "targets: {{r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}, r2: {{mysql: {{host: 127.0.0.1, port: {}}}}}}}\n",
         a.addr.port(),
         b.addr.port()
     );
@@ -282,7 +290,7 @@ async fn keep_up_keeps_the_least_lagged_in_and_never_overrides_a_fault() -> Resu
     let (r1, r2, r3) = (replica(0).await?, replica(0).await?, replica(0).await?);
     let member = |fixture: &MysqlFixture| {
         format!(
-            "{{mysql: {{port: {}}}, member_of: [main]}}",
+            "{{mysql: {{host: 127.0.0.1, port: {}}}, member_of: [main]}}",
             fixture.addr.port()
         )
     };
@@ -417,7 +425,7 @@ async fn an_aurora_reader_is_judged_from_its_writers_copy_when_the_writer_is_a_t
         &[("writer-1", 0.0, 0), ("reader-1", 500.0, 0)],
     );
     let alone = Central::start(&fleet_yaml(&format!(
-        "targets: {{r1: {{mysql: {{port: {}}}}}}}\n",
+        "targets: {{r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}}}\n",
         reader.addr.port()
     )))
     .await?;
@@ -434,7 +442,7 @@ async fn an_aurora_reader_is_judged_from_its_writers_copy_when_the_writer_is_a_t
     alone.stop().await?;
 
     let central = Central::start(&fleet_yaml(&format!(
-        "targets: {{w1: {{mysql: {{port: {}}}}}, r1: {{mysql: {{port: {}}}}}}}\n",
+        "targets: {{w1: {{mysql: {{host: 127.0.0.1, port: {}}}}}, r1: {{mysql: {{host: 127.0.0.1, port: {}}}}}}}\n",
         writer.addr.port(),
         reader.addr.port()
     )))

@@ -114,7 +114,7 @@ async fn a_galera_node_and_a_group_member_in_one_remora_are_each_judged_by_their
         &format!(
             "mysql: {{user: remora, password_env: REMORA_MYSQL_PASSWORD}}\n\
              poll: {{interval: 200ms}}\npolicy: {{recover_after: 1}}\n\
-             targets:\n  node: {{mysql: {{port: {}}}}}\n  member: {{mysql: {{port: {}}}}}\n",
+             targets:\n  node: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n  member: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
             node.server.port,
             member.addr.port()
         ),

@@ -507,7 +507,7 @@ async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_poo
         remora_bin(),
         &format!(
             "mysql: {{user: remora, password_env: REMORA_MYSQL_PASSWORD}}\n{POOLS}\
-             targets:\n  primary: {{mysql: {{port: {}}}}}\n  replica: {{mysql: {{port: {}}}}}\n",
+             targets:\n  primary: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n  replica: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
             pair.primary.port, pair.replica.port
         ),
     )

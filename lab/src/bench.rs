@@ -374,7 +374,12 @@ pub async fn fleet_fixtures(count: usize) -> Result<Vec<crate::fixture::MysqlFix
 /// second, with pool `main`; defaults otherwise (an hour of history).
 pub fn fleet_yaml(fixtures: &[crate::fixture::MysqlFixture]) -> String {
     let targets: Vec<String> = (fixtures.iter().enumerate())
-        .map(|(i, fixture)| format!("  t{i}: {{mysql: {{port: {}}}}}\n", fixture.addr.port()))
+        .map(|(i, fixture)| {
+            format!(
+                "  t{i}: {{mysql: {{host: 127.0.0.1, port: {}}}}}\n",
+                fixture.addr.port()
+            )
+        })
         .collect();
     format!(
         "mysql: {{user: remora}}\npools: {{main: {{}}}}\nagent: {{max_connections: 4000}}\ntargets:\n{}",

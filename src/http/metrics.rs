@@ -42,6 +42,11 @@ pub fn render_fleet(fleet: &Fleet, now: Instant) -> String {
             "1 when the last change of targets_file was read and used; 0 while the previous targets stay because it could not be.",
             bool_value(file.error.is_none()),
         );
+        out.gauge(
+            "remora_targets_file_held",
+            "1 while a read of targets_file that would remove more targets than fleet.max_removed is held back and the targets before it stay; 0 otherwise.",
+            bool_value(file.held.is_some()),
+        );
     }
     for (name, watched) in &fleet.targets {
         let snapshot = Arc::clone(&watched.snapshots.borrow());

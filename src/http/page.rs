@@ -109,13 +109,19 @@ pub fn overview(fleet: &Fleet, now: Instant) -> String {
         fleet.targets.len()
     );
     if let Some(file) = &fleet.targets_file {
-        let _ = match &file.error {
-            None => writeln!(
+        let _ = match (&file.error, &file.held) {
+            (None, None) => writeln!(
                 page,
                 "<p>targets_file {}: read.</p>",
                 escape(&file.path.display().to_string())
             ),
-            Some(why) => writeln!(
+            (None, Some(why)) => writeln!(
+                page,
+                "<p class=\"error\">targets_file {}: held back ({}).</p>",
+                escape(&file.path.display().to_string()),
+                escape(why)
+            ),
+            (Some(why), _) => writeln!(
                 page,
                 "<p class=\"error\">targets_file {}: not used ({}); the previous targets stay.</p>",
                 escape(&file.path.display().to_string()),

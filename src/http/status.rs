@@ -186,6 +186,7 @@ impl FleetStatus {
                 path: file.path.display().to_string(),
                 ok: file.error.is_none(),
                 error: file.error.clone(),
+                held: file.held.clone(),
                 read_at: rfc3339(file.at),
             }),
         }
@@ -198,6 +199,9 @@ struct TargetsFileStatus {
     ok: bool,
     /// Why the last change was not used; the targets before it stay.
     error: Option<String>,
+    /// Read, and held back (a sharp shrink): why the targets before it
+    /// stay for now.
+    held: Option<String>,
     read_at: Option<String>,
 }
 
