@@ -117,6 +117,9 @@ fn assessment_of(inputs: &Inputs) -> Assessment {
                 errno,
                 channel: String::new(),
             },
+            (None, Some(ThreadState::No)) => Broken::SqlThreadStopped {
+                channel: String::new(),
+            },
             _ => Broken::LagUnknown {
                 channel: String::new(),
                 why: None,

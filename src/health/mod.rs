@@ -290,6 +290,9 @@ enum HeartbeatLag {
 pub enum Broken {
     /// An SQL thread stopped on an error (`channel` empty: the default one).
     SqlThreadError { errno: u32, channel: String },
+    /// An SQL thread stopped without an error (`STOP REPLICA SQL_THREAD`):
+    /// nothing is applied, whatever the lag was.
+    SqlThreadStopped { channel: String },
     /// A channel `lag.channels` names is not there.
     ChannelMissing(String),
     /// Replica status lists no channel to measure.
@@ -344,6 +347,9 @@ impl fmt::Display for Broken {
             Broken::SqlThreadError { errno, channel } => {
                 write!(f, "sql thread error {errno}{}", on(channel))
             }
+            Broken::SqlThreadStopped { channel } => {
+                write!(f, "sql thread stopped{}", on(channel))
+            }
             Broken::ChannelMissing(name) => write!(f, "channel {name} missing"),
             Broken::NoChannel => f.write_str("no replication channel"),
             Broken::LagUnknown { channel, why } => {
@@ -372,14 +378,22 @@ impl fmt::Display for Broken {
     }
 }
 
-/// A considered channel whose SQL thread stopped on an error.
-fn sql_thread_error(considered: &[&ChannelStatus]) -> Option<Broken> {
-    considered.iter().find_map(|channel| {
+/// A considered channel whose SQL thread stopped, on an error or without
+/// one: the same on MySQL and MariaDB, whatever says the lag.
+fn sql_thread_stopped(considered: &[&ChannelStatus]) -> Option<Broken> {
+    let errored = considered.iter().find_map(|channel| {
         let err = channel.sql_error.as_ref()?;
         (channel.sql_thread != ThreadState::Yes).then(|| Broken::SqlThreadError {
             errno: err.errno,
             channel: channel.name.clone(),
         })
+    });
+    errored.or_else(|| {
+        (considered.iter())
+            .find(|channel| channel.sql_thread == ThreadState::No)
+            .map(|channel| Broken::SqlThreadStopped {
+                channel: channel.name.clone(),
+            })
     })
 }
 
@@ -443,6 +457,9 @@ pub struct Assessor {
     /// By source and channel: each source remembers its own measurements.
     last_measured: HashMap<(LagOrigin, String), Measured>,
     heartbeat: HeartbeatTracker,
+    /// By channel: since when its applier has had transactions received
+    /// and none applying (a stall, once it lasts).
+    stalled_since: HashMap<String, Instant>,
 }
 
 impl Assessor {
@@ -451,6 +468,7 @@ impl Assessor {
             lag: lag.clone(),
             last_measured: HashMap::new(),
             heartbeat: HeartbeatTracker::default(),
+            stalled_since: HashMap::new(),
         }
     }
 
@@ -554,7 +572,7 @@ impl Assessor {
             Ok(considered) => considered,
             Err(reason) => return (broken(reason), report),
         };
-        if let Some(reason) = sql_thread_error(&considered) {
+        if let Some(reason) = sql_thread_stopped(&considered) {
             return (broken(reason), report);
         }
         // Always computed, so the memory behind estimates stays current.
@@ -950,24 +968,53 @@ mod tests {
 
     #[test]
     fn unknown_lag_without_history_is_broken() {
-        let stopped = ChannelStatus {
-            io_thread: ThreadState::Yes,
-            sql_thread: ThreadState::No,
+        let connecting = ChannelStatus {
+            io_thread: ThreadState::Connecting,
+            sql_thread: ThreadState::Yes,
             ..ChannelStatus::default()
         };
         let health = by_status()
-            .assess(&observe(Instant::now(), vec![stopped]), None)
+            .assess(&observe(Instant::now(), vec![connecting]), None)
             .health;
         assert_eq!(
             health,
             Health::Broken {
                 reason: Broken::LagUnknown {
                     channel: String::new(),
-                    why: Some("sql thread stopped".into()),
+                    why: Some("io thread connecting".into()),
                 },
                 read_only: true
             }
         );
+    }
+
+    #[test]
+    fn a_stopped_sql_thread_is_down_saying_so_whatever_was_measured_before() {
+        let mut assessor = by_status();
+        let t0 = Instant::now();
+        assessor.assess(&observe(t0, vec![running(Some(0))]), None);
+        let stopped = ChannelStatus {
+            io_thread: ThreadState::Yes,
+            sql_thread: ThreadState::No,
+            seconds_behind: None,
+            ..ChannelStatus::default()
+        };
+        let health = assessor
+            .assess(&observe(t0 + Duration::from_secs(1), vec![stopped]), None)
+            .health;
+        assert_eq!(
+            health,
+            Health::Broken {
+                reason: Broken::SqlThreadStopped {
+                    channel: String::new()
+                },
+                read_only: true
+            }
+        );
+        let on_east = Broken::SqlThreadStopped {
+            channel: "east".into(),
+        };
+        assert_eq!(on_east.to_string(), "sql thread stopped on east");
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! Applier timestamps: a worker applying a transaction shows its original
 //! commit time, so `now - that` is the lag, however many workers there are.
 //! No worker applying is either idle (everything received is applied, and
-//! the source has been heard from lately: lag 0) or stalled (transactions
-//! received and none applying: the lag grows from the last measurement, and
-//! is never more than the age of the newest transaction applied). The
-//! timestamps come from the original source's clock: a skewed clock adds
-//! its skew to the lag, one to one.
+//! the source has been heard from lately, or never yet: lag 0) or stalled
+//! (transactions received and none applying for [`STALL_AFTER`]: the lag
+//! grows from the last measurement, and is never more than the age of the
+//! newest transaction applied). A transaction between the relay log and a
+//! worker, for a moment, is no stall. A channel delayed on purpose
+//! (`SOURCE_DELAY`) holds its transactions back before any worker sees
+//! them: its lag is replica status's, the delay included, as on MariaDB.
+//! The timestamps come from the original source's clock: a skewed clock
+//! adds its skew to the lag, one to one.
 
 use std::time::Duration;
 
@@ -22,6 +26,11 @@ use crate::probe::{ApplierChannel, ApplierRead, AuroraStatus, ChannelStatus, Gro
 /// source this recently: twice MySQL's default heartbeat period
 /// (`replica_net_timeout` 60 s / 2).
 pub const SOURCE_SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Transactions received and none applying for this long is a stall: under
+/// steady writes a transaction waits between the relay log and a worker
+/// for a moment (seen on a healthy MySQL 9.7 replica, one poll at a time).
+pub const STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// The channel a Group Replication member applies the group's transactions on.
 pub const GROUP_APPLIER: &str = "group_replication_applier";
@@ -58,6 +67,16 @@ impl Assessor {
         };
         let mut worst: Option<Lag> = None;
         for channel in considered {
+            if channel.sql_delay.is_some_and(|delay| delay > 0) {
+                let lag = match self.channel_lag(channel, now) {
+                    Ok(lag) => lag,
+                    Err(reason) => return Some(Err(reason)),
+                };
+                if worst.as_ref().is_none_or(|worst| lag.value > worst.value) {
+                    worst = Some(lag);
+                }
+                continue;
+            }
             let Some(applier) = channels.iter().find(|a| a.name == channel.name) else {
                 let missing = ApplierProblem::Missing {
                     channel: channel.name.clone(),
@@ -87,6 +106,10 @@ impl Assessor {
     ) -> Result<Lag, Broken> {
         let name = applier.name.as_str();
         let origin = LagOrigin::Applier;
+        let waiting = applier.applying.is_none() && applier.caught_up == Some(false);
+        if !waiting {
+            self.stalled_since.remove(name);
+        }
         if let Some(applying) = applier.applying {
             if applying > MAX_PLAUSIBLE_LAG {
                 let why = format!("implausible commit timestamp ({}s old)", applying.as_secs());
@@ -94,15 +117,23 @@ impl Assessor {
             }
             return Ok(self.measured(name, applying, origin, now));
         }
+        // Heard lately, or never yet: a new replica has heard nothing, and
+        // received nothing to apply.
         let heard = !check_source
             || applier
                 .source_silent
-                .is_some_and(|s| s <= SOURCE_SILENCE_LIMIT);
+                .is_none_or(|s| s <= SOURCE_SILENCE_LIMIT);
         match applier.caught_up {
             Some(true) if applier.receiving && heard => {
                 Ok(self.measured(name, Duration::ZERO, origin, now))
             }
-            Some(false) => self.stalled(applier, now),
+            Some(false) => {
+                let since = *self.stalled_since.entry(name.to_owned()).or_insert(now);
+                if now.saturating_duration_since(since) < STALL_AFTER {
+                    return Ok(self.as_last_seen(applier));
+                }
+                self.stalled(applier, now)
+            }
             _ => {
                 let why = if !applier.receiving {
                     "receiver not running".to_owned()
@@ -113,6 +144,26 @@ impl Assessor {
                 };
                 self.estimated(name, why, origin, now)
             }
+        }
+    }
+
+    /// Transactions received and none applying for a moment: the lag as last
+    /// measured (else the age of the newest transaction applied), neither
+    /// remembered as a measurement nor told as a guess.
+    fn as_last_seen(&self, applier: &ApplierChannel) -> Lag {
+        let last = self
+            .last_measured
+            .get(&(LagOrigin::Applier, applier.name.clone()));
+        let value = last
+            .map(|measured| measured.lag)
+            .or(applier.last_applied)
+            .unwrap_or(Duration::ZERO);
+        Lag {
+            value,
+            channel: applier.name.clone(),
+            estimated: None,
+            origin: LagOrigin::Applier,
+            fallback: None,
         }
     }
 
@@ -327,21 +378,70 @@ mod tests {
             ..receiver("")
         };
         let at = |s: f64| now + secs(s);
-        let health = assessor.assess(&observed(at(5.0), mysql8(vec![stalled.clone()])), None);
-        assert_eq!(lag_of(&health.health), (5.0, true));
-        assert!(format!("{:?}", health.health).contains("applier stalled"));
-        let health = assessor.assess(&observed(at(40.0), mysql8(vec![stalled.clone()])), None);
+        let mut assess = |s: f64, channel: &ApplierChannel| {
+            let health = assessor.assess(&observed(at(s), mysql8(vec![channel.clone()])), None);
+            (lag_of(&health.health), format!("{:?}", health.health))
+        };
+        // A transaction between the relay log and a worker, for a moment.
+        let (lag, _) = assess(5.0, &stalled);
+        assert_eq!(lag, (0.0, false), "a moment is no stall");
+        assert_eq!(assess(5.5, &stalled).0, (0.0, false));
+        // It lasts: a stall, growing from the last measurement.
+        let (lag, said) = assess(5.0 + STALL_AFTER.as_secs_f64(), &stalled);
+        assert_eq!(lag, (6.0, true));
+        assert!(said.contains("applier stalled"), "{said}");
         assert_eq!(
-            lag_of(&health.health),
+            assess(40.0, &stalled).0,
             (12.0, true),
             "never beyond the newest applied"
         );
+        // Applying again: the next wait is a new moment.
+        assert_eq!(assess(41.0, &receiver("")).0, (0.0, false));
+        assert_eq!(assess(42.0, &stalled).0, (0.0, false));
 
         let mut fresh = applier_source();
-        let health = fresh
-            .assess(&observed(now, mysql8(vec![stalled])), None)
+        let first = fresh.assess(&observed(now, mysql8(vec![stalled.clone()])), None);
+        assert_eq!(
+            lag_of(&first.health),
+            (12.0, false),
+            "no memory: the newest applied"
+        );
+        let later = fresh.assess(&observed(at(2.0), mysql8(vec![stalled])), None);
+        assert_eq!(lag_of(&later.health), (12.0, true), "then the bound itself");
+    }
+
+    #[test]
+    fn a_new_replica_that_has_heard_nothing_yet_is_caught_up() {
+        // Both threads running, nothing replicated yet: every stamp unset.
+        let new = ApplierChannel {
+            source_silent: None,
+            last_applied: None,
+            ..receiver("")
+        };
+        let health = applier_source()
+            .assess(&observed(Instant::now(), mysql8(vec![new])), None)
             .health;
-        assert_eq!(lag_of(&health), (12.0, true), "no memory: the bound itself");
+        assert_eq!(lag_of(&health), (0.0, false));
+    }
+
+    #[test]
+    fn a_channel_delayed_on_purpose_lags_by_replica_status_as_on_mariadb() {
+        // SOURCE_DELAY=20: the coordinator holds what arrived; no worker
+        // sees it, and Seconds_Behind_Source counts the delay.
+        let mut status = mysql8(vec![ApplierChannel {
+            caught_up: Some(false),
+            ..receiver("")
+        }]);
+        status.channels[0].sql_delay = Some(20);
+        status.channels[0].seconds_behind = Some(12);
+        let health = applier_source()
+            .assess(&observed(Instant::now(), status), None)
+            .health;
+        assert_eq!(lag_of(&health), (12.0, false));
+        assert_eq!(
+            health.lag().map(|lag| lag.origin),
+            Some(LagOrigin::ReplicaStatus)
+        );
     }
 
     #[test]
