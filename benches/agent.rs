@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use mysql_async::prelude::Queryable;
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Load, Reference, Shape, naming, pools_yaml};
-use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
+use remora_lab::server::{REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora, agent_reply, http_get, measure};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

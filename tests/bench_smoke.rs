@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
 use remora_lab::bench::{self, ForkResponder, HEALTHY, Reference, Shape, naming, pools_yaml};
-use remora_lab::mariadb::{REMORA_PASSWORD, REMORA_USER};
+use remora_lab::server::{REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora, measure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

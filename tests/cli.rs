@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
 use remora_lab::Pair;
-use remora_lab::mariadb::{CHECK_PASSWORD, REMORA_PASSWORD};
+use remora_lab::server::{CHECK_PASSWORD, REMORA_PASSWORD};
 
 fn config_file(yaml: &str) -> Result<tempfile::NamedTempFile> {
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile()?;

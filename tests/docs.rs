@@ -23,7 +23,7 @@ use remora::cli::Cli;
 use remora::config::Config;
 use remora_lab::Remora;
 use remora_lab::haproxy::{Haproxy, Targets};
-use remora_lab::mariadb::{CHANGED_PASSWORD, Pair};
+use remora_lab::server::{CHANGED_PASSWORD, Pair};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

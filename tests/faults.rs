@@ -16,8 +16,8 @@ use anyhow::{Context, Result, ensure};
 use common::{Checker, latency_kept, mysql_section, remora_bin, weight};
 use mysql_async::prelude::Queryable;
 use remora_lab::heartbeat::PtHeartbeat;
-use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_GRANT, REMORA_PASSWORD, REMORA_USER};
 use remora_lab::measure::Latency;
+use remora_lab::server::{CHANGED_PASSWORD, REMORA_GRANT, REMORA_PASSWORD, REMORA_USER};
 use remora_lab::{Pair, Remora};
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -255,7 +255,7 @@ async fn every_fault_is_detected_in_bound_served_fast_and_recovered_without_a_re
             not_full,
         )
         .await?;
-    let io = pair.slave_status().await?.io_running;
+    let io = pair.replica_status().await?.io_running;
     ensure!(io == "Connecting", "IO thread {io}");
     let undone = Instant::now();
     pair.primary.restart().await?;

@@ -54,7 +54,7 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
     )
     .await?;
     pair.wait_for(Duration::from_secs(20), "delayed and applying", |s| {
-        s.sql_delay == 3 && s.seconds_behind_master.is_some_and(|lag| lag >= 2)
+        s.sql_delay == 3 && s.seconds_behind.is_some_and(|lag| lag >= 2)
     })
     .await?;
     // The delay may hold back the first row's insert after the table
@@ -235,7 +235,7 @@ policy: {{full_weight_below: 1s, min_weight_at: 6s, drain_at: 20s, down_at: 40s}
             weight(r).is_some_and(|w| w < 50)
         })
         .await;
-    let replica_says = pair.slave_status().await;
+    let replica_says = pair.replica_status().await;
     pair.primary.thaw()?;
     let (reply, _) = outcome?;
     let replica_says = replica_says?;
@@ -244,7 +244,7 @@ policy: {{full_weight_below: 1s, min_weight_at: 6s, drain_at: 20s, down_at: 40s}
         (
             replica_says.io_running.as_str(),
             replica_says.sql_running.as_str(),
-            replica_says.seconds_behind_master
+            replica_says.seconds_behind
         ),
         ("Yes", "Yes", Some(0)),
         "replica status sees nothing wrong"

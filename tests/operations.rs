@@ -130,7 +130,7 @@ async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()>
     let token_file = dir.path().join("admin-token");
     std::fs::write(
         &token_file,
-        format!("{}\n", remora_lab::mariadb::ADMIN_TOKEN),
+        format!("{}\n", remora_lab::server::ADMIN_TOKEN),
     )?;
     let remora = Remora::builder(
         remora_bin(),
@@ -170,7 +170,7 @@ async fn http_maintenance_applies_at_once_and_only_from_loopback() -> Result<()>
         "up drain #maintenance: moving racks\n"
     );
 
-    let bearer = format!("Bearer {}", remora_lab::mariadb::ADMIN_TOKEN);
+    let bearer = format!("Bearer {}", remora_lab::server::ADMIN_TOKEN);
     let auth = [("Authorization", bearer.as_str())];
     let (code, _) = remora_lab::http_exchange(http, "DELETE", "/maintenance", &auth, "").await?;
     assert_eq!(code, 200);
@@ -192,7 +192,7 @@ async fn post(addr: SocketAddr, body: &str) -> Result<(u16, String)> {
     let request = format!(
         "POST /maintenance HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
          Content-Length: {}\r\n\r\n{body}",
-        remora_lab::mariadb::ADMIN_TOKEN,
+        remora_lab::server::ADMIN_TOKEN,
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;

@@ -207,9 +207,9 @@ policy:
     assert_eq!(remora.reply().await?, "up ready 100%");
 
     pair.replica.exec(&["STOP SLAVE IO_THREAD"]).await?;
-    let status = pair.slave_status().await?;
+    let status = pair.replica_status().await?;
     ensure!(
-        status.seconds_behind_master.is_none(),
+        status.seconds_behind.is_none(),
         "MariaDB reports NULL lag with the IO thread stopped: {status:?}"
     );
 

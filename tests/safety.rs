@@ -17,7 +17,7 @@ use remora_lab::{Pair, Remora, free_port, http_exchange};
 
 /// The admin token the tests configure; `make test` scans every remora
 /// output for it.
-const TOKEN: &str = remora_lab::mariadb::ADMIN_TOKEN;
+const TOKEN: &str = remora_lab::server::ADMIN_TOKEN;
 
 /// A directory holding the admin token file the tests configure.
 fn admin_token() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
@@ -322,7 +322,7 @@ fn password_file_config(port: u16, file: &std::path::Path) -> String {
 #[tokio::test]
 #[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_rotated_password_file_is_used_within_two_polls_without_a_reload() -> Result<()> {
-    use remora_lab::mariadb::{CHANGED_PASSWORD, REMORA_PASSWORD, REMORA_USER};
+    use remora_lab::server::{CHANGED_PASSWORD, REMORA_PASSWORD, REMORA_USER};
     let pair = Pair::start().await?;
     let mut secret = MountedSecret::new(REMORA_PASSWORD)?;
     let remora = Remora::start(
@@ -360,7 +360,7 @@ async fn a_rotated_password_file_is_used_within_two_polls_without_a_reload() -> 
 #[tokio::test]
 #[ignore = "needs MariaDB: `make test` installs it and runs this"]
 async fn a_rejected_password_is_not_retried_at_every_poll_and_a_fixed_file_ends_it() -> Result<()> {
-    use remora_lab::mariadb::{REMORA_PASSWORD, WRONG_PASSWORD};
+    use remora_lab::server::{REMORA_PASSWORD, WRONG_PASSWORD};
     let pair = Pair::start().await?;
     let mut secret = MountedSecret::new(WRONG_PASSWORD)?;
     let remora = Remora::start(
@@ -655,7 +655,7 @@ async fn a_password_file_readable_by_everyone_is_warned_about_once_not_every_pol
     let pair = Pair::start().await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("password");
-    std::fs::write(&file, format!("{}\n", remora_lab::mariadb::REMORA_PASSWORD))?;
+    std::fs::write(&file, format!("{}\n", remora_lab::server::REMORA_PASSWORD))?;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
     let remora = Remora::start(
         remora_bin(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::remora_bin;
-use remora_lab::mariadb::{REMORA_PASSWORD, WRONG_PASSWORD};
+use remora_lab::server::{REMORA_PASSWORD, WRONG_PASSWORD};
 use remora_lab::{Pair, Remora};
 
 async fn everything_it_shows(remora: &Remora) -> Result<String> {

@@ -111,7 +111,7 @@ async fn the_kubernetes_pre_stop_hooks_drain_and_mysqld_waits_on_a_named_file() 
     // its token) and a marker file of this test.
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, remora_lab::mariadb::ADMIN_TOKEN)?;
+    std::fs::write(&token_file, remora_lab::server::ADMIN_TOKEN)?;
     let remora = remora_lab::Remora::start(
         Path::new(env!("CARGO_BIN_EXE_remora")),
         &format!(
@@ -392,7 +392,7 @@ async fn the_central_kubernetes_example_runs_and_stays_alive_with_every_target_d
         ),
         (
             "/run/secrets/remora-admin/token",
-            file("token", remora_lab::mariadb::ADMIN_TOKEN)?,
+            file("token", remora_lab::server::ADMIN_TOKEN)?,
         ),
         (
             "/var/lib/remora/switch",

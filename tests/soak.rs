@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::{Checker, mysql_section, remora_bin, rss_kib, weight};
 use remora_lab::heartbeat::PtHeartbeat;
-use remora_lab::mariadb::REMORA_USER;
 use remora_lab::measure::open_fds;
+use remora_lab::server::REMORA_USER;
 use remora_lab::{Pair, Remora};
 
 /// Cycle: the SQL thread stops for `LAG_FOR` (lag grows past the point the

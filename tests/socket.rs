@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use common::remora_bin;
-use remora_lab::mariadb::REMORA_USER;
+use remora_lab::server::REMORA_USER;
 use remora_lab::{Pair, Remora};
 
 /// The OS user, and the MariaDB account `IDENTIFIED VIA unix_socket`.

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use common::remora_bin;
-use remora_lab::mariadb::{REMORA_GRANT, REMORA_PASSWORD, Server};
+use remora_lab::server::{REMORA_GRANT, REMORA_PASSWORD, Server};
 use remora_lab::{Lifetime, Remora, free_port};
 
 /// Runs `openssl` with `args` in `dir`.

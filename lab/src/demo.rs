@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::time::{Instant, sleep};
 
-use crate::haproxy::ServerStat;
-use crate::{Stack, agent_request};
+use crate::haproxy::{Release, ServerStat};
+use crate::{Engine, Stack, agent_request};
 
 /// remora's configuration for the demo: the production shape, compressed in
 /// time, with the three pools `haproxy/haproxy.cfg` asks for.
@@ -109,12 +109,14 @@ fn phases() -> Vec<Phase> {
 
 /// Runs the story; everything it started is stopped when it returns, and on
 /// Ctrl-C (the caller drops this future).
-pub async fn run(remora_bin: &Path) -> Result<()> {
+pub async fn run(remora_bin: &Path, on: (Engine, Release)) -> Result<()> {
     println!(
-        "starting a MariaDB primary and replica, a remora beside each, and HAProxy \
-         (haproxy/haproxy.cfg), all on 127.0.0.1; lab credentials root/secret..."
+        "starting a {} primary and replica, a remora beside each, and HAProxy {} \
+         (haproxy/haproxy.cfg), all on 127.0.0.1; lab credentials root/secret...",
+        on.0.label(),
+        on.1.version().unwrap_or_else(|err| format!("({err:#})"))
     );
-    let stack = Stack::start(remora_bin, DEMO_REMORA, 2).await?;
+    let stack = Stack::start_on(on, remora_bin, DEMO_REMORA, 2).await?;
     let (pair, haproxy) = (&stack.pair, &stack.haproxy);
     println!(
         "primary 127.0.0.1:{} (remora {}), replica 127.0.0.1:{} (remora {})",
@@ -147,9 +149,9 @@ pub async fn run(remora_bin: &Path) -> Result<()> {
             let reply = agent_request(stack.on_replica.agent, b"main\n").await?;
             let reply = reply.trim_end();
             let lag = pair
-                .slave_status()
+                .replica_status()
                 .await?
-                .seconds_behind_master
+                .seconds_behind
                 .map_or("NULL".to_owned(), |s| format!("{s}s"));
             let applied = haproxy.server("mysql_main", "replica").await?;
             println!(

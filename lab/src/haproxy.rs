@@ -1,6 +1,7 @@
-//! A real HAProxy (Debian's `haproxy`, 2.6) running the shipped
-//! `haproxy/haproxy.cfg`, with every address supplied through the environment
-//! variables the file reads, and a client for its admin stats socket.
+//! A real HAProxy running the shipped `haproxy/haproxy.cfg`, with every
+//! address supplied through the environment variables the file reads, and a
+//! client for its admin stats socket: Debian 12's (2.6), or sid's (3.x,
+//! from the sid root, [`crate::sid`]), which new deployments run.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,82 @@ use tokio::net::UnixStream;
 use tokio::time::timeout;
 
 use crate::process::{Lifetime, Process};
+use crate::sid::Root;
 use crate::wait_until;
+
+/// Which HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Debian 12's HAProxy (2.6), from the host.
+    Debian,
+    /// sid's HAProxy (3.x), from the sid root: what new deployments run.
+    Sid,
+}
+
+impl Release {
+    pub const ALL: [Release; 2] = [Release::Debian, Release::Sid];
+
+    pub fn root(self) -> Result<Option<&'static Root>> {
+        match self {
+            Release::Debian => Ok(None),
+            Release::Sid => Root::find().map(Some),
+        }
+    }
+
+    /// `haproxy`, run where this release lives.
+    fn command(self) -> Result<Command> {
+        Ok(match self.root()? {
+            Some(root) => root.command("haproxy"),
+            None => Command::new("haproxy"),
+        })
+    }
+
+    /// A directory this release can read and write (under the sid root
+    /// for sid's), removed on drop.
+    pub fn scratch(self) -> Result<tempfile::TempDir> {
+        match self.root()? {
+            Some(root) => root.tempdir("remora-haproxy-"),
+            None => tempfile::Builder::new()
+                .prefix("remora-haproxy-")
+                .tempdir()
+                .context("creating a temporary directory"),
+        }
+    }
+
+    /// `host` as this release's HAProxy sees it.
+    fn path(self, host: &Path) -> Result<PathBuf> {
+        match self.root()? {
+            Some(root) => root.inside(host),
+            None => Ok(host.to_owned()),
+        }
+    }
+
+    /// `config` where this release can read it: copied into `dir` (under
+    /// the sid root) for sid's; its path as HAProxy sees it.
+    fn config(self, config: &Path, dir: &Path) -> Result<PathBuf> {
+        match self {
+            Release::Debian => Ok(config.to_owned()),
+            Release::Sid => {
+                let name = config.file_name().context("a config file name")?;
+                let copy = dir.join(name);
+                std::fs::copy(config, &copy)
+                    .with_context(|| format!("copying {} into the sid root", config.display()))?;
+                self.path(&copy)
+            }
+        }
+    }
+
+    /// What `haproxy -v` says of itself.
+    pub fn version(self) -> Result<String> {
+        let output = self
+            .command()?
+            .arg("-v")
+            .output()
+            .context("running haproxy -v")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+    }
+}
 
 /// The configuration the project ships.
 pub fn shipped_config() -> PathBuf {
@@ -94,21 +170,39 @@ pub fn environment(targets: &Targets, binds: &Binds) -> Vec<(String, String)> {
     .collect()
 }
 
-/// `haproxy -c`: validates `config` under `env`; the checker's output on failure.
+/// `haproxy -c` on Debian 12's HAProxy: see [`check_on`].
 pub fn check(config: &Path, env: &[(String, String)]) -> Result<()> {
-    let output = Command::new("haproxy")
+    check_on(Release::Debian, config, env)
+}
+
+/// `haproxy -c` on `release`: validates `config` under `env`, warnings
+/// included (a warning today is an error in a later release); the
+/// checker's output on failure.
+pub fn check_on(release: Release, config: &Path, env: &[(String, String)]) -> Result<()> {
+    let scratch = release.scratch()?;
+    let seen = release.config(config, scratch.path())?;
+    let output = release
+        .command()?
         .arg("-c")
         .arg("-f")
-        .arg(config)
+        .arg(&seen)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .context("running haproxy -c (is haproxy installed? `make deps`)")?;
-    if !output.status.success() {
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() || said.contains("[WARNING]") {
         bail!(
-            "haproxy -c -f {} failed:\n{}{}",
+            "haproxy -c -f {} ({release:?}) {}:\n{said}",
             config.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            if output.status.success() {
+                "warned"
+            } else {
+                "failed"
+            }
         );
     }
     Ok(())
@@ -130,64 +224,77 @@ pub struct ServerStat {
 #[derive(Debug)]
 pub struct Haproxy {
     pub binds: Binds,
+    pub release: Release,
     process: Process,
     dir: PathBuf,
     _scratch: Option<tempfile::TempDir>,
 }
 
 impl Haproxy {
-    /// The shipped config on free ports in a temporary directory, killed on drop.
+    /// Debian 12's HAProxy running the shipped config on free ports in a
+    /// temporary directory, killed on drop.
     pub async fn start(targets: &Targets) -> Result<Haproxy> {
-        let scratch = tempfile::Builder::new()
-            .prefix("remora-haproxy-")
-            .tempdir()
-            .context("creating a temporary directory")?;
-        let binds = Binds::free(scratch.path())?;
-        let mut haproxy = Haproxy::start_in(scratch.path(), targets, binds, Lifetime::Tied).await?;
-        haproxy._scratch = Some(scratch);
-        Ok(haproxy)
+        Haproxy::start_config_on(Release::Debian, &shipped_config(), targets).await
     }
 
-    /// `config` (one of `haproxy/*.cfg`) on free ports in a temporary
-    /// directory, killed on drop.
+    /// Debian 12's HAProxy running `config` (one of `haproxy/*.cfg`): see
+    /// [`Haproxy::start_config_on`].
     pub async fn start_config(config: &Path, targets: &Targets) -> Result<Haproxy> {
-        let scratch = tempfile::Builder::new()
-            .prefix("remora-haproxy-")
-            .tempdir()
-            .context("creating a temporary directory")?;
+        Haproxy::start_config_on(Release::Debian, config, targets).await
+    }
+
+    /// `release` running `config` on free ports in a temporary directory,
+    /// killed on drop.
+    pub async fn start_config_on(
+        release: Release,
+        config: &Path,
+        targets: &Targets,
+    ) -> Result<Haproxy> {
+        let scratch = release.scratch()?;
         let binds = Binds::free(scratch.path())?;
+        let dir = scratch.path();
         let mut haproxy =
-            Haproxy::start_with(scratch.path(), config, targets, binds, Lifetime::Tied).await?;
+            Haproxy::start_with(release, (dir, config), targets, binds, Lifetime::Tied).await?;
         haproxy._scratch = Some(scratch);
         Ok(haproxy)
     }
 
-    /// The shipped config with `binds`, logging into `dir`.
+    /// `release` running the shipped config with `binds`, logging into
+    /// `dir` (which it must reach: see [`Release::scratch`]).
     pub async fn start_in(
+        release: Release,
         dir: &Path,
         targets: &Targets,
-        binds: Binds,
-        lifetime: Lifetime,
+        (binds, lifetime): (Binds, Lifetime),
     ) -> Result<Haproxy> {
-        Haproxy::start_with(dir, &shipped_config(), targets, binds, lifetime).await
+        Haproxy::start_with(release, (dir, &shipped_config()), targets, binds, lifetime).await
     }
 
     async fn start_with(
-        dir: &Path,
-        config: &Path,
+        release: Release,
+        (dir, config): (&Path, &Path),
         targets: &Targets,
         binds: Binds,
         lifetime: Lifetime,
     ) -> Result<Haproxy> {
-        let env = environment(targets, &binds);
-        check(config, &env)?;
-        let mut command = Command::new("haproxy");
+        // HAProxy opens its stats socket where it sees the path.
+        let seen = Binds {
+            socket: release.path(&binds.socket)?,
+            ..binds.clone()
+        };
+        let env = environment(targets, &seen);
+        check_on(release, config, &env)?;
+        let mut command = release.command()?;
         // -db: stay in the foreground, so the pid we hold is HAProxy's.
-        command.arg("-db").arg("-f").arg(config);
+        command
+            .arg("-db")
+            .arg("-f")
+            .arg(release.config(config, dir)?);
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let process = Process::spawn("haproxy", command, &dir.join("haproxy.log"), lifetime)?;
         let mut haproxy = Haproxy {
             binds,
+            release,
             process,
             dir: dir.to_owned(),
             _scratch: None,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::Server;
-use crate::mariadb::{HEARTBEAT_DATABASE, ROOT_PASSWORD};
 use crate::process::{Lifetime, Process};
+use crate::server::{HEARTBEAT_DATABASE, ROOT_PASSWORD};
 use crate::wait_until;
 
 /// `pt-heartbeat --update` against a server, killed on drop.

@@ -1,4 +1,4 @@
-//! remora's lab: real MariaDB servers, remora processes (and HAProxy) on
+//! remora's lab: real MySQL and MariaDB servers, remora processes (and HAProxy) on
 //! loopback, for the integration tests, `make up`/`make demo`, and the
 //! benchmark. Everything listens on 127.0.0.1, on free ports unless told
 //! otherwise, and every process is stopped by pid: on drop, on panic, and by
@@ -8,16 +8,19 @@
 
 pub mod bench;
 pub mod demo;
+pub mod engine;
 pub mod fixture;
 pub mod galera;
+pub mod group;
 pub mod haproxy;
 pub mod heartbeat;
-pub mod mariadb;
 pub mod measure;
 pub mod multisource;
 pub mod process;
 pub mod prometheus;
 pub mod remora;
+pub mod server;
+pub mod sid;
 pub mod stack;
 pub mod wait;
 
@@ -26,12 +29,13 @@ pub mod signal {
     pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
 }
 
+pub use engine::Engine;
 pub use haproxy::Haproxy;
-pub use mariadb::{Pair, Server, SlaveStatus, Writer};
 pub use process::{Lifetime, Process};
 pub use remora::{
     Builder as RemoraBuilder, Remora, agent_reply, agent_request, http_exchange, http_get,
 };
+pub use server::{Pair, ReplicaStatus, Server, Writer};
 pub use stack::Stack;
 pub use wait::wait_until;
 
@@ -118,7 +122,7 @@ pub fn free_port() -> Result<u16> {
 
 /// Where everything remora printed during a test run is collected, when the
 /// run sets `REMORA_OUTPUT_DIR` (`make test` does, then scans it for every
-/// password in [`mariadb::TEST_PASSWORDS`]).
+/// password in [`server::TEST_PASSWORDS`]).
 pub const OUTPUT_DIR_ENV: &str = "REMORA_OUTPUT_DIR";
 
 /// Keeps `text` (something remora printed) for the end-of-run scan, if this
@@ -153,7 +157,7 @@ pub fn find_passwords(
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let text = String::from_utf8_lossy(&bytes);
         scanned += 1;
-        for password in mariadb::TEST_PASSWORDS {
+        for password in server::TEST_PASSWORDS {
             if text.contains(password) {
                 found.push((path.clone(), *password));
             }

@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use remora_lab::haproxy::{Binds, Haproxy, Targets};
+use remora_lab::Engine;
+use remora_lab::haproxy::{Binds, Haproxy, Release, Targets};
 use remora_lab::process::{kill_recorded, pid_is_running};
 use remora_lab::remora::{
     agent_reply, agent_request, binary_beside_me, bound_ports, launch, set_keys,
@@ -21,7 +22,7 @@ use remora_lab::{Lifetime, Pair};
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "remora's native lab: MariaDB primary + replica and a remora beside each, on loopback"
+    about = "remora's native lab: a MySQL or MariaDB primary + replica and a remora beside each, on loopback"
 )]
 struct Cli {
     /// Where a lab started by `up` keeps its datadirs, logs and state.
@@ -31,9 +32,16 @@ struct Cli {
     command: Command,
 }
 
-/// Where `up` listens.
+/// What `up` runs, and where it listens.
 #[derive(Debug, Args)]
 struct UpArgs {
+    /// The servers: mariadb (Debian 12's 10.11), mariadb-lts (sid's 11.x)
+    /// or mysql (sid's 9.x); the sid ones come from `make deps`'s root.
+    #[arg(long, env = "SERVER", default_value = "mariadb", value_parser = Engine::from_label)]
+    server: Engine,
+    /// The HAProxy: debian (2.6) or sid (3.x).
+    #[arg(long, env = "HAPROXY", default_value = "debian", value_parser = release_of)]
+    haproxy: Release,
     #[arg(long, env = "PRIMARY_PORT", default_value_t = 3306)]
     primary_port: u16,
     #[arg(long, env = "REPLICA_PORT", default_value_t = 3307)]
@@ -57,10 +65,21 @@ struct UpArgs {
     haproxy_stats: SocketAddr,
 }
 
+fn release_of(label: &str) -> Result<Release> {
+    match label {
+        "debian" => Ok(Release::Debian),
+        "sid" => Ok(Release::Sid),
+        other => bail!("no HAProxy {other:?}: debian (2.6) or sid (3.x)"),
+    }
+}
+
 impl UpArgs {
-    /// The ports, with HAProxy's admin socket in the lab's `dir`.
-    fn ports(self, dir: &Path) -> Ports {
-        Ports {
+    /// The ports, with HAProxy's admin socket in its folder.
+    fn ports(self, dir: &Path) -> Result<Ports> {
+        let socket = haproxy_dir(self.haproxy, dir)?.join("haproxy.sock");
+        Ok(Ports {
+            server: self.server,
+            release: self.haproxy,
             primary: self.primary_port,
             replica: self.replica_port,
             primary_agent: self.primary_agent_port,
@@ -69,10 +88,31 @@ impl UpArgs {
                 mysql: self.haproxy_mysql,
                 writer: self.haproxy_writer,
                 stats: self.haproxy_stats,
-                socket: dir.join("haproxy.sock"),
+                socket,
             },
-        }
+        })
     }
+}
+
+/// Where `release`'s HAProxy keeps its files: the lab's folder, or for
+/// sid's a folder of the sid root.
+fn haproxy_dir(release: Release, lab_dir: &Path) -> Result<PathBuf> {
+    Ok(match release.root()? {
+        Some(root) => root.path.join("srv/remora-lab-haproxy"),
+        None => lab_dir.to_owned(),
+    })
+}
+
+/// What `demo` runs on.
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The servers: mariadb (Debian 12's 10.11), mariadb-lts (sid's 11.x)
+    /// or mysql (sid's 9.x).
+    #[arg(long, env = "SERVER", default_value = "mariadb", value_parser = Engine::from_label)]
+    server: Engine,
+    /// The HAProxy: debian (2.6) or sid (3.x).
+    #[arg(long, env = "HAPROXY", default_value = "debian", value_parser = release_of)]
+    haproxy: Release,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,7 +138,7 @@ enum Command {
     /// Create and drop a database, with some writes, on the primary.
     Stuff,
     /// Run the scripted story on a fresh, temporary lab, then clean up.
-    Demo,
+    Demo(DemoArgs),
     /// Fail if any test password appears in the output a test run collected
     /// (`REMORA_OUTPUT_DIR`).
     CheckOutput { dir: std::path::PathBuf },
@@ -111,6 +151,10 @@ const MAX_MASTER_DELAY: u64 = 2_147_483_647;
 /// What `up` started, so that later commands can find it.
 #[derive(Debug, Serialize, Deserialize)]
 struct LabState {
+    /// `mariadb`, `mariadb-lts` or `mysql`.
+    server: String,
+    /// Where the servers keep their data (under the sid root for sid's).
+    servers_dir: PathBuf,
     primary_port: u16,
     replica_port: u16,
     processes: Vec<Recorded>,
@@ -145,9 +189,9 @@ fn default_dir() -> PathBuf {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Demo => {
+        Command::Demo(args) => {
             tokio::select! {
-                outcome = demo() => outcome,
+                outcome = demo(args) => outcome,
                 _ = tokio::signal::ctrl_c() => {
                     // Dropping the demo's future kills what it started.
                     eprintln!("\ninterrupted; stopping everything the demo started");
@@ -166,14 +210,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn demo() -> Result<()> {
-    remora_lab::demo::run(&binary_beside_me()?).await
+async fn demo(args: DemoArgs) -> Result<()> {
+    remora_lab::demo::run(&binary_beside_me()?, (args.server, args.haproxy)).await
 }
 
 async fn run(command: Command, dir: &Path) -> Result<()> {
     let lab = Lab::in_dir(dir);
     match command {
-        Command::Up(args) => lab.up(args.ports(dir)).await,
+        Command::Up(args) => lab.up(args.ports(dir)?).await,
         Command::Down => lab.down(),
         Command::Status => status(&lab.state()?).await,
         Command::CheckOutput { dir } => check_output(&dir),
@@ -181,12 +225,14 @@ async fn run(command: Command, dir: &Path) -> Result<()> {
         Command::StopLag => stop_lag(&lab.pair()?).await,
         Command::SlaveLag => slave_lag(&lab.pair()?).await,
         Command::Stuff => stuff(&lab.pair()?).await,
-        Command::Demo => unreachable!("handled in main"),
+        Command::Demo(_) => unreachable!("handled in main"),
     }
 }
 
-/// Where `up` is asked to listen.
+/// What `up` is asked to run, and where to listen.
 struct Ports {
+    server: Engine,
+    release: Release,
     primary: u16,
     replica: u16,
     primary_agent: u16,
@@ -222,8 +268,10 @@ impl Lab {
                 self.dir.display()
             );
         }
+        let engine = Engine::from_label(&state.server)?;
         Ok(Pair::attach(
-            &self.dir,
+            engine,
+            &state.servers_dir,
             state.primary_port,
             state.replica_port,
         ))
@@ -238,8 +286,10 @@ impl Lab {
             println!("the lab is already up:");
             return status(&state).await;
         }
-        self.refuse_leftovers()?;
+        self.refuse_leftovers(&ports)?;
         let mut state = LabState {
+            server: ports.server.label().to_owned(),
+            servers_dir: self.servers_dir(ports.server)?,
             primary_port: ports.primary,
             replica_port: ports.replica,
             processes: Vec::new(),
@@ -251,18 +301,29 @@ impl Lab {
             Err(err) => {
                 eprintln!("remora-lab: up failed; stopping what it started");
                 self.stop(&state);
-                self.remove();
+                self.remove(&state.servers_dir);
                 Err(err)
             }
         }
     }
 
+    /// Where `engine`'s servers keep their data: in the lab's folder, or
+    /// for sid's servers in a folder of the sid root that HAProxy from sid
+    /// shares.
+    fn servers_dir(&self, engine: Engine) -> Result<PathBuf> {
+        Ok(match engine.root()? {
+            Some(root) => root.path.join("srv/remora-lab"),
+            None => self.dir.clone(),
+        })
+    }
+
     /// A folder left by a run that did not finish (or an older lab) holds
     /// datadirs whose passwords and replication do not match a new lab.
-    fn refuse_leftovers(&self) -> Result<()> {
+    fn refuse_leftovers(&self, ports: &Ports) -> Result<()> {
+        let servers = self.servers_dir(ports.server)?;
         let leftovers: Vec<String> = ["primary", "replica"]
             .into_iter()
-            .map(|name| self.dir.join(name))
+            .map(|name| servers.join(name))
             .filter(|path| path.exists())
             .map(|path| path.display().to_string())
             .collect();
@@ -285,18 +346,24 @@ impl Lab {
         self.start_haproxy(ports, state).await
     }
 
-    /// The MariaDB pair, replication running.
+    /// The pair, replication running.
     async fn start_servers(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
-        let mut pair = Pair::start_in(&self.dir, ports.primary, ports.replica, Lifetime::Detached)
+        let dir = &state.servers_dir;
+        let addresses = (ports.primary, ports.replica);
+        let mut pair = Pair::start_in(ports.server, dir, addresses, Lifetime::Detached)
             .await
             .context("starting the pair")?;
+        let program = match ports.server {
+            Engine::MySql => "mysqld",
+            Engine::MariaDb | Engine::MariaDbLts => "mariadbd",
+        };
         let (primary_pid, replica_pid) = pair.detach();
         for (name, pid) in [("primary", primary_pid), ("replica", replica_pid)] {
             let pid = pid.context("server not running")?;
             state.processes.push(Recorded {
                 name: name.into(),
                 pid,
-                program: "mariadbd".into(),
+                program: program.into(),
             });
         }
         self.record(state)
@@ -320,7 +387,7 @@ impl Lab {
             let token_file = self.dir.join("admin-token");
             write_private(
                 &token_file,
-                &format!("{}\n", remora_lab::mariadb::ADMIN_TOKEN),
+                &format!("{}\n", remora_lab::server::ADMIN_TOKEN),
             )?;
             let yaml = set_keys(
                 &example,
@@ -361,11 +428,14 @@ impl Lab {
         Ok(())
     }
 
-    /// HAProxy, asking both remoras.
+    /// HAProxy, asking both remoras; sid's keeps its files in the sid root.
     async fn start_haproxy(&self, ports: &Ports, state: &mut LabState) -> Result<()> {
         let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = haproxy_dir(ports.release, &self.dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let haproxy = Haproxy::start_in(
-            &self.dir,
+            ports.release,
+            &dir,
             &Targets {
                 primary: loopback(ports.primary),
                 primary_agent: state.remoras[0].agent,
@@ -373,8 +443,7 @@ impl Lab {
                 replica_agent: state.remoras[1].agent,
                 main_min_servers: 2,
             },
-            state.haproxy.clone(),
-            Lifetime::Detached,
+            (state.haproxy.clone(), Lifetime::Detached),
         )
         .await
         .context("starting haproxy")?;
@@ -402,19 +471,29 @@ impl Lab {
         }
     }
 
-    fn remove(&self) {
-        if self.dir.exists()
-            && let Err(err) = std::fs::remove_dir_all(&self.dir)
-        {
-            eprintln!("remora-lab: cannot remove {}: {err}", self.dir.display());
+    /// Removes the lab's folder and the servers' (when elsewhere).
+    fn remove(&self, servers_dir: &Path) {
+        for dir in [&self.dir, servers_dir] {
+            if dir.exists()
+                && let Err(err) = std::fs::remove_dir_all(dir)
+            {
+                eprintln!("remora-lab: cannot remove {}: {err}", dir.display());
+            }
         }
     }
 
     /// Stops what `up` recorded and deletes the folder, whatever state a
     /// failed `up` left it in.
     fn down(&self) -> Result<()> {
+        let mut elsewhere = Vec::new();
         match self.state() {
-            Ok(state) => self.stop(&state),
+            Ok(state) => {
+                self.stop(&state);
+                elsewhere.push(state.servers_dir);
+                if let Some(haproxy) = state.haproxy.socket.parent() {
+                    elsewhere.push(haproxy.to_owned());
+                }
+            }
             Err(_) if self.dir.exists() => {
                 println!("no processes recorded in {}", self.dir.display());
             }
@@ -423,9 +502,13 @@ impl Lab {
                 return Ok(());
             }
         }
-        std::fs::remove_dir_all(&self.dir)
-            .with_context(|| format!("removing {}", self.dir.display()))?;
-        println!("removed {}", self.dir.display());
+        for dir in std::iter::once(&self.dir).chain(&elsewhere) {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+                println!("removed {}", dir.display());
+            }
+        }
         Ok(())
     }
 }
@@ -465,14 +548,18 @@ async fn stuff(pair: &Pair) -> Result<()> {
 }
 
 async fn slave_lag(pair: &Pair) -> Result<()> {
-    let status = pair.slave_status().await?;
+    let status = pair.replica_status().await?;
+    let name = |column: &str| pair.engine().column(column);
     println!(
-        "Seconds_Behind_Master: {}  SQL_Delay: {}  Slave_IO_Running: {}  Slave_SQL_Running: {}  Last_SQL_Errno: {}",
+        "{}: {}  SQL_Delay: {}  {}: {}  {}: {}  Last_SQL_Errno: {}",
+        name("Seconds_Behind_Master"),
         status
-            .seconds_behind_master
+            .seconds_behind
             .map_or("NULL".to_owned(), |s| s.to_string()),
         status.sql_delay,
+        name("Slave_IO_Running"),
         status.io_running,
+        name("Slave_SQL_Running"),
         status.sql_running,
         status.last_sql_errno
     );

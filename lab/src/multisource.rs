@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::mariadb::{REPL_PASSWORD, REPL_USER, SlaveStatus};
 use crate::process::Lifetime;
+use crate::server::{REPL_PASSWORD, REPL_USER, ReplicaStatus};
 use crate::{Server, Writer};
 
 #[derive(Debug)]
@@ -112,8 +112,8 @@ impl MultiSource {
         connection: &str,
         limit: Duration,
         what: &str,
-        condition: impl Fn(&SlaveStatus) -> bool,
-    ) -> Result<SlaveStatus> {
+        condition: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Result<ReplicaStatus> {
         self.replica
             .wait_for(connection, limit, what, condition)
             .await

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use crate::mariadb::REMORA_PASSWORD;
 use crate::process::{Lifetime, Process};
+use crate::server::REMORA_PASSWORD;
 use crate::wait_until;
 
 /// Environment variable the lab's remora configs name in `password_env`.

@@ -1,16 +1,9 @@
-//! Real MariaDB servers (Debian's `mariadb-server`) on loopback, each a
-//! separate `mariadbd` with its own datadir, and a GTID primary/replica pair.
-//!
-//! Facts this relies on (checked on Debian 12, MariaDB 10.11):
-//! - as root, `mariadbd` needs `--user=root`; `--no-defaults` keeps
-//!   `/etc/mysql/my.cnf` out;
-//! - `mariadb-install-db` creates `root@127.0.0.1` with an empty password;
-//! - remora needs exactly `SLAVE MONITOR` (`REPLICATION CLIENT` is not enough
-//!   for `SHOW ALL SLAVES STATUS` on 10.5+, ERROR 1227);
-//! - `CHANGE MASTER TO MASTER_DELAY` needs both replication threads stopped.
+//! Real MySQL and MariaDB servers on loopback, each a separate server
+//! process with its own datadir, and a GTID primary/replica pair: Debian
+//! 12's MariaDB by default, sid's MariaDB 11 or MySQL 9 on request (what
+//! differs between them is in [`crate::engine`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -18,6 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use tokio::time::{sleep, timeout};
 
+use crate::engine::Engine;
 use crate::process::{Lifetime, Process};
 use crate::wait_until;
 
@@ -47,7 +41,8 @@ pub const TEST_PASSWORDS: &[&str] = &[
 /// The token tests put in `http.admin_token_file`; never printed either.
 pub const ADMIN_TOKEN: &str = "lab-admin-token-5c1e";
 
-/// The privilege remora needs on MariaDB 10.5+ (and nothing more)...
+/// The privilege remora needs on MariaDB 10.5+ (and nothing more; see
+/// [`Engine::remora_grants`] for MySQL)...
 pub const REMORA_GRANT: &str = "SLAVE MONITOR";
 /// ...plus reading pt-heartbeat's table, where a heartbeat is used.
 pub const HEARTBEAT_DATABASE: &str = "heartbeat";
@@ -55,15 +50,18 @@ pub const HEARTBEAT_DATABASE: &str = "heartbeat";
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const SQL_LIMIT: Duration = Duration::from_secs(10);
 
-/// One `mariadbd`.
+/// One MySQL or MariaDB server.
 #[derive(Debug)]
 pub struct Server {
     pub name: String,
+    pub engine: Engine,
     pub port: u16,
     pub server_id: u32,
+    /// Its directory (a host path; under the sid root for sid's servers).
     pub dir: PathBuf,
     lifetime: Lifetime,
-    /// More `mariadbd` options (`--gtid-domain-id=2`, wsrep settings, ...).
+    /// More server options (`--gtid-domain-id=2`, wsrep or Group
+    /// Replication settings, ...).
     extra_args: Vec<String>,
     process: Option<Process>,
 }
@@ -90,13 +88,28 @@ impl Server {
         lifetime: Lifetime,
         extra_args: &[String],
     ) -> Result<Server> {
+        let engine = Engine::MariaDb;
+        Server::start_as(engine, name, server_id, dir, (port, lifetime), extra_args).await
+    }
+
+    /// A server of `engine`, with more options; `dir` must be a
+    /// directory it can reach (see [`Engine::scratch`]).
+    pub async fn start_as(
+        engine: Engine,
+        name: &str,
+        server_id: u32,
+        dir: &Path,
+        (port, lifetime): (u16, Lifetime),
+        extra_args: &[String],
+    ) -> Result<Server> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let fresh = !dir.join("data").join("mysql").exists();
         if fresh {
-            install_datadir(dir)?;
+            install_datadir(engine, dir)?;
         }
         let mut server = Server {
             name: name.to_owned(),
+            engine,
             port,
             server_id,
             dir: dir.to_owned(),
@@ -117,9 +130,10 @@ impl Server {
     }
 
     /// A handle on a server started earlier (by `make up`), for running SQL.
-    pub fn attach(name: &str, server_id: u32, dir: &Path, port: u16) -> Server {
+    pub fn attach(engine: Engine, name: &str, server_id: u32, dir: &Path, port: u16) -> Server {
         Server {
             name: name.to_owned(),
+            engine,
             port,
             server_id,
             dir: dir.to_owned(),
@@ -130,35 +144,21 @@ impl Server {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let dir = &self.dir;
-        let mut command = Command::new("mariadbd");
+        let dir = self.engine.path(&self.dir)?;
+        let mut command = self.engine.server()?;
         command
-            .arg("--no-defaults")
-            .arg("--user=root")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
             .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={}", self.port))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--skip-name-resolve")
             .arg(format!("--server-id={}", self.server_id))
-            .arg("--log-bin=mariadb-bin")
-            .arg("--relay-log=relay-bin")
-            .arg("--binlog-format=ROW")
-            // Small and fast: a lab server holds a few rows.
-            .arg("--innodb-buffer-pool-size=16M")
-            .arg("--innodb-log-file-size=16M")
-            .arg("--innodb-flush-log-at-trx-commit=2")
-            .arg("--sync-binlog=0")
-            .arg("--performance-schema=OFF")
-            .arg("--max-connections=500")
             .args(&self.extra_args);
         let process = Process::spawn(
             &self.name,
             command,
-            &self.dir.join("mariadbd.out"),
+            &self.dir.join("server.out"),
             self.lifetime,
         )?;
         self.process = Some(process);
@@ -166,8 +166,7 @@ impl Server {
     }
 
     async fn wait_ready(&mut self, fresh: bool) -> Result<()> {
-        let password = if fresh { "" } else { ROOT_PASSWORD };
-        let opts = self.opts("root", password);
+        let opts = self.root_opts(fresh);
         let (name, error_log) = (self.name.clone(), self.dir.join("error.log"));
         let process = self.process.as_mut().expect("spawned before waiting");
         let what = format!("{name} to accept connections");
@@ -205,24 +204,33 @@ impl Server {
         .await
     }
 
+    /// How root reaches the server: a fresh one as the engine first
+    /// allows it (no password yet), later with the lab's password over TCP.
+    fn root_opts(&self, fresh: bool) -> OptsBuilder {
+        if !fresh {
+            return self.opts("root", ROOT_PASSWORD);
+        }
+        let opts = self.opts("root", "");
+        if self.engine.first_over_socket() {
+            opts.socket(Some(self.socket().display().to_string()))
+                .prefer_socket(true)
+        } else {
+            opts
+        }
+    }
+
+    /// Its unix socket (a host path).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+
     async fn create_users(&self) -> Result<()> {
-        let mut conn = timeout(SQL_LIMIT, Conn::new(self.opts("root", "")))
+        let mut conn = timeout(SQL_LIMIT, Conn::new(self.root_opts(true)))
             .await
             .context("connecting as root")??;
-        // Users are local to each server: keep them out of the binlog.
-        let statements = [
-            "SET SESSION sql_log_bin = 0".to_owned(),
-            format!("ALTER USER root@'127.0.0.1' IDENTIFIED BY '{ROOT_PASSWORD}'"),
-            format!("ALTER USER root@'localhost' IDENTIFIED BY '{ROOT_PASSWORD}'"),
-            format!("CREATE USER root@'%' IDENTIFIED BY '{ROOT_PASSWORD}'"),
-            "GRANT ALL PRIVILEGES ON *.* TO root@'%' WITH GRANT OPTION".to_owned(),
-            format!("CREATE USER {REPL_USER}@'%' IDENTIFIED BY '{REPL_PASSWORD}'"),
-            format!("GRANT REPLICATION SLAVE ON *.* TO {REPL_USER}@'%'"),
-            format!("CREATE USER {REMORA_USER}@'%' IDENTIFIED BY '{REMORA_PASSWORD}'"),
-            format!("GRANT {REMORA_GRANT} ON *.* TO {REMORA_USER}@'%'"),
-            format!("GRANT SELECT ON {HEARTBEAT_DATABASE}.* TO {REMORA_USER}@'%'"),
-        ];
-        for statement in statements {
+        // Users are local to each server: the engine keeps them out of the
+        // binlog.
+        for statement in self.engine.accounts() {
             conn.query_drop(&statement)
                 .await
                 .with_context(|| format!("{}: {statement}", self.name))?;
@@ -237,7 +245,7 @@ impl Server {
         OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
-            .socket(no_tcp.then(|| self.dir.join("mysqld.sock").display().to_string()))
+            .socket(no_tcp.then(|| self.socket().display().to_string()))
             .user(Some(user))
             .pass(Some(password))
             .prefer_socket(false)
@@ -303,6 +311,11 @@ impl Server {
             .flatten())
     }
 
+    /// The end of its error log, for a failure's context.
+    pub fn error_log_tail(&self) -> String {
+        crate::process::log_tail(&self.dir.join("error.log"), 20)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
     }
@@ -340,12 +353,12 @@ impl Server {
         connection: &str,
         limit: Duration,
         what: &str,
-        condition: impl Fn(&SlaveStatus) -> bool,
-    ) -> Result<SlaveStatus> {
+        condition: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Result<ReplicaStatus> {
         let mut last = None;
         let what = format!("{} '{connection}' to be {what}", self.name);
         let waited = wait_until(&what, limit, async || {
-            let status = self.slave_status(connection).await?;
+            let status = self.replica_status(connection).await?;
             let met = condition(&status);
             last = Some(status.clone());
             Ok(met.then_some(status))
@@ -354,24 +367,23 @@ impl Server {
         waited.with_context(|| format!("last seen: {last:?}"))
     }
 
-    /// `SHOW SLAVE '<connection>' STATUS` (`""`: the default connection).
-    pub async fn slave_status(&self, connection: &str) -> Result<SlaveStatus> {
-        let rows = self
-            .rows(&format!("SHOW SLAVE '{connection}' STATUS"))
-            .await?;
+    /// Replication connection `connection`'s status (`""`: the default
+    /// one), in the engine's own statement.
+    pub async fn replica_status(&self, connection: &str) -> Result<ReplicaStatus> {
+        let rows = self.rows(&self.engine.replica_status(connection)).await?;
         let row = rows
             .first()
             .with_context(|| format!("{}: no replication connection '{connection}'", self.name))?;
         let text = |name: &str| -> Option<String> {
-            row.get_opt::<Option<String>, _>(name)
+            row.get_opt::<Option<String>, _>(self.engine.column(name).as_str())
                 .and_then(|value| value.ok())
                 .flatten()
         };
         let number = |name: &str| -> Option<u64> { text(name)?.parse().ok() };
-        Ok(SlaveStatus {
+        Ok(ReplicaStatus {
             io_running: text("Slave_IO_Running").unwrap_or_default(),
             sql_running: text("Slave_SQL_Running").unwrap_or_default(),
-            seconds_behind_master: number("Seconds_Behind_Master"),
+            seconds_behind: number("Seconds_Behind_Master"),
             sql_delay: number("SQL_Delay").unwrap_or(0),
             last_sql_errno: number("Last_SQL_Errno").unwrap_or(0) as u32,
             last_io_errno: number("Last_IO_Errno").unwrap_or(0) as u32,
@@ -420,12 +432,13 @@ impl Server {
     }
 }
 
-/// Replication state of the default connection, as the lab reports it.
+/// Replication state of one connection, as the lab reports it (MariaDB's
+/// `Seconds_Behind_Master`, MySQL's `Seconds_Behind_Source`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlaveStatus {
+pub struct ReplicaStatus {
     pub io_running: String,
     pub sql_running: String,
-    pub seconds_behind_master: Option<u64>,
+    pub seconds_behind: Option<u64>,
     pub sql_delay: u64,
     pub last_sql_errno: u32,
     pub last_io_errno: u32,
@@ -441,36 +454,50 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// A pair on free ports in a temporary directory, killed and removed on drop.
+    /// A MariaDB 10.11 pair on free ports in a temporary directory, killed
+    /// and removed on drop.
     pub async fn start() -> Result<Pair> {
-        let scratch = tempfile::Builder::new()
-            .prefix("remora-lab-")
-            .tempdir()
-            .context("creating a temporary directory")?;
-        let mut pair = Pair::start_in(
-            scratch.path(),
-            crate::free_port()?,
-            crate::free_port()?,
-            Lifetime::Tied,
-        )
-        .await?;
+        Pair::start_on(Engine::MariaDb).await
+    }
+
+    /// A pair of `engine` on free ports in a temporary directory, killed
+    /// and removed on drop.
+    pub async fn start_on(engine: Engine) -> Result<Pair> {
+        let scratch = engine.scratch()?;
+        let ports = (crate::free_port()?, crate::free_port()?);
+        let mut pair = Pair::start_in(engine, scratch.path(), ports, Lifetime::Tied).await?;
         pair._scratch = Some(scratch);
         Ok(pair)
     }
 
-    /// A pair in `dir` on the given ports; reuses existing datadirs.
+    /// A pair of `engine` in `dir` on the given ports; reuses existing
+    /// datadirs.
     pub async fn start_in(
+        engine: Engine,
         dir: &Path,
-        primary_port: u16,
-        replica_port: u16,
+        (primary_port, replica_port): (u16, u16),
         lifetime: Lifetime,
     ) -> Result<Pair> {
         let primary_dir = dir.join("primary");
         let replica_dir = dir.join("replica");
         let replica_is_new = !replica_dir.join("data").join("mysql").exists();
         let (primary, replica) = tokio::try_join!(
-            Server::start("primary", 1, &primary_dir, primary_port, lifetime),
-            Server::start("replica", 2, &replica_dir, replica_port, lifetime),
+            Server::start_as(
+                engine,
+                "primary",
+                1,
+                &primary_dir,
+                (primary_port, lifetime),
+                &[]
+            ),
+            Server::start_as(
+                engine,
+                "replica",
+                2,
+                &replica_dir,
+                (replica_port, lifetime),
+                &[]
+            ),
         )?;
         let pair = Pair {
             primary,
@@ -494,33 +521,28 @@ impl Pair {
         Ok(pair)
     }
 
-    /// Handles on a pair started earlier in `dir` (by `make up`).
-    pub fn attach(dir: &Path, primary_port: u16, replica_port: u16) -> Pair {
+    /// Handles on a pair of `engine` started earlier in `dir` (by `make up`).
+    pub fn attach(engine: Engine, dir: &Path, primary_port: u16, replica_port: u16) -> Pair {
+        let at = |name: &str, id, port| Server::attach(engine, name, id, &dir.join(name), port);
         Pair {
-            primary: Server::attach("primary", 1, &dir.join("primary"), primary_port),
-            replica: Server::attach("replica", 2, &dir.join("replica"), replica_port),
+            primary: at("primary", 1, primary_port),
+            replica: at("replica", 2, replica_port),
             _scratch: None,
         }
     }
 
+    pub fn engine(&self) -> Engine {
+        self.replica.engine
+    }
+
     async fn configure_replication(&self) -> Result<()> {
-        let position = self
-            .primary
-            .value("SELECT @@gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
-        self.replica
-            .exec(&[
-                &format!("SET GLOBAL gtid_slave_pos = '{position}'"),
-                &format!(
-                    "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
-                     MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
-                     MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
-                    self.primary.port
-                ),
-                "START SLAVE",
-            ])
-            .await?;
+        let engine = self.engine();
+        let position = (self.primary.value(engine.position()).await?).unwrap_or_default();
+        let mut statements: Vec<String> = engine.start_at(&position).into_iter().collect();
+        statements.push(engine.follow(self.primary.port));
+        statements.push(engine.start_replica(""));
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.replica.exec(&statements).await?;
         self.wait_for(
             Duration::from_secs(20),
             "both replication threads running",
@@ -530,9 +552,9 @@ impl Pair {
         Ok(())
     }
 
-    /// `SHOW SLAVE STATUS` on the replica, the fields the lab cares about.
-    pub async fn slave_status(&self) -> Result<SlaveStatus> {
-        self.replica.slave_status("").await
+    /// The replica's status, the fields the lab cares about.
+    pub async fn replica_status(&self) -> Result<ReplicaStatus> {
+        self.replica.replica_status("").await
     }
 
     /// Waits until the replica's status satisfies `condition`.
@@ -540,51 +562,41 @@ impl Pair {
         &self,
         limit: Duration,
         what: &str,
-        condition: impl Fn(&SlaveStatus) -> bool,
-    ) -> Result<SlaveStatus> {
+        condition: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Result<ReplicaStatus> {
         self.replica.wait_for("", limit, what, condition).await
     }
 
     /// Waits until the replica has applied everything the primary had written
     /// when this was called (later writes may still be in flight).
     pub async fn wait_caught_up(&self, limit: Duration) -> Result<()> {
-        let target = self
-            .primary
-            .value("SELECT @@gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
+        let engine = self.engine();
+        let target = (self.primary.value(engine.position()).await?).unwrap_or_default();
         if target.is_empty() {
             return Ok(());
         }
-        // MASTER_GTID_WAIT returns 0 once applied, -1 on timeout.
+        // 0 once applied; -1 (MariaDB) or 1 (MySQL) on timeout.
         let mut conn = self.replica.conn().await?;
-        let reached: Option<i64> = timeout(
-            limit + SQL_LIMIT,
-            conn.query_first(format!(
-                "SELECT MASTER_GTID_WAIT('{target}', {})",
-                limit.as_secs_f64()
-            )),
-        )
-        .await
-        .map_err(|_| anyhow!("replica: MASTER_GTID_WAIT did not return"))??;
+        let wait = engine.wait_for(&target, limit.as_secs_f64());
+        let reached: Option<i64> = timeout(limit + SQL_LIMIT, conn.query_first(&wait))
+            .await
+            .map_err(|_| anyhow!("replica: {wait} did not return"))??;
         conn.disconnect().await?;
         if reached != Some(0) {
-            let applied = self.replica.value("SELECT @@gtid_slave_pos").await?;
+            let applied = self.replica.value(engine.position()).await?;
             bail!("replica at {applied:?}, not yet at the primary's {target:?} after {limit:?}");
         }
         Ok(())
     }
 
-    /// `MASTER_DELAY = seconds` (MariaDB needs both threads stopped to
-    /// change it). Replication is started again even if the change fails:
-    /// a failed lab command leaves replication running as it was.
+    /// The intended delay (`MASTER_DELAY`, `SOURCE_DELAY`) of `seconds`.
+    /// Replication is started again even if the change fails: a failed lab
+    /// command leaves replication running as it was.
     pub async fn start_lag(&self, seconds: u64) -> Result<()> {
-        self.replica.exec(&["STOP SLAVE"]).await?;
-        let changed = self
-            .replica
-            .exec(&[&format!("CHANGE MASTER TO MASTER_DELAY = {seconds}")])
-            .await;
-        self.replica.exec(&["START SLAVE"]).await?;
+        let [stop, change, start] = self.engine().delay(seconds);
+        self.replica.exec(&[&stop]).await?;
+        let changed = self.replica.exec(&[&change]).await;
+        self.replica.exec(&[&start]).await?;
         changed
     }
 
@@ -646,7 +658,7 @@ impl Pair {
             .exec(&[
                 "SET SESSION sql_log_bin = 0",
                 &format!("DELETE FROM lab.conflict WHERE id = {id}"),
-                "START SLAVE",
+                &self.engine().start_replica(""),
             ])
             .await?;
         self.wait_for(Duration::from_secs(20), "running again", |s| {
@@ -674,25 +686,9 @@ impl Drop for Writer {
     }
 }
 
-fn install_datadir(dir: &Path) -> Result<()> {
+fn install_datadir(engine: Engine, dir: &Path) -> Result<()> {
     // Concurrent installs sharing /tmp collide on temporary table names.
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let output = Command::new("mariadb-install-db")
-        .arg("--no-defaults")
-        .arg("--user=root")
-        .arg(format!("--datadir={}", dir.join("data").display()))
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db")
-        .arg(format!("--tmpdir={}", tmp.display()))
-        .output()
-        .context("running mariadb-install-db (is mariadb-server installed? `make deps`)")?;
-    if !output.status.success() {
-        bail!(
-            "mariadb-install-db failed: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+    engine.install(&dir.join("data"), &tmp)
 }

@@ -1,5 +1,5 @@
-//! The whole thing on loopback: a MariaDB pair, a remora beside each server,
-//! and HAProxy running the shipped config in front of them.
+//! The whole thing on loopback: a MySQL or MariaDB pair, a remora beside
+//! each server, and HAProxy running the shipped config in front of them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,9 +10,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use tokio::time::timeout;
 
-use crate::haproxy::{Haproxy, Targets};
-use crate::mariadb::ROOT_PASSWORD;
-use crate::{Pair, Remora};
+use crate::haproxy::{Haproxy, Release, Targets, shipped_config};
+use crate::server::ROOT_PASSWORD;
+use crate::{Engine, Pair, Remora};
 
 #[derive(Debug)]
 pub struct Stack {
@@ -23,14 +23,26 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything. Both remoras get the same `remora_yaml` (everything
-    /// but `mysql`, `agent` and `http`: poll, policy, pools).
+    /// Starts everything on Debian 12's MariaDB and HAProxy. Both remoras
+    /// get the same `remora_yaml` (everything but `mysql`, `agent` and
+    /// `http`: poll, policy, pools).
     pub async fn start(
         remora_bin: &Path,
         remora_yaml: &str,
         main_min_servers: u32,
     ) -> Result<Stack> {
-        let pair = Pair::start().await?;
+        let on = (Engine::MariaDb, Release::Debian);
+        Stack::start_on(on, remora_bin, remora_yaml, main_min_servers).await
+    }
+
+    /// Starts everything on `engine`'s servers behind `release`'s HAProxy.
+    pub async fn start_on(
+        (engine, release): (Engine, Release),
+        remora_bin: &Path,
+        remora_yaml: &str,
+        main_min_servers: u32,
+    ) -> Result<Stack> {
+        let pair = Pair::start_on(engine).await?;
         let mysql = |port: u16| {
             format!(
                 "mysql:\n  port: {port}\n  user: remora\n  password_env: REMORA_MYSQL_PASSWORD\n{remora_yaml}"
@@ -39,14 +51,14 @@ impl Stack {
         let on_primary = Remora::start(remora_bin, &mysql(pair.primary.port)).await?;
         let on_replica = Remora::start(remora_bin, &mysql(pair.replica.port)).await?;
         let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let haproxy = Haproxy::start(&Targets {
+        let targets = Targets {
             primary: loopback(pair.primary.port),
             primary_agent: on_primary.agent,
             replica: loopback(pair.replica.port),
             replica_agent: on_replica.agent,
             main_min_servers,
-        })
-        .await?;
+        };
+        let haproxy = Haproxy::start_config_on(release, &shipped_config(), &targets).await?;
         let stack = Stack {
             pair,
             on_primary,
