@@ -107,11 +107,12 @@ impl Engine {
                 command
             }
             Engine::MariaDbLts => {
+                // `--no-defaults` first: it is refused anywhere else.
                 let mut command = Root::find()?.command("/opt/mariadb/usr/sbin/mariadbd");
                 command
+                    .args(MARIADB_ARGS)
                     .arg("--basedir=/opt/mariadb/usr")
-                    .arg("--lc-messages-dir=/opt/mariadb/usr/share/mariadb")
-                    .args(MARIADB_ARGS);
+                    .arg("--lc-messages-dir=/opt/mariadb/usr/share/mariadb");
                 command
             }
             Engine::MySql => {
@@ -128,13 +129,10 @@ impl Engine {
         let (data, tmp) = (self.path(data)?, self.path(tmp)?);
         let mut command = match self {
             Engine::MariaDb => Command::new("mariadb-install-db"),
-            Engine::MariaDbLts => {
-                let mut command = Root::find()?.command("/opt/mariadb/usr/bin/mariadb-install-db");
-                command.arg("--basedir=/opt/mariadb/usr").arg("--force");
-                command
-            }
+            Engine::MariaDbLts => Root::find()?.command("/opt/mariadb/usr/bin/mariadb-install-db"),
             Engine::MySql => Root::find()?.command("mysqld"),
         };
+        // `--no-defaults` first: it is refused anywhere else.
         command
             .arg("--no-defaults")
             .arg("--user=root")
@@ -150,6 +148,8 @@ impl Engine {
             // `--force` past the check that asks for one.
             Engine::MariaDbLts => {
                 command
+                    .arg("--basedir=/opt/mariadb/usr")
+                    .arg("--force")
                     .arg("--auth-root-authentication-method=normal")
                     .arg("--skip-test-db")
                     .arg("--skip-name-resolve");

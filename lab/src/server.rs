@@ -461,12 +461,22 @@ impl Pair {
     }
 
     /// A pair of `engine` on free ports in a temporary directory, killed
-    /// and removed on drop.
+    /// and removed on drop, with the lab's tables written and replicated.
     pub async fn start_on(engine: Engine) -> Result<Pair> {
+        let pair = Pair::replicating(engine).await?;
+        pair.seed().await?;
+        Ok(pair)
+    }
+
+    /// Like [`Pair::start_on`], with nothing written yet: a new replica
+    /// that has received nothing, both threads running.
+    pub async fn replicating(engine: Engine) -> Result<Pair> {
         let scratch = engine.scratch()?;
         let ports = (crate::free_port()?, crate::free_port()?);
-        let mut pair = Pair::start_in(engine, scratch.path(), ports, Lifetime::Tied).await?;
+        let (dir, lifetime) = (scratch.path(), Lifetime::Tied);
+        let mut pair = Pair::start_servers(engine, dir, ports, lifetime).await?;
         pair._scratch = Some(scratch);
+        pair.configure_replication().await?;
         Ok(pair)
     }
 
@@ -475,12 +485,26 @@ impl Pair {
     pub async fn start_in(
         engine: Engine,
         dir: &Path,
+        ports: (u16, u16),
+        lifetime: Lifetime,
+    ) -> Result<Pair> {
+        let replica_is_new = !dir.join("replica/data/mysql").exists();
+        let pair = Pair::start_servers(engine, dir, ports, lifetime).await?;
+        if replica_is_new {
+            pair.configure_replication().await?;
+            pair.seed().await?;
+        }
+        Ok(pair)
+    }
+
+    async fn start_servers(
+        engine: Engine,
+        dir: &Path,
         (primary_port, replica_port): (u16, u16),
         lifetime: Lifetime,
     ) -> Result<Pair> {
         let primary_dir = dir.join("primary");
         let replica_dir = dir.join("replica");
-        let replica_is_new = !replica_dir.join("data").join("mysql").exists();
         let (primary, replica) = tokio::try_join!(
             Server::start_as(
                 engine,
@@ -499,26 +523,26 @@ impl Pair {
                 &[]
             ),
         )?;
-        let pair = Pair {
+        Ok(Pair {
             primary,
             replica,
             _scratch: None,
-        };
-        if replica_is_new {
-            pair.configure_replication().await?;
-            pair.primary
-                .exec(&[
-                    "CREATE DATABASE IF NOT EXISTS lab",
-                    "CREATE TABLE IF NOT EXISTS lab.ticks (
-                        id BIGINT AUTO_INCREMENT PRIMARY KEY,
-                        at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
-                    "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
-                    &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
-                ])
-                .await?;
-            pair.wait_caught_up(Duration::from_secs(20)).await?;
-        }
-        Ok(pair)
+        })
+    }
+
+    /// The lab's tables on the primary, applied on the replica.
+    pub async fn seed(&self) -> Result<()> {
+        self.primary
+            .exec(&[
+                "CREATE DATABASE IF NOT EXISTS lab",
+                "CREATE TABLE IF NOT EXISTS lab.ticks (
+                    id BIGINT AUTO_INCREMENT PRIMARY KEY,
+                    at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+                "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
+                &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
+            ])
+            .await?;
+        self.wait_caught_up(Duration::from_secs(20)).await
     }
 
     /// Handles on a pair of `engine` started earlier in `dir` (by `make up`).
