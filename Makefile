@@ -19,7 +19,11 @@ TOOLS_VENV := $(CURDIR)/target/tools-venv
 KUBERNETES_VALIDATE := 1.37.0
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db python3-venv docker-compose
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db python3-venv docker-compose mmdebstrap
+
+# MySQL 9, HAProxy 3 and MariaDB 11, from Debian's archive too (sid), in a
+# root filesystem kept outside the clone and reused (lab/sid-root.sh).
+export REMORA_SID_ROOT ?= /var/cache/remora-lab/sid
 
 # `make up` and friends drive docker-compose.yml when a Docker engine answers,
 # and the same lab natively on loopback otherwise.
@@ -50,7 +54,8 @@ endif
 
 help:
 	@sed -n 's/^#   //p' Makefile
-	@echo "lab: make up [FLAVOR=percona] | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
+	@echo "lab: make up [SERVER=mariadb|mariadb-lts|mysql] [HAPROXY=debian|sid] | down | status | start-lag [LAG=300] | stop-lag | slave-lag | stuff"
+	@echo "     (with a Docker engine: make up FLAVOR=percona); make demo takes SERVER and HAPROXY too"
 	@echo "make bench   the benchmark (a few minutes); writes benches/BENCHMARKS.md"
 	@echo "make soak    ten minutes of lag cycles and faults under 200 checks/s"
 	@echo "make deb     the Debian package (target/debian/remora_*.deb)"
@@ -73,6 +78,7 @@ deps:
 	@test -x $(TOOLS_VENV)/bin/kubernetes-validate || { echo "installing kubernetes-validate (PyPI) in $(TOOLS_VENV)"; \
 	  rm -rf $(TOOLS_VENV) && /usr/bin/python3 -m venv $(TOOLS_VENV) && \
 	  $(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE); }
+	@./lab/sid-root.sh "$(REMORA_SID_ROOT)"
 
 # The Debian package, in target/debian/: binary, hardened systemd unit,
 # /etc/remora/remora.yaml (a conffile), the system user.

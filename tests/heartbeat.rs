@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use common::{mysql_section, remora_bin, weight};
 use remora_lab::heartbeat::{self, PtHeartbeat};
-use remora_lab::{Pair, Remora, wait_until};
+use remora_lab::{Engine, Pair, Remora, wait_until};
 use serde_json::Value;
 
 const LATEST_ROW: &str = "SELECT ts FROM heartbeat.heartbeat ORDER BY ts DESC LIMIT 1";
@@ -30,10 +30,9 @@ fn parse_time(text: &str) -> Result<SystemTime> {
     humantime::parse_rfc3339_weak(&text).with_context(|| format!("time {text:?}"))
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and pt-heartbeat (percona-toolkit): `make test` installs it and runs this"]
-async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat);
+async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat(engine: Engine) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let _writer = PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?;
     // A delayed replica: the heartbeat row it has applied is about 3s old.
     pair.start_lag(3).await?;
@@ -137,10 +136,11 @@ async fn heartbeat_lag_is_sub_second_and_agrees_with_pt_heartbeat() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and pt-heartbeat (percona-toolkit): `make test` installs it and runs this"]
-async fn a_dead_heartbeat_writer_falls_back_to_replica_status_and_says_so() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(a_dead_heartbeat_writer_falls_back_to_replica_status_and_says_so);
+async fn a_dead_heartbeat_writer_falls_back_to_replica_status_and_says_so(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let mut writer = PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?;
     let _writes = pair.keep_writing(Duration::from_millis(100));
     let remora = Remora::start(
@@ -172,11 +172,11 @@ async fn a_dead_heartbeat_writer_falls_back_to_replica_status_and_says_so() -> R
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and pt-heartbeat (percona-toolkit): `make test` installs it and runs this"]
-async fn with_a_primary_connection_a_dead_writer_is_noticed_even_when_nothing_else_is_written()
--> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(with_a_primary_connection_a_dead_writer_is_noticed_even_when_nothing_else_is_written);
+async fn with_a_primary_connection_a_dead_writer_is_noticed_even_when_nothing_else_is_written(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let mut writer = PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?;
     let remora = Remora::start(
         remora_bin(),
@@ -210,11 +210,11 @@ lag:
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and pt-heartbeat (percona-toolkit): `make test` installs it and runs this"]
-async fn a_frozen_primary_shows_as_growing_heartbeat_lag_while_replica_status_says_zero()
--> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(a_frozen_primary_shows_as_growing_heartbeat_lag_while_replica_status_says_zero);
+async fn a_frozen_primary_shows_as_growing_heartbeat_lag_while_replica_status_says_zero(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let _writer = PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?;
     let remora = Remora::start(
         remora_bin(),

@@ -1,6 +1,7 @@
-//! MariaDB multi-source replication, for real: one replica with named
-//! connections `a` and `b` to two primaries. By default the worst channel
-//! decides; `lag.channels` names the ones that matter.
+//! Multi-source replication, for real: one replica with named connections
+//! (MySQL's channels) `a` and `b` to two primaries, on MariaDB 10.11,
+//! MariaDB 11 and MySQL 9. By default the worst channel decides;
+//! `lag.channels` names the ones that matter.
 
 mod common;
 
@@ -8,17 +9,21 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{mysql_section, remora_bin, weight};
-use remora_lab::Remora;
 use remora_lab::multisource::MultiSource;
+use remora_lab::{Engine, Remora};
 
 const POLICY: &str = "poll: {interval: 200ms}
 policy: {full_weight_below: 1s, min_weight_at: 5s, drain_at: 30s, down_at: 60s, recover_after: 2}
 ";
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn the_worst_channel_decides_unless_channels_names_the_ones_that_matter() -> Result<()> {
-    let multi = MultiSource::start().await?;
+on_servers!(
+    the_worst_channel_decides_unless_channels_names_the_ones_that_matter,
+    mysql
+);
+async fn the_worst_channel_decides_unless_channels_names_the_ones_that_matter(
+    engine: Engine,
+) -> Result<()> {
+    let multi = MultiSource::start(engine).await?;
     let all = Remora::start(
         remora_bin(),
         &format!("{}{POLICY}", mysql_section(multi.replica.port)),

@@ -1,6 +1,8 @@
 //! A read-only server that replicates from nowhere serves data that never
 //! changes: out by default, as `policy.standalone_read_only` says otherwise.
-//! On the real pair's primary, with `read_only` switched on and off.
+//! On a real pair's primary, with `read_only` switched on and off, and on a
+//! replica whose replication was removed: on MariaDB 10.11, MariaDB 11 and
+//! MySQL 9 alike.
 
 mod common;
 
@@ -8,12 +10,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{mysql_section, remora_bin};
-use remora_lab::{Pair, Remora, agent_request};
+use remora_lab::{Engine, Pair, Remora, agent_request};
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn a_primary_switched_read_only_is_out_until_it_is_writable_again() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(
+    a_primary_switched_read_only_is_out_until_it_is_writable_again,
+    mysql
+);
+async fn a_primary_switched_read_only_is_out_until_it_is_writable_again(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = Remora::start(
         remora_bin(),
         &format!(
@@ -60,10 +66,14 @@ async fn a_primary_switched_read_only_is_out_until_it_is_writable_again() -> Res
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn a_replica_whose_replication_was_removed_is_out_while_it_stays_read_only() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(
+    a_replica_whose_replication_was_removed_is_out_while_it_stays_read_only,
+    mysql
+);
+async fn a_replica_whose_replication_was_removed_is_out_while_it_stays_read_only(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = Remora::start(
         remora_bin(),
         &format!(
@@ -73,10 +83,14 @@ async fn a_replica_whose_replication_was_removed_is_out_while_it_stays_read_only
     )
     .await?;
     assert_eq!(remora.reply().await?, "up ready 100%");
-    // RESET SLAVE ALL leaves no channel at all: the replica now looks like
-    // a standalone server, and its copy stops changing.
+    // RESET SLAVE ALL (RESET REPLICA ALL) leaves no channel at all: the
+    // replica now looks like a standalone server, and its copy stops changing.
+    let reset = match engine {
+        Engine::MySql => "RESET REPLICA ALL",
+        Engine::MariaDb | Engine::MariaDbLts => "RESET SLAVE ALL",
+    };
     pair.replica
-        .exec(&["SET GLOBAL read_only = ON", "STOP SLAVE", "RESET SLAVE ALL"])
+        .exec(&["SET GLOBAL read_only = ON", &engine.stop_replica(""), reset])
         .await?;
     remora
         .wait_reply(Duration::from_secs(5), |r| {

@@ -10,16 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::{latency_kept, mysql_section, remora_bin, weight};
 use remora_lab::measure::Latency;
-use remora_lab::{Pair, Remora};
+use remora_lab::{Engine, Pair, Remora};
 
 async fn remora_for(port: u16, rest: &str) -> Result<Remora> {
     Remora::start(remora_bin(), &format!("{}{rest}", mysql_section(port))).await
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn healthy_replica_and_primary_both_get_full_weight() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(healthy_replica_and_primary_both_get_full_weight);
+async fn healthy_replica_and_primary_both_get_full_weight(engine: Engine) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let on_replica = remora_for(pair.replica.port, "poll: {interval: 200ms}\n").await?;
     let on_primary = remora_for(pair.primary.port, "poll: {interval: 200ms}\n").await?;
 
@@ -56,11 +55,11 @@ async fn healthy_replica_and_primary_both_get_full_weight() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn lag_lowers_the_weight_step_by_step_then_drains_then_downs_and_recovers_gradually()
--> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(lag_lowers_the_weight_step_by_step_then_drains_then_downs_and_recovers_gradually);
+async fn lag_lowers_the_weight_step_by_step_then_drains_then_downs_and_recovers_gradually(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = remora_for(
         pair.replica.port,
         "poll: {interval: 200ms}
@@ -134,11 +133,11 @@ policy:
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn broken_replication_is_down_naming_the_errno_and_returns_only_after_recover_after_polls()
--> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(broken_replication_is_down_naming_the_errno_and_returns_only_after_recover_after_polls);
+async fn broken_replication_is_down_naming_the_errno_and_returns_only_after_recover_after_polls(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = remora_for(
         pair.replica.port,
         "poll: {interval: 300ms}\npolicy: {recover_after: 3}\n",
@@ -187,10 +186,11 @@ async fn broken_replication_is_down_naming_the_errno_and_returns_only_after_reco
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn io_thread_stopped_makes_an_estimated_lag_grow_and_the_weight_fall() -> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(io_thread_stopped_makes_an_estimated_lag_grow_and_the_weight_fall);
+async fn io_thread_stopped_makes_an_estimated_lag_grow_and_the_weight_fall(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = remora_for(
         pair.replica.port,
         "poll: {interval: 200ms}
@@ -248,11 +248,11 @@ policy:
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn killed_replica_is_down_within_connect_timeout_plus_interval_and_back_after_restart()
--> Result<()> {
-    let mut pair = Pair::start().await?;
+on_servers!(killed_replica_is_down_within_connect_timeout_plus_interval_and_back_after_restart);
+async fn killed_replica_is_down_within_connect_timeout_plus_interval_and_back_after_restart(
+    engine: Engine,
+) -> Result<()> {
+    let mut pair = Pair::start_on(engine).await?;
     let mut remora = remora_for(
         pair.replica.port,
         "poll: {interval: 500ms, stale_after: 5s}\npolicy: {recover_after: 2}\n",
@@ -281,11 +281,11 @@ async fn killed_replica_is_down_within_connect_timeout_plus_interval_and_back_af
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB: `make test` installs it and runs this"]
-async fn frozen_replica_is_down_within_stale_after_while_the_agent_answers_in_milliseconds()
--> Result<()> {
-    let pair = Pair::start().await?;
+on_servers!(frozen_replica_is_down_within_stale_after_while_the_agent_answers_in_milliseconds);
+async fn frozen_replica_is_down_within_stale_after_while_the_agent_answers_in_milliseconds(
+    engine: Engine,
+) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let remora = remora_for(
         pair.replica.port,
         "poll: {interval: 500ms, stale_after: 3s}\npolicy: {recover_after: 2}\n",

@@ -224,16 +224,22 @@ impl Engine {
 
     /// Points a fresh replica at the source on `port`, GTID-positioned.
     pub fn follow(self, port: u16) -> String {
+        self.follow_on("", port)
+    }
+
+    /// [`Engine::follow`] on connection (channel) `channel`.
+    pub fn follow_on(self, channel: &str, port: u16) -> String {
         match self {
             Engine::MariaDb | Engine::MariaDbLts => format!(
-                "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, \
+                "CHANGE MASTER '{channel}' TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, \
                  MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
                  MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos"
             ),
             Engine::MySql => format!(
                 "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={port}, \
                  SOURCE_USER='{REPL_USER}', SOURCE_PASSWORD='{REPL_PASSWORD}', \
-                 SOURCE_CONNECT_RETRY=1, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1"
+                 SOURCE_CONNECT_RETRY=1, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1 \
+                 FOR CHANNEL '{channel}'"
             ),
         }
     }
@@ -288,16 +294,23 @@ impl Engine {
     /// The statements that set the intended delay: MariaDB needs both
     /// threads stopped, MySQL the SQL thread.
     pub fn delay(self, seconds: u64) -> [String; 3] {
+        self.delay_on("", seconds)
+    }
+
+    /// [`Engine::delay`] on connection (channel) `channel`.
+    pub fn delay_on(self, channel: &str, seconds: u64) -> [String; 3] {
         match self {
             Engine::MariaDb | Engine::MariaDbLts => [
-                "STOP SLAVE".into(),
-                format!("CHANGE MASTER TO MASTER_DELAY = {seconds}"),
-                "START SLAVE".into(),
+                self.stop_replica(channel),
+                format!("CHANGE MASTER '{channel}' TO MASTER_DELAY = {seconds}"),
+                self.start_replica(channel),
             ],
             Engine::MySql => [
-                "STOP REPLICA SQL_THREAD".into(),
-                format!("CHANGE REPLICATION SOURCE TO SOURCE_DELAY = {seconds}"),
-                "START REPLICA SQL_THREAD".into(),
+                format!("STOP REPLICA SQL_THREAD FOR CHANNEL '{channel}'"),
+                format!(
+                    "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = {seconds} FOR CHANNEL '{channel}'"
+                ),
+                format!("START REPLICA SQL_THREAD FOR CHANNEL '{channel}'"),
             ],
         }
     }

@@ -1,13 +1,14 @@
-//! MariaDB multi-source replication: one replica with two named connections,
-//! `a` and `b`, to two primaries in different GTID domains.
+//! Multi-source replication: one replica with two named connections (MySQL's
+//! channels), `a` and `b`, to two primaries (in different GTID domains on
+//! MariaDB).
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::process::Lifetime;
 use crate::server::{REPL_PASSWORD, REPL_USER, ReplicaStatus};
-use crate::{Server, Writer};
+use crate::{Engine, Server, Writer};
 
 #[derive(Debug)]
 pub struct MultiSource {
@@ -18,59 +19,37 @@ pub struct MultiSource {
 }
 
 impl MultiSource {
-    /// Three servers on free ports in a temporary directory, killed on drop.
-    pub async fn start() -> Result<MultiSource> {
-        let scratch = tempfile::Builder::new()
-            .prefix("remora-lab-multi-")
-            .tempdir()
-            .context("creating a temporary directory")?;
+    /// Three servers of `engine` on free ports in a temporary directory,
+    /// killed on drop.
+    pub async fn start(engine: Engine) -> Result<MultiSource> {
+        let scratch = engine.scratch()?;
         let dir = scratch.path();
-        let domain = |id: u32| vec![format!("--gtid-domain-id={id}")];
-        let (dirs, domains) = (
-            [dir.join("a"), dir.join("b"), dir.join("replica")],
-            [domain(1), domain(2), domain(9)],
-        );
-        let (a, b, replica) = tokio::try_join!(
-            Server::start_with(
-                "a",
-                1,
-                &dirs[0],
-                crate::free_port()?,
-                Lifetime::Tied,
-                &domains[0]
-            ),
-            Server::start_with(
-                "b",
-                3,
-                &dirs[1],
-                crate::free_port()?,
-                Lifetime::Tied,
-                &domains[1]
-            ),
-            Server::start_with(
-                "replica",
-                2,
-                &dirs[2],
-                crate::free_port()?,
-                Lifetime::Tied,
-                &domains[2]
-            ),
-        )?;
-        let change = |name: &str, port: u16| {
-            format!(
-                "CHANGE MASTER '{name}' TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, \
-                 MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
-                 MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos"
-            )
+        let args = |domain: u32| match engine {
+            Engine::MySql => vec![],
+            Engine::MariaDb | Engine::MariaDbLts => vec![format!("--gtid-domain-id={domain}")],
         };
-        replica
-            .exec(&[
-                "SET GLOBAL gtid_slave_pos = ''",
-                &change("a", a.port),
-                &change("b", b.port),
-                "START ALL SLAVES",
-            ])
-            .await?;
+        let server = |name: &'static str, id: u32, domain: u32| {
+            let (dir, args) = (dir.join(name), args(domain));
+            async move {
+                let at = (crate::free_port()?, Lifetime::Tied);
+                Server::start_as(engine, name, id, &dir, at, &args).await
+            }
+        };
+        let (a, b, replica) = tokio::try_join!(
+            server("a", 1, 1),
+            server("b", 3, 2),
+            server("replica", 2, 9)
+        )?;
+        let mut statements = Vec::new();
+        if let Some(start) = engine.start_at("") {
+            statements.push(start);
+        }
+        for (name, port) in [("a", a.port), ("b", b.port)] {
+            statements.push(engine.follow_on(name, port));
+        }
+        statements.extend(["a", "b"].map(|name| engine.start_replica(name)));
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        replica.exec(&statements).await?;
         let multi = MultiSource {
             a,
             b,
@@ -119,15 +98,11 @@ impl MultiSource {
             .await
     }
 
-    /// `MASTER_DELAY` on one connection only.
+    /// The intended delay on one connection only.
     pub async fn delay(&self, connection: &str, seconds: u64) -> Result<()> {
-        self.replica
-            .exec(&[
-                &format!("STOP SLAVE '{connection}'"),
-                &format!("CHANGE MASTER '{connection}' TO MASTER_DELAY = {seconds}"),
-                &format!("START SLAVE '{connection}'"),
-            ])
-            .await
+        let statements = self.replica.engine.delay_on(connection, seconds);
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.replica.exec(&statements).await
     }
 
     /// Writes on one source until the handle is dropped.

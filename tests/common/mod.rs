@@ -306,3 +306,40 @@ pub fn said(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// A test for each MariaDB release of `scenario(engine)`, in a module named
+/// after it: `scenario::mariadb_10_11` (Debian 12's) and
+/// `scenario::mariadb_11` (sid's, the current LTS); with `mysql`, also
+/// `scenario::mysql_9` (sid's MySQL).
+#[macro_export]
+macro_rules! on_servers {
+    ($scenario:ident) => {
+        mod $scenario {
+            $crate::on_servers!(@mariadb $scenario);
+        }
+    };
+    ($scenario:ident, mysql) => {
+        mod $scenario {
+            $crate::on_servers!(@mariadb $scenario);
+
+            #[tokio::test]
+            #[ignore = "needs MySQL from the sid root: `make test` builds it and runs this"]
+            async fn mysql_9() -> anyhow::Result<()> {
+                super::$scenario(remora_lab::Engine::MySql).await
+            }
+        }
+    };
+    (@mariadb $scenario:ident) => {
+        #[tokio::test]
+        #[ignore = "needs MariaDB: `make test` installs it and runs this"]
+        async fn mariadb_10_11() -> anyhow::Result<()> {
+            super::$scenario(remora_lab::Engine::MariaDb).await
+        }
+
+        #[tokio::test]
+        #[ignore = "needs MariaDB 11 from the sid root: `make test` builds it and runs this"]
+        async fn mariadb_11() -> anyhow::Result<()> {
+            super::$scenario(remora_lab::Engine::MariaDbLts).await
+        }
+    };
+}
