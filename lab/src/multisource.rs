@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::process::Lifetime;
-use crate::server::{REPL_PASSWORD, REPL_USER, ReplicaStatus};
+use crate::server::ReplicaStatus;
 use crate::{Engine, Server, Writer};
 
 #[derive(Debug)]
