@@ -650,6 +650,7 @@ pub mod tests {
                     io_error: errno.map(|errno| ThreadError { errno, message: "x".repeat(600) }),
                     sql_error: errno.map(|errno| ThreadError { errno, message: String::new() }),
                     exec_position: position.map(|pos| ("binlog.000001".to_owned(), pos)),
+                    ..ChannelStatus::default()
                 }
             }
         }

@@ -434,6 +434,13 @@ struct ChannelView<'a> {
     sql_delay: Option<u64>,
     last_io_error: Option<ThreadErrorView>,
     last_sql_error: Option<ThreadErrorView>,
+    /// The source's server id and (MySQL) uuid, once connected.
+    source_server_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_uuid: Option<&'a str>,
+    /// MariaDB 11.6+: the newest event applied behind the newest received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_behind_received_seconds: Option<u64>,
 }
 
 impl<'a> ChannelView<'a> {
@@ -453,6 +460,9 @@ impl<'a> ChannelView<'a> {
             sql_delay: channel.sql_delay,
             last_io_error: error(&channel.io_error),
             last_sql_error: error(&channel.sql_error),
+            source_server_id: channel.source_server_id,
+            source_uuid: channel.source_uuid.as_deref(),
+            applied_behind_received_seconds: channel.applied_behind_received,
         }
     }
 }

@@ -282,6 +282,15 @@ pub struct ChannelStatus {
     /// Where the SQL thread is, in the source's binlog
     /// (`Relay_Master_Log_File`, `Exec_Master_Log_Pos`): moves as events apply.
     pub exec_position: Option<(String, u64)>,
+    /// The source's `@@server_id` (`Master_Server_Id`, `Source_Server_Id`):
+    /// 0 until the IO thread has connected.
+    pub source_server_id: Option<u64>,
+    /// The source's `@@server_uuid` (MySQL's `Source_UUID`): empty until
+    /// the IO thread has connected; MariaDB has none.
+    pub source_uuid: Option<String>,
+    /// MariaDB 11.6+'s `Master_Slave_time_diff`: how far, by the source's
+    /// clock, the newest event applied is behind the newest received.
+    pub applied_behind_received: Option<u64>,
 }
 
 crate::labelled! {
