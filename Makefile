@@ -19,7 +19,7 @@ TOOLS_VENV := $(CURDIR)/target/tools-venv
 KUBERNETES_VALIDATE := 1.37.0
 
 # What the tests, the demo and the lab run: real servers, from Debian's archive.
-DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db python3-venv docker-compose mmdebstrap
+DEB_PACKAGES := mariadb-server mariadb-client haproxy percona-toolkit galera-4 netcat-openbsd socat procps systemd openssl prometheus lintian chromium man-db python3-venv docker-compose mmdebstrap libssl-dev pkg-config
 
 # MySQL 9, HAProxy 3 and MariaDB 11, from Debian's archive too (sid), in a
 # root filesystem kept outside the clone and reused (lab/sid-root.sh).

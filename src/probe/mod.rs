@@ -162,7 +162,7 @@ impl Probe {
             .tcp_nodelay(true)
             .pool_opts(pool_opts);
         Probe {
-            pool: Pool::new(opts.clone().ssl_opts(tls::ssl_opts(&config.tls, None))),
+            pool: Pool::new(opts.clone().ssl_opts(tls::ssl_opts(&config.tls))),
             opts,
             tls: config.tls.clone(),
             target: format!("{}@{}", config.user, config.address()),

@@ -77,7 +77,8 @@ impl ChannelStatus {
             exec_position: text(&["Relay_Master_Log_File", "Relay_Source_Log_File"])
                 .zip(number(&["Exec_Master_Log_Pos", "Exec_Source_Log_Pos"])),
             source_server_id: number(&["Master_Server_Id", "Source_Server_Id"]),
-            source_uuid: text(&["Source_UUID", "Master_UUID"]).filter(|uuid| !uuid.trim().is_empty()),
+            source_uuid: text(&["Source_UUID", "Master_UUID"])
+                .filter(|uuid| !uuid.trim().is_empty()),
             applied_behind_received: number(&["Master_Slave_time_diff"]),
         }
     }

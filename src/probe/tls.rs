@@ -1,6 +1,10 @@
-//! TLS to the server: the driver's options for each `mysql.tls.mode`, the
-//! plaintext fallback of `preferred`, and the retry that checks the name a
-//! certificate presents under `verify_ca`.
+//! TLS to the server: the driver's options for each `mysql.tls.mode`, and
+//! the plaintext fallback of `preferred`. The driver runs on OpenSSL
+//! (native-tls): `verify_ca` checks the chain and no name, as the MySQL
+//! client does, so a certificate that names nothing at all (the ones MySQL
+//! makes for itself at `--initialize`) is verified too. The driver's rustls
+//! path could not skip the name: it matched rustls's error by a text that
+//! rustls no longer writes (mysql_async #404).
 
 use log::warn;
 use mysql_async::{Conn, Pool, SslOpts};
@@ -13,10 +17,9 @@ use crate::config::{TlsConfig, TlsMode};
 /// The driver's TLS options for `tls`, like the MySQL client's `--ssl-mode`:
 /// `preferred` and `required` encrypt without checking the certificate,
 /// `verify_ca` checks it was signed by `ca_file`, `verify_identity` also
-/// that it names the host. `server_name`: the name to check instead of the
-/// host (see [`Probe::connect`]).
-pub(super) fn ssl_opts(tls: &TlsConfig, server_name: Option<&str>) -> Option<SslOpts> {
-    let mut checked = SslOpts::default()
+/// that it names the host.
+pub(super) fn ssl_opts(tls: &TlsConfig) -> Option<SslOpts> {
+    let checked = SslOpts::default()
         .with_root_certs(
             tls.ca_file
                 .iter()
@@ -24,9 +27,6 @@ pub(super) fn ssl_opts(tls: &TlsConfig, server_name: Option<&str>) -> Option<Ssl
                 .collect(),
         )
         .with_disable_built_in_roots(tls.ca_file.is_some());
-    if let Some(name) = server_name {
-        checked = checked.with_danger_tls_hostname_override(Some(name.to_owned()));
-    }
     match tls.mode {
         TlsMode::Disabled => None,
         TlsMode::Preferred | TlsMode::Required => Some(
@@ -64,30 +64,9 @@ fn ca_bundle(path: &std::path::Path) -> Vec<u8> {
     }
 }
 
-/// The first name a certificate presented, from rustls's message for a
-/// certificate that does not name the host we connected to: `certificate not
-/// valid for name "127.0.0.1"; certificate is only valid for
-/// DnsName("db1") or ...`.
-fn presented_name(message: &str) -> Option<&str> {
-    let (_, names) = message.split_once("certificate is only valid for ")?;
-    if let Some(rest) = names.strip_prefix("DnsName(\"") {
-        return rest.split('"').next().filter(|name| !name.is_empty());
-    }
-    let rest = names.strip_prefix("IpAddress(")?;
-    rest.split(')')
-        .next()
-        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-}
-
 impl Probe {
-    /// A connection within `connect_timeout`.
-    ///
-    /// With `tls.mode: preferred`, a server that offers no TLS is used in
-    /// plaintext from then on. With `verify_ca`, a certificate that does not
-    /// name the host is tried again, once, checking the name it presents:
-    /// the chain is still verified against `ca_file`, only the host name is
-    /// not (the driver's own switch for that does not work with this rustls:
-    /// blackbeam/mysql_async#404). A message in another shape fails closed.
+    /// A connection within `connect_timeout`. With `tls.mode: preferred`, a
+    /// server that offers no TLS is used in plaintext from then on.
     pub(super) async fn connect(&mut self) -> Result<Conn, PollError> {
         use mysql_async::{DriverError, Error};
         let handshake = self.tls.mode != TlsMode::Disabled;
@@ -104,15 +83,9 @@ impl Probe {
                 self.tls_state = TlsState::PlaintextFallback;
                 self.opts.clone()
             }
-            Err(err) => match PollError::from_driver(err, None, handshake) {
-                PollError::Tls(message) if self.tls.mode == TlsMode::VerifyCa => {
-                    let Some(name) = presented_name(&message) else {
-                        return Err(PollError::Tls(message));
-                    };
-                    self.opts.clone().ssl_opts(ssl_opts(&self.tls, Some(name)))
-                }
-                error => return Err(self.name_the_host(error)),
-            },
+            Err(err) => {
+                return Err(self.name_the_host(PollError::from_driver(err, None, handshake)));
+            }
         };
         let old = std::mem::replace(&mut self.pool, Pool::new(retry));
         tokio::spawn(old.disconnect());
@@ -135,27 +108,5 @@ impl Probe {
         timeout(self.connect_timeout, self.pool.get_conn())
             .await
             .map_err(|_| PollError::ConnectTimeout(self.connect_timeout))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_presented_name_is_read_from_rustls_messages() {
-        let one = "invalid peer certificate: certificate not valid for name \"127.0.0.1\"; \
-                   certificate is only valid for DnsName(\"localhost\")";
-        assert_eq!(presented_name(one), Some("localhost"));
-        let many = "certificate not valid for name \"10.0.0.9\"; certificate is only valid \
-                    for IpAddress(10.0.0.1) or DnsName(\"db\")";
-        assert_eq!(presented_name(many), Some("10.0.0.1"));
-        for other in [
-            "invalid peer certificate: UnknownIssuer",
-            "certificate not valid for name \"x\"; certificate is not valid for any names",
-            "certificate is only valid for DnsName(\"\")",
-        ] {
-            assert_eq!(presented_name(other), None, "{other}");
-        }
     }
 }
