@@ -152,9 +152,18 @@ pub fn target(assessment: &Assessment, policy: &Policy, rules: &Rules) -> Verdic
     verdict
 }
 
-/// The worse of two verdicts; on a tie, the first.
+/// The worse of two verdicts; on a tie, the first, unless it says only that
+/// the server is not what the pool's role asks for and the second says what
+/// is wrong with it (a group member out of the group is that, whatever the
+/// pool: not `a secondary`).
 fn worse(a: Verdict, b: Verdict) -> Verdict {
-    if b.state < a.state { b } else { a }
+    let only_role = |verdict: &Verdict| matches!(verdict.reason, Reason::Role(_));
+    let b_says_more = b.state == a.state && only_role(&a) && !only_role(&b);
+    if b.state < a.state || b_says_more {
+        b
+    } else {
+        a
+    }
 }
 
 /// A Galera node serves only when ready, in the primary component and
@@ -1264,6 +1273,26 @@ mod tests {
             a.group = Some(group.clone());
             let verdict = target(&a, &policy(), &Rules::default());
             assert_eq!(verdict.agent_line(), line, "{group:?} lag {lag}");
+        }
+    }
+
+    #[test]
+    fn a_member_out_of_the_group_says_so_in_every_pool() {
+        // Seen on a real MySQL 9.7 group: after STOP GROUP_REPLICATION the
+        // writer pool said `not writable: group replication secondary`.
+        let mut a = assessment(Health::GroupMember {
+            primary: false,
+            lag: None,
+        });
+        a.group = Some(member(MemberState::Offline, 1, 1, 0));
+        for role in [Role::Primary, Role::Replica, Role::Any] {
+            let writer = Policy { role, ..policy() };
+            let verdict = target(&a, &writer, &Rules::default());
+            assert_eq!(
+                verdict.agent_line(),
+                "down #group replication member offline\n",
+                "{role:?}"
+            );
         }
     }
 
