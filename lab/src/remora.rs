@@ -327,9 +327,14 @@ impl Remora {
 
     /// `/status`, parsed.
     pub async fn status(&self) -> Result<serde_json::Value> {
-        let (code, body) = self.get("/status").await?;
-        anyhow::ensure!(code == 200, "/status answered {code}: {body}");
-        serde_json::from_str(&body).context("/status is JSON")
+        self.json("/status").await
+    }
+
+    /// `path`'s JSON, which must come with 200.
+    pub async fn json(&self, path: &str) -> Result<serde_json::Value> {
+        let (code, body) = self.get(path).await?;
+        anyhow::ensure!(code == 200, "{path} answered {code}: {body}");
+        serde_json::from_str(&body).with_context(|| format!("{path} is JSON"))
     }
 
     /// Waits until remora has made `polls` polls in all (at most a minute:
