@@ -1,7 +1,8 @@
-//! Server dialects that cannot be installed here (MySQL 5.7, 8.0, 8.4),
-//! through a wire-protocol fixture replaying the exact column sets those
-//! versions send (see lab/src/fixture.rs for where each list comes from).
-//! MariaDB's dialect is covered by every other test, against real servers.
+//! The `SLAVE` syntax of MySQL 5.7 and 8.0, which cannot be installed here,
+//! through the wire-protocol fixture replaying the exact column sets those
+//! versions send (see lab/src/fixture/ for where each list comes from, and
+//! `tests/contract.rs`, which holds the fixture to a real MySQL 9). MySQL
+//! 8.4+ and MariaDB run here for real: every other test.
 
 mod common;
 
@@ -106,9 +107,26 @@ async fn mysql_8_0_show_replica_status() -> Result<()> {
     every_verdict_reads_the_same_on(Flavor::MySql80).await
 }
 
+/// MySQL 5.7's applier tables lack the commit timestamps (1054): it is
+/// never asked for them, and `lag.source: applier` says why it cannot be.
 #[tokio::test]
-async fn mysql_8_4_show_replica_status_only() -> Result<()> {
-    every_verdict_reads_the_same_on(Flavor::MySql84).await
+async fn mysql_5_7_is_never_asked_for_applier_timestamps() -> Result<()> {
+    let old = MysqlFixture::start(Flavor::MySql57).await?;
+    old.set(|s| s.channels = vec![Channel::running("", 0)]);
+    let on_57 = remora_on(&old, "lag: {source: applier}\n").await?;
+    expect(
+        &on_57,
+        "down #applier timestamps need MySQL 8.0.22 or later",
+    )
+    .await?;
+    assert!(
+        !old.statements()
+            .iter()
+            .any(|s| s.contains("performance_schema")),
+        "{:?}",
+        old.statements()
+    );
+    Ok(())
 }
 
 #[tokio::test]
