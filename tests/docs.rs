@@ -21,9 +21,9 @@ use clap::{CommandFactory, Parser};
 use common::{remora_bin, shell_words};
 use remora::cli::Cli;
 use remora::config::Config;
-use remora_lab::Remora;
-use remora_lab::haproxy::{Haproxy, Targets};
+use remora_lab::haproxy::{Haproxy, Release, Targets};
 use remora_lab::server::{CHANGED_PASSWORD, Pair};
+use remora_lab::{Engine, Remora};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -496,14 +496,23 @@ fn every_haproxy_block_in_the_docs_passes_haproxy_check() -> Result<()> {
         let path = dir.path().join(format!("docs-{index}.cfg"));
         std::fs::write(&path, haproxy_config(&block.body, index))?;
         let socket = dir.path().join("unused.sock").display().to_string();
-        remora_lab::haproxy::check(&path, &[("HAPROXY_STATS_SOCKET".into(), socket)])
-            .with_context(|| block.at.clone())?;
+        let env = [("HAPROXY_STATS_SOCKET".into(), socket)];
+        for release in Release::ALL {
+            // The 3.1+ lines are `text` blocks: every `haproxy` one runs on 2.6.
+            remora_lab::haproxy::check_on(release, &path, &env)
+                .with_context(|| block.at.clone())?;
+        }
     }
     Ok(())
 }
 
 /// The blocks of `lang` under the README's heading `section`, joined.
 fn readme_block(section: &str, lang: &str) -> Result<String> {
+    Ok(readme_blocks(section, lang)?.join("\n"))
+}
+
+/// The blocks of `lang` under the README's heading `section`, in order.
+fn readme_blocks(section: &str, lang: &str) -> Result<Vec<String>> {
     let readme = Doc {
         path: "README.md".into(),
         text: std::fs::read_to_string(repo("README.md"))?,
@@ -537,7 +546,7 @@ fn readme_block(section: &str, lang: &str) -> Result<String> {
         !found.is_empty(),
         "README.md's {section} has no {lang} block"
     );
-    Ok(found.join("\n"))
+    Ok(found)
 }
 
 /// `remora ctl` as the README writes it, with its config file replaced by
@@ -558,13 +567,30 @@ fn run_readme_ctl(line: &str, config: &Path) -> Result<std::process::Output> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn a_newcomer_following_the_readme_alone_gets_their_replica_weighted_by_haproxy() -> Result<()>
-{
-    let pair = Pair::start().await?;
+async fn a_newcomer_following_the_readme_alone_on_mariadb_behind_haproxy_2_6() -> Result<()> {
+    readme_walk(Engine::MariaDb, Release::Debian).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MySQL and HAProxy 3 from the sid root: `make test` builds it and runs this"]
+async fn a_newcomer_following_the_readme_alone_on_mysql_behind_haproxy_3() -> Result<()> {
+    readme_walk(Engine::MySql, Release::Sid).await
+}
+
+/// A newcomer follows the README alone and gets their replica weighted by
+/// HAProxy: its grants for the server (MariaDB's, or MySQL's), its
+/// configuration, `nc`, its server line and its drain.
+async fn readme_walk(engine: Engine, release: Release) -> Result<()> {
+    let pair = Pair::start_on(engine).await?;
     let replica = &pair.replica;
     // The lab's own account goes: only the README's grants are left to work with.
     let mut statements = vec!["DROP USER 'remora'@'%'".to_owned()];
-    let grants = readme_block("Grants", "sql")?;
+    let grants = readme_blocks("Grants", "sql")?;
+    let grants = match engine {
+        Engine::MariaDb | Engine::MariaDbLts => grants.first(),
+        Engine::MySql => grants.get(1),
+    };
+    let grants = grants.context("the README's grants for this server")?;
     statements.extend(
         grants
             .replace("choose-a-password", CHANGED_PASSWORD)
@@ -658,7 +684,7 @@ async fn a_newcomer_following_the_readme_alone_gets_their_replica_weighted_by_ha
         replica_agent: remora.agent,
         main_min_servers: 1,
     };
-    let haproxy = Haproxy::start_config(&config, &targets).await?;
+    let haproxy = Haproxy::start_config_on(release, &config, &targets).await?;
     let seen = haproxy
         .watch_server(&backend, &server, Duration::from_secs(15), |s| {
             s.status == "UP" && s.weight == 100 && s.agent_status.starts_with("L7")

@@ -1,4 +1,5 @@
-//! End to end with a real HAProxy 2.6 running the shipped `haproxy/haproxy.cfg`:
+//! End to end with a real HAProxy, Debian 12's 2.6 and sid's 3.x, each test
+//! on both, running the shipped `haproxy/haproxy.cfg`:
 //! a MariaDB pair, a remora beside each server answering three pools, and
 //! HAProxy in front. Proven by HAProxy's own stats socket and by real MySQL
 //! sessions through its frontends (`SELECT @@port` says which server answered).
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::remora_bin;
-use remora_lab::haproxy::{self, Binds, ServerStat, Targets};
-use remora_lab::{Stack, wait_until};
+use remora_lab::haproxy::{self, Binds, Release, ServerStat, Targets};
+use remora_lab::{Engine, Stack, wait_until};
 
 /// The pools the shipped HAProxy config asks for, with a strict main pool
 /// compressed in time so a test sees every stage within seconds.
@@ -51,8 +52,10 @@ fn every_shipped_config_passes_haproxy_check() -> Result<()> {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == "cfg") {
             // As the tests and compose run it, and with nothing set (the lab's defaults).
-            haproxy::check(&path, &env)?;
-            haproxy::check(&path, &[])?;
+            for release in Release::ALL {
+                haproxy::check_on(release, &path, &env)?;
+                haproxy::check_on(release, &path, &[])?;
+            }
             checked += 1;
         }
     }
@@ -71,10 +74,11 @@ pools:
   writer: {role: primary}
 ";
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recovery() -> Result<()> {
-    let stack = Stack::start(remora_bin(), LONG_CURVE, 2).await?;
+on_each_haproxy!(haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recovery);
+async fn haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recovery(
+    release: Release,
+) -> Result<()> {
+    let stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), LONG_CURVE, 2).await?;
     let haproxy = &stack.haproxy;
     let _writes = stack.pair.keep_writing(Duration::from_millis(100));
     stack.pair.start_lag(120).await?;
@@ -131,9 +135,8 @@ async fn haproxy_weights_follow_lag_step_by_step_then_drain_down_and_full_recove
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn sessions_through_the_main_backend_split_by_weight() -> Result<()> {
+on_each_haproxy!(sessions_through_the_main_backend_split_by_weight);
+async fn sessions_through_the_main_backend_split_by_weight(release: Release) -> Result<()> {
     // Lag held at about 5s (MASTER_DELAY=5 with steady writes) maps to 25%.
     let pools = "poll: {interval: 200ms}
 pools:
@@ -141,7 +144,7 @@ pools:
   backup: {drain_at: 1h, down_at: 2h}
   writer: {role: primary}
 ";
-    let stack = Stack::start(remora_bin(), pools, 2).await?;
+    let stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), pools, 2).await?;
     let _writes = stack.pair.keep_writing(Duration::from_millis(50));
     stack.pair.start_lag(5).await?;
     stack
@@ -178,17 +181,19 @@ pools:
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn reads_fall_back_to_the_backup_pool_when_main_is_too_thin_and_return_after_recovery()
--> Result<()> {
+on_each_haproxy!(
+    reads_fall_back_to_the_backup_pool_when_main_is_too_thin_and_return_after_recovery
+);
+async fn reads_fall_back_to_the_backup_pool_when_main_is_too_thin_and_return_after_recovery(
+    release: Release,
+) -> Result<()> {
     let pools = "poll: {interval: 200ms}
 pools:
   main: {full_weight_below: 1s, min_weight_at: 2s, drain_at: 3s, down_at: 60s, recover_after: 2}
   backup: {drain_at: 1h, down_at: 2h}
   writer: {role: primary}
 ";
-    let stack = Stack::start(remora_bin(), pools, 2).await?;
+    let stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), pools, 2).await?;
     let haproxy = &stack.haproxy;
     let sessions = |backend| async move {
         Ok::<u64, anyhow::Error>(haproxy.server(backend, "BACKEND").await?.sessions)
@@ -255,11 +260,11 @@ async fn open_and_close(stack: &Stack, count: usize) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn the_writer_backend_routes_only_to_the_writable_primary_and_follows_read_only() -> Result<()>
-{
-    let stack = Stack::start(remora_bin(), POOLS, 2).await?;
+on_each_haproxy!(the_writer_backend_routes_only_to_the_writable_primary_and_follows_read_only);
+async fn the_writer_backend_routes_only_to_the_writable_primary_and_follows_read_only(
+    release: Release,
+) -> Result<()> {
+    let stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), POOLS, 2).await?;
     let haproxy = &stack.haproxy;
     // The replica's first agent answer in the writer backend may lag the
     // others' on a loaded machine: wait for it rather than read it once.
@@ -320,11 +325,13 @@ async fn the_writer_backend_routes_only_to_the_writable_primary_and_follows_read
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_within_an_interval()
--> Result<()> {
-    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+on_each_haproxy!(
+    a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_within_an_interval
+);
+async fn a_stopped_remora_freezes_its_last_state_and_a_restarted_one_relearns_within_an_interval(
+    release: Release,
+) -> Result<()> {
+    let mut stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), POOLS, 2).await?;
     let _writes = stack.pair.keep_writing(Duration::from_millis(100));
     stack.pair.start_lag(120).await?;
     stack
@@ -385,10 +392,9 @@ async fn metric(remora: &remora_lab::Remora, series: &str) -> Result<f64> {
     Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn remora_sees_which_haproxy_asks_and_notices_when_it_stops() -> Result<()> {
-    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+on_each_haproxy!(remora_sees_which_haproxy_asks_and_notices_when_it_stops);
+async fn remora_sees_which_haproxy_asks_and_notices_when_it_stops(release: Release) -> Result<()> {
+    let mut stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), POOLS, 2).await?;
     let remora = &stack.on_replica;
     let peers = "remora_agent_peers{pool=\"main\"}";
     let silent = "remora_agent_peers_silent{pool=\"main\"}";
@@ -439,11 +445,12 @@ async fn remora_sees_which_haproxy_asks_and_notices_when_it_stops() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up() -> Result<()> {
+on_each_haproxy!(after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up);
+async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up(
+    release: Release,
+) -> Result<()> {
     let yaml = format!("{POOLS}policy: {{ramp_up: 8s}}\n");
-    let stack = Stack::start(remora_bin(), &yaml, 2).await?;
+    let stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), &yaml, 2).await?;
     let replica = "replica";
     stack
         .haproxy
@@ -498,9 +505,10 @@ async fn after_maintenance_ends_haproxy_weights_climb_step_by_step_over_ramp_up(
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_pool() -> Result<()> {
+on_each_haproxy!(one_central_remora_weights_each_server_behind_haproxy_by_target_and_pool);
+async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_pool(
+    release: Release,
+) -> Result<()> {
     let pair = remora_lab::Pair::start().await?;
     // examples/remora-fleet.yaml's shape, on the lab's pair, compressed in time.
     let central = remora_lab::Remora::start(
@@ -513,7 +521,8 @@ async fn one_central_remora_weights_each_server_behind_haproxy_by_target_and_poo
     )
     .await?;
     let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let haproxy = remora_lab::Haproxy::start_config(
+    let haproxy = remora_lab::Haproxy::start_config_on(
+        release,
         &haproxy::fleet_config(),
         &Targets {
             primary: loopback(pair.primary.port),
@@ -595,11 +604,11 @@ fn ctl(remora: &remora_lab::Remora, args: &[&str]) -> Result<std::process::Outpu
     Ok(common::run_remora(&words)?)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs MariaDB and HAProxy: `make test` installs it and runs this"]
-async fn ctl_drain_wait_returns_once_haproxy_has_the_server_in_drain_and_names_a_dead_one()
--> Result<()> {
-    let mut stack = Stack::start(remora_bin(), POOLS, 2).await?;
+on_each_haproxy!(ctl_drain_wait_returns_once_haproxy_has_the_server_in_drain_and_names_a_dead_one);
+async fn ctl_drain_wait_returns_once_haproxy_has_the_server_in_drain_and_names_a_dead_one(
+    release: Release,
+) -> Result<()> {
+    let mut stack = Stack::start_on((Engine::MariaDb, release), remora_bin(), POOLS, 2).await?;
     let remora = &stack.on_replica;
     wait_until(
         "HAProxy asking about pool main",

@@ -343,3 +343,25 @@ macro_rules! on_servers {
         }
     };
 }
+
+/// A test for each HAProxy release of `scenario(release)`, in a module
+/// named after it: `scenario::haproxy_2_6` (Debian 12's) and
+/// `scenario::haproxy_3` (sid's, what new deployments run).
+#[macro_export]
+macro_rules! on_each_haproxy {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs MariaDB and HAProxy: `make test` installs them and runs this"]
+            async fn haproxy_2_6() -> anyhow::Result<()> {
+                super::$scenario(remora_lab::haproxy::Release::Debian).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs MariaDB and HAProxy 3 from the sid root: `make test` builds it and runs this"]
+            async fn haproxy_3() -> anyhow::Result<()> {
+                super::$scenario(remora_lab::haproxy::Release::Sid).await
+            }
+        }
+    };
+}
