@@ -95,12 +95,21 @@ impl UpArgs {
 }
 
 /// Where `release`'s HAProxy keeps its files: the lab's folder, or for
-/// sid's a folder of the sid root.
+/// sid's a folder of the sid root, the lab's own.
 fn haproxy_dir(release: Release, lab_dir: &Path) -> Result<PathBuf> {
     Ok(match release.root()? {
-        Some(root) => root.path.join("srv/remora-lab-haproxy"),
+        Some(root) => root.path.join("srv").join(in_root(lab_dir, "haproxy")),
         None => lab_dir.to_owned(),
     })
+}
+
+/// A folder name in the sid root for the lab in `lab_dir`: two labs in
+/// two folders (a clone's and a test's) never share one.
+fn in_root(lab_dir: &Path, what: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    lab_dir.hash(&mut hasher);
+    format!("remora-lab-{:016x}-{what}", hasher.finish())
 }
 
 /// What `demo` runs on.
@@ -312,7 +321,7 @@ impl Lab {
     /// shares.
     fn servers_dir(&self, engine: Engine) -> Result<PathBuf> {
         Ok(match engine.root()? {
-            Some(root) => root.path.join("srv/remora-lab"),
+            Some(root) => root.path.join("srv").join(in_root(&self.dir, "servers")),
             None => self.dir.clone(),
         })
     }

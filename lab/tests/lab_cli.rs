@@ -93,6 +93,74 @@ fn a_failed_up_stops_what_it_started_and_the_next_up_is_not_poisoned() -> Result
 }
 
 #[test]
+#[ignore = "needs MySQL and HAProxy 3 from the sid root: `make test` builds it and runs this"]
+fn the_labs_targets_work_on_mysql_behind_haproxy_3_as_on_mariadb() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("lab");
+    let haproxy = remora_lab::free_port()?;
+    let mut env = ports(haproxy)?;
+    env.extend([
+        ("SERVER", "mysql".to_owned()),
+        ("HAPROXY", "sid".to_owned()),
+    ]);
+    let run = |args: &[&str]| -> Result<String> {
+        let out = lab(&dir, args, &env)?;
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        anyhow::ensure!(out.status.success(), "{args:?}: {said}");
+        Ok(said)
+    };
+    let in_root = || -> Result<Vec<String>> {
+        let srv = remora_lab::sid::Root::find()?.path.join("srv");
+        let mut names: Vec<String> = (std::fs::read_dir(&srv).into_iter().flatten().flatten())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let before = in_root()?;
+    let up = run(&["up"])?;
+    assert!(up.contains("writer: down #not writable: a replica"), "{up}");
+    assert!(
+        in_root()?.len() > before.len(),
+        "the servers live in the sid root"
+    );
+    // make start-lag: SOURCE_DELAY, shown while the primary is written to.
+    run(&["start-lag", "20"])?;
+    let mut lag = String::new();
+    for _ in 0..10 {
+        run(&["stuff"])?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        lag = run(&["slave-lag"])?;
+        if !lag.starts_with("Seconds_Behind_Source: 0 ") {
+            break;
+        }
+    }
+    assert!(lag.starts_with("Seconds_Behind_Source: "), "{lag}");
+    assert!(lag.contains("SQL_Delay: 20"), "{lag}");
+    assert!(!lag.starts_with("Seconds_Behind_Source: 0 "), "{lag}");
+    run(&["stop-lag"])?;
+    assert!(run(&["slave-lag"])?.contains("SQL_Delay: 0"));
+    let status = run(&["status"])?;
+    assert!(
+        status.contains("running") && !status.contains("NOT running"),
+        "{status}"
+    );
+    let down = run(&["down"])?;
+    assert!(
+        down.contains("stopped primary") && down.contains("stopped haproxy"),
+        "{down}"
+    );
+    assert_eq!(started_in(&dir), Vec::<String>::new(), "left running");
+    assert!(!dir.exists(), "left {}", dir.display());
+    assert_eq!(
+        in_root()?,
+        before,
+        "down removes what up put in the sid root"
+    );
+    Ok(())
+}
+
+#[test]
 fn start_lag_refuses_a_delay_mariadb_cannot_take_before_touching_anything() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let out = lab(scratch.path(), &["start-lag", "99999999999"], &[])?;
