@@ -1,6 +1,7 @@
 //! Group Replication for real: a single-primary group of three MySQL 9
 //! members from the sid root, watched by one remora (a target per member).
-//! The writer pool follows the group's own PRIMARY through a switch, a
+//! A secondary's weight falls as the group's writes queue up in its applier,
+//! the writer pool follows the group's own PRIMARY through a switch, a
 //! member that left the group is down, and one cut off in a minority (the
 //! two others frozen with SIGSTOP) is down until they come back.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::remora_bin;
+use mysql_async::prelude::Queryable;
 use remora_lab::group::Group;
 use remora_lab::{Remora, agent_request, wait_until};
 
@@ -26,6 +28,7 @@ fn config(group: &Group) -> String {
     format!(
         "mysql: {{user: remora, password_env: REMORA_MYSQL_PASSWORD, connect_timeout: 1s, \
          query_timeout: 1s}}\npoll: {{interval: 200ms}}\npolicy: {{recover_after: 1}}\n\
+         group_replication: {{applier_queue_full_below: 2, applier_queue_min_at: 20}}\n\
          pools: {{writer: {{role: primary}}, readers: {{role: replica}}}}\ntargets:\n{}",
         targets.concat()
     )
@@ -79,6 +82,37 @@ async fn the_writer_pool_follows_the_groups_primary_and_a_member_out_of_the_grou
     assert_eq!(status["role"], "group secondary", "{status}");
     assert_eq!(status["group_replication"]["state"], "ONLINE", "{status}");
     assert_eq!(status["group_replication"]["members"], 3, "{status}");
+
+    // A secondary's applier held by a table lock: the group's writes queue
+    // up there, and its weight falls with the queue.
+    let mut holder = group.members[2].conn().await?;
+    holder.query_drop("LOCK TABLES lab.ticks READ").await?;
+    let writes = group.members[0].keep_writing(
+        "INSERT INTO lab.ticks () VALUES ()",
+        Duration::from_millis(100),
+    );
+    let queued = wait_until(
+        "m2's queue to cost it weight",
+        Duration::from_secs(20),
+        async || {
+            let reply = ask(&remora, "m2/readers").await?;
+            Ok(reply
+                .contains("#group replication applier queue")
+                .then_some(reply))
+        },
+    )
+    .await?;
+    drop(writes);
+    holder.query_drop("UNLOCK TABLES").await?;
+    holder.disconnect().await?;
+    let weight = common::weight(&queued).context("a weight")?;
+    assert!(weight < 100, "{queued}");
+    until(
+        &remora,
+        &[("m2/readers", "up ready 100%")],
+        Duration::from_secs(20),
+    )
+    .await?;
 
     // group_replication_set_as_primary: the writer pool moves with it.
     group.set_primary(1).await?;

@@ -31,7 +31,7 @@ pools:
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Nothing,
-    /// `MASTER_DELAY` on the replica, in seconds: with steady writes the
+    /// The intended delay (`MASTER_DELAY`, `SOURCE_DELAY`), in seconds: with steady writes the
     /// replica's lag climbs to it (and steps down when it is lowered).
     Delay(u64),
     Break,
@@ -63,7 +63,7 @@ fn phases() -> Vec<Phase> {
             at_most: seconds(3),
         },
         Phase {
-            title: "lag grows (MASTER_DELAY=120)",
+            title: "lag grows (delay 120s)",
             action: Action::Delay(120),
             until: |s| s.status.starts_with("DOWN"),
             at_least: seconds(1),
