@@ -378,24 +378,22 @@ impl fmt::Display for Broken {
     }
 }
 
-/// A considered channel whose SQL thread stopped, on an error or without
-/// one: the same on MySQL and MariaDB, whatever says the lag.
-fn sql_thread_stopped(considered: &[&ChannelStatus]) -> Option<Broken> {
-    let errored = considered.iter().find_map(|channel| {
+/// A considered channel whose SQL thread stopped on an error.
+fn sql_thread_error(considered: &[&ChannelStatus]) -> Option<Broken> {
+    considered.iter().find_map(|channel| {
         let err = channel.sql_error.as_ref()?;
         (channel.sql_thread != ThreadState::Yes).then(|| Broken::SqlThreadError {
             errno: err.errno,
             channel: channel.name.clone(),
         })
-    });
-    errored.or_else(|| {
-        (considered.iter())
-            .find(|channel| channel.sql_thread == ThreadState::No)
-            .map(|channel| Broken::SqlThreadStopped {
-                channel: channel.name.clone(),
-            })
     })
 }
+
+/// An SQL thread stopped without an error for this long is down, whatever
+/// the lag says, the same on MySQL and MariaDB. Changing the intended
+/// delay stops it for a moment (`STOP SLAVE; CHANGE MASTER TO
+/// MASTER_DELAY …; START SLAVE`): that moment is not.
+pub const STOPPED_AFTER: Duration = Duration::from_secs(1);
 
 /// Load counters with the limit they are measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -460,6 +458,8 @@ pub struct Assessor {
     /// By channel: since when its applier has had transactions received
     /// and none applying (a stall, once it lasts).
     stalled_since: HashMap<String, Instant>,
+    /// By channel: since when its SQL thread has been stopped.
+    stopped_since: HashMap<String, Instant>,
 }
 
 impl Assessor {
@@ -469,6 +469,7 @@ impl Assessor {
             last_measured: HashMap::new(),
             heartbeat: HeartbeatTracker::default(),
             stalled_since: HashMap::new(),
+            stopped_since: HashMap::new(),
         }
     }
 
@@ -572,7 +573,10 @@ impl Assessor {
             Ok(considered) => considered,
             Err(reason) => return (broken(reason), report),
         };
-        if let Some(reason) = sql_thread_stopped(&considered) {
+        if let Some(reason) = sql_thread_error(&considered) {
+            return (broken(reason), report);
+        }
+        if let Some(reason) = self.sql_thread_stopped(&considered, now) {
             return (broken(reason), report);
         }
         // Always computed, so the memory behind estimates stays current.
@@ -601,6 +605,33 @@ impl Assessor {
             },
         };
         (health, report)
+    }
+
+    /// A considered channel whose SQL thread has been stopped (without an
+    /// error) for [`STOPPED_AFTER`]; until then its lag speaks.
+    fn sql_thread_stopped(
+        &mut self,
+        considered: &[&ChannelStatus],
+        now: Instant,
+    ) -> Option<Broken> {
+        let stopped = |channel: &&&ChannelStatus| channel.sql_thread == ThreadState::No;
+        self.stopped_since
+            .retain(|name, _| considered.iter().filter(stopped).any(|c| &c.name == name));
+        let mut longest: Option<(&str, Duration)> = None;
+        for channel in considered.iter().filter(stopped) {
+            let since = *self
+                .stopped_since
+                .entry(channel.name.clone())
+                .or_insert(now);
+            let stopped_for = now.saturating_duration_since(since);
+            if longest.is_none_or(|(_, longest)| stopped_for > longest) {
+                longest = Some((&channel.name, stopped_for));
+            }
+        }
+        let (name, stopped_for) = longest?;
+        (stopped_for >= STOPPED_AFTER).then(|| Broken::SqlThreadStopped {
+            channel: name.to_owned(),
+        })
     }
 
     /// The channels that matter: all, or the ones `lag.channels` names
@@ -999,9 +1030,18 @@ mod tests {
             seconds_behind: None,
             ..ChannelStatus::default()
         };
-        let health = assessor
-            .assess(&observe(t0 + Duration::from_secs(1), vec![stopped]), None)
-            .health;
+        let mut at = |seconds: f64| {
+            let now = t0 + Duration::from_secs_f64(seconds);
+            assessor
+                .assess(&observe(now, vec![stopped.clone()]), None)
+                .health
+        };
+        // Stopped for a moment (a delay being changed): the lag speaks.
+        let moment = at(1.0);
+        let lag = moment.lag().expect("estimated for a moment");
+        assert_eq!(lag.estimated.as_deref(), Some("sql thread stopped"));
+        // Stopped for STOPPED_AFTER: down, saying so.
+        let health = at(1.0 + STOPPED_AFTER.as_secs_f64());
         assert_eq!(
             health,
             Health::Broken {
