@@ -22,6 +22,7 @@ pub mod remora;
 pub mod server;
 pub mod sid;
 pub mod stack;
+pub mod topology;
 pub mod wait;
 
 /// Signal numbers for [`Process::signal`] and [`Remora::signal`].

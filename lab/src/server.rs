@@ -390,6 +390,59 @@ impl Server {
         })
     }
 
+    /// Replicates from `source`, GTID-positioned, both threads running.
+    pub async fn follow(&self, source: &Server) -> Result<()> {
+        let engine = self.engine;
+        let position = (source.value(engine.position()).await?).unwrap_or_default();
+        let mut statements: Vec<String> = engine.start_at(&position).into_iter().collect();
+        statements.push(engine.follow(source.port));
+        statements.push(engine.start_replica(""));
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.exec(&statements).await?;
+        self.wait_for("", Duration::from_secs(20), "both threads running", |s| {
+            s.io_running == "Yes" && s.sql_running == "Yes"
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until this replica has applied everything `source` had
+    /// written when this was called (later writes may still be in flight).
+    pub async fn wait_applied(&self, source: &Server, limit: Duration) -> Result<()> {
+        let engine = self.engine;
+        let target = (source.value(engine.position()).await?).unwrap_or_default();
+        if target.is_empty() {
+            return Ok(());
+        }
+        // 0 once applied; -1 (MariaDB) or 1 (MySQL) on timeout.
+        let mut conn = self.conn().await?;
+        let wait = engine.wait_for(&target, limit.as_secs_f64());
+        let reached: Option<i64> = timeout(limit + SQL_LIMIT, conn.query_first(&wait))
+            .await
+            .map_err(|_| anyhow!("{}: {wait} did not return", self.name))??;
+        conn.disconnect().await?;
+        if reached != Some(0) {
+            let applied = self.value(engine.position()).await?;
+            bail!(
+                "{} at {applied:?}, not yet at {}'s {target:?} after {limit:?}",
+                self.name,
+                source.name
+            );
+        }
+        Ok(())
+    }
+
+    /// The intended delay (`MASTER_DELAY`, `SOURCE_DELAY`) of `seconds`.
+    /// Replication is started again even if the change fails: a failed lab
+    /// command leaves replication running as it was.
+    pub async fn delay(&self, seconds: u64) -> Result<()> {
+        let [stop, change, start] = self.engine.delay(seconds);
+        self.exec(&[&stop]).await?;
+        let changed = self.exec(&[&change]).await;
+        self.exec(&[&start]).await?;
+        changed
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.as_mut().is_some_and(Process::is_running)
     }
@@ -560,20 +613,7 @@ impl Pair {
     }
 
     async fn configure_replication(&self) -> Result<()> {
-        let engine = self.engine();
-        let position = (self.primary.value(engine.position()).await?).unwrap_or_default();
-        let mut statements: Vec<String> = engine.start_at(&position).into_iter().collect();
-        statements.push(engine.follow(self.primary.port));
-        statements.push(engine.start_replica(""));
-        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-        self.replica.exec(&statements).await?;
-        self.wait_for(
-            Duration::from_secs(20),
-            "both replication threads running",
-            |s| s.io_running == "Yes" && s.sql_running == "Yes",
-        )
-        .await?;
-        Ok(())
+        self.replica.follow(&self.primary).await
     }
 
     /// The replica's status, the fields the lab cares about.
@@ -594,34 +634,12 @@ impl Pair {
     /// Waits until the replica has applied everything the primary had written
     /// when this was called (later writes may still be in flight).
     pub async fn wait_caught_up(&self, limit: Duration) -> Result<()> {
-        let engine = self.engine();
-        let target = (self.primary.value(engine.position()).await?).unwrap_or_default();
-        if target.is_empty() {
-            return Ok(());
-        }
-        // 0 once applied; -1 (MariaDB) or 1 (MySQL) on timeout.
-        let mut conn = self.replica.conn().await?;
-        let wait = engine.wait_for(&target, limit.as_secs_f64());
-        let reached: Option<i64> = timeout(limit + SQL_LIMIT, conn.query_first(&wait))
-            .await
-            .map_err(|_| anyhow!("replica: {wait} did not return"))??;
-        conn.disconnect().await?;
-        if reached != Some(0) {
-            let applied = self.replica.value(engine.position()).await?;
-            bail!("replica at {applied:?}, not yet at the primary's {target:?} after {limit:?}");
-        }
-        Ok(())
+        self.replica.wait_applied(&self.primary, limit).await
     }
 
     /// The intended delay (`MASTER_DELAY`, `SOURCE_DELAY`) of `seconds`.
-    /// Replication is started again even if the change fails: a failed lab
-    /// command leaves replication running as it was.
     pub async fn start_lag(&self, seconds: u64) -> Result<()> {
-        let [stop, change, start] = self.engine().delay(seconds);
-        self.replica.exec(&[&stop]).await?;
-        let changed = self.replica.exec(&[&change]).await;
-        self.replica.exec(&[&start]).await?;
-        changed
+        self.replica.delay(seconds).await
     }
 
     pub async fn stop_lag(&self) -> Result<()> {
