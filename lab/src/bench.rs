@@ -444,3 +444,51 @@ pub fn longest_gap(spans: &[Vec<(std::time::Instant, std::time::Instant)>]) -> D
         .max()
         .unwrap_or_default()
 }
+
+/// The section of `document` under `## heading`, heading included, up to
+/// the next `## ` heading; `None` when it has none.
+pub fn section_of(document: &str, heading: &str) -> Option<String> {
+    let start = document.find(&format!("\n## {heading}\n"))? + 1;
+    let rest = &document[start + 3..];
+    let end = rest
+        .find("\n## ")
+        .map_or(document.len(), |at| start + 3 + at + 1);
+    Some(document[start..end].to_owned())
+}
+
+/// `document` with its section `## heading` replaced by `section` (which
+/// starts with that heading), or `section` appended when it had none. Two
+/// benches write benches/BENCHMARKS.md, each its own sections.
+pub fn with_section(document: &str, heading: &str, section: &str) -> String {
+    let section = section.trim_end();
+    match section_of(document, heading) {
+        Some(old) => document.replacen(old.trim_end(), section, 1),
+        None => format!("{}\n\n{section}\n", document.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod sections {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_in_place_or_appended() {
+        let document = "# title\n\n## Checks\n\na\n\n## Reads\n\nold\n\n## Last\n\nz\n";
+        assert_eq!(
+            section_of(document, "Reads").as_deref(),
+            Some("## Reads\n\nold\n\n")
+        );
+        let replaced = with_section(document, "Reads", "## Reads\n\nnew\n");
+        assert_eq!(
+            replaced,
+            "# title\n\n## Checks\n\na\n\n## Reads\n\nnew\n\n## Last\n\nz\n"
+        );
+        let appended = with_section("# title\n\n## Checks\n\na\n", "Reads", "## Reads\n\nnew");
+        assert_eq!(appended, "# title\n\n## Checks\n\na\n\n## Reads\n\nnew\n");
+        assert_eq!(
+            section_of("## Reads\n\nat the top\n", "Reads"),
+            None,
+            "a heading after a newline"
+        );
+    }
+}

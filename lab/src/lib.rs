@@ -18,10 +18,12 @@ pub mod measure;
 pub mod multisource;
 pub mod process;
 pub mod prometheus;
+pub mod readers;
 pub mod remora;
 pub mod server;
 pub mod sid;
 pub mod stack;
+pub mod staleness;
 pub mod topology;
 pub mod wait;
 
