@@ -118,9 +118,11 @@ test: deps lint
 soak: deps
 	$(CARGO) test --profile checked --test soak -- --ignored --nocapture soak_for_ten_minutes
 
-# Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md.
+# Not part of `make test`: minutes of load. Writes benches/BENCHMARKS.md
+# (the agent's cost, then what readers through HAProxy get) and docs/reads.svg.
 bench: deps
 	$(CARGO) bench --bench agent
+	$(CARGO) bench --bench reads
 
 ifeq ($(DOCKER),yes)
 up:
