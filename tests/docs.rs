@@ -475,7 +475,7 @@ fn haproxy_config(block: &str, index: usize) -> String {
         block.to_owned()
     } else {
         format!(
-            "backend docs_{index}\n    balance leastconn\n    {}",
+            "backend docs_{index}\n    balance roundrobin\n    {}",
             block.trim()
         )
     };

@@ -159,7 +159,7 @@ pools:
     );
 
     // Application sessions are long-lived: open 300 and keep them open.
-    // leastconn settles sessions in proportion to the weights, 100:25.
+    // roundrobin hands new connections out in proportion to the weights, 100:25.
     let mut sessions = Vec::new();
     let mut landed: HashMap<&str, u32> = HashMap::new();
     for _ in 0..300 {
