@@ -21,8 +21,9 @@ use remora_lab::measure::open_fds;
 use remora_lab::server::REMORA_USER;
 use remora_lab::{Pair, Remora};
 
-/// Cycle: the SQL thread stops for `LAG_FOR` (lag grows past the point the
-/// weight falls), starts again, then one fault, then a settled pause.
+/// Cycle: the replica's applier waits on a table lock for `LAG_FOR` (the
+/// heartbeat's lag grows past the point the weight falls; a stopped SQL
+/// thread would be a fault, not lag), then one fault, then a settled pause.
 const LAG_FOR: Duration = Duration::from_secs(4);
 const FAULT_FOR: Duration = Duration::from_secs(2);
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
@@ -70,6 +71,18 @@ async fn inject(pair: &Pair, fault: Fault, cycle: u32) -> Result<()> {
     Ok(())
 }
 
+/// Holds a write lock on the table the traffic writes, on the replica: the
+/// applier waits behind it, so the heartbeat falls behind for `hold`.
+async fn hold_the_applier(pair: &Pair, hold: Duration) -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let mut locker = pair.replica.conn().await?;
+    locker.query_drop("LOCK TABLES lab.ticks WRITE").await?;
+    tokio::time::sleep(hold).await;
+    locker.query_drop("UNLOCK TABLES").await?;
+    locker.disconnect().await?;
+    Ok(())
+}
+
 async fn soak(length: Duration) -> Result<()> {
     let pair = Pair::start().await?;
     let _writer = PtHeartbeat::start(&pair.primary, &pair.primary.dir).await?;
@@ -95,9 +108,7 @@ policy: {{full_weight_below: 1500ms, min_weight_at: 6s, drain_at: 20s, down_at: 
         cycle += 1;
         // Lag up, then down.
         let lag_from = Instant::now();
-        pair.replica.exec(&["STOP SLAVE SQL_THREAD"]).await?;
-        tokio::time::sleep(LAG_FOR).await;
-        pair.replica.exec(&["START SLAVE SQL_THREAD"]).await?;
+        hold_the_applier(&pair, LAG_FOR).await?;
         let lowered = checker
             .wait_for(lag_from, LAG_FOR * 2, "a lowered weight", |r| {
                 weight(r).is_some_and(|w| w < 100)
