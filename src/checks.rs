@@ -76,6 +76,10 @@ pub struct Peer {
     pub checks: u64,
     /// What it was told last.
     pub last_reported: Reported,
+    /// When it was first told `last_reported` (since it was told anything else).
+    pub told_since: Instant,
+    /// `told_since` on the wall clock, for people.
+    pub told_wall: SystemTime,
     /// The gaps before its latest checks, in milliseconds, newest at
     /// `checks % RECENT_GAPS`.
     gaps: [u32; RECENT_GAPS],
@@ -146,6 +150,8 @@ impl Record {
                 last_wall: wall,
                 checks: 1,
                 last_reported: reported,
+                told_since: now,
+                told_wall: wall,
                 gaps: [0; RECENT_GAPS],
             },
         );
@@ -160,7 +166,25 @@ impl Peer {
         self.last_at = now;
         self.last_wall = wall;
         self.checks += 1;
+        if reported != self.last_reported {
+            self.told_since = now;
+            self.told_wall = wall;
+        }
         self.last_reported = reported;
+    }
+
+    /// Whether a HAProxy at this address may still hold `up` for the pool:
+    /// it was told up last; or several ask from this address, and not all
+    /// of them need have asked since it was told otherwise (less than its
+    /// longest recent gap ago).
+    pub fn may_hold_up(&self, now: Instant) -> bool {
+        if self.last_reported == Reported::Up {
+            return true;
+        }
+        let longest = self.gaps.iter().max().copied().unwrap_or(0);
+        self.is_several()
+            && now.saturating_duration_since(self.told_since)
+                <= Duration::from_millis(u64::from(longest))
     }
 
     /// Its own pace: the mean time between its checks, once it has sent two.
@@ -205,6 +229,36 @@ mod tests {
 
     fn haproxy(last: u8) -> Option<IpAddr> {
         Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+    }
+
+    /// One HAProxy told down holds nothing; several behind one address
+    /// may, until the longest of their recent gaps has passed since.
+    #[tokio::test(start_paused = true)]
+    async fn who_may_still_hold_a_server_up() {
+        let checks = Checks::default();
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        // 127.0.0.1: one HAProxy, every second. 127.0.0.2: two, at 0 and
+        // 100 ms of every second (gaps of 100 and 900 ms).
+        for second in 0..10 {
+            checks.record(Reported::Up, haproxy(1), at(second * 1000));
+            checks.record(Reported::Up, haproxy(2), at(second * 1000));
+            checks.record(Reported::Up, haproxy(2), at(second * 1000 + 100));
+        }
+        let peer = |last: u8, now: Instant| {
+            let peers = checks.peers(now);
+            *(peers.iter())
+                .find(|peer| Some(peer.address) == haproxy(last))
+                .unwrap()
+        };
+        assert!(peer(1, at(10_000)).may_hold_up(at(10_000)));
+        checks.record(Reported::Down, haproxy(1), at(10_000));
+        checks.record(Reported::Down, haproxy(2), at(10_000));
+        assert!(!peer(1, at(10_000)).may_hold_up(at(10_000)));
+        assert!(peer(2, at(10_000)).is_several());
+        // The other behind 127.0.0.2 may not have asked since.
+        assert!(peer(2, at(10_500)).may_hold_up(at(10_500)));
+        assert!(!peer(2, at(11_000)).may_hold_up(at(11_000)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
 //! The decision pipeline, in one place: what every pool answers for one
 //! assessment.
 //!
-//! Assessment → each pool's target → flap damping → warm-up → the lag's
-//! direction → what HAProxy is told (the operator's switch first). The
+//! Assessment (and the target's place in its cluster) → each pool's target
+//! → flap damping → warm-up → the lag's direction → what HAProxy is told
+//! (the operator's switch first). The
 //! poller calls it once per poll, `--replay` once per trace row and the
 //! property tests with whatever they generate: the same inputs give the
 //! same answer line, reason included, live and offline.
@@ -16,6 +17,7 @@ use crate::config::{Config, Policy, PoolName, Role};
 use crate::health::Assessment;
 use crate::maintenance::Maintenance;
 use crate::policy::{self, Damper, Decision, Ramp, Rules, Verdict};
+use crate::topology::Place;
 use crate::trend::{LagTrend, LagTrendNow, with_direction};
 
 /// The pipeline's memory: each pool's damper and warm-up, and the lag's
@@ -46,6 +48,8 @@ pub struct Moment<'a> {
     pub uptime: Option<Duration>,
     /// The operator's switch, if on: it beats every verdict.
     pub maintenance: Option<&'a Maintenance>,
+    /// The target's place in its cluster, when it is placed in one.
+    pub place: Option<&'a Place>,
 }
 
 /// Every pool's outcome of one poll, the default policy first.
@@ -139,7 +143,7 @@ impl PoolJudge {
         trend: Option<LagTrendNow>,
     ) -> Judgement {
         let policy = &self.policy;
-        let target = policy::target(assessment, policy, rules);
+        let target = policy::target(assessment, moment.place, policy, rules);
         let damped = self.damper.apply(target.clone(), policy.recover_after);
         let warming = moment.maintenance.is_none();
         let mut decision = (self.ramp).apply(damped, warming, moment.at, moment.uptime, policy);

@@ -35,6 +35,9 @@
 //! - [`health`]: observation → [`health::Assessment`]: role, lag from the
 //!   heartbeat or replica status, measured or estimated (a NULL lag is never
 //!   0), broken replication, Galera state, load.
+//! - [`topology`]: pure. Who follows whom and which server is the writer:
+//!   the fleet's targets grouped into clusters by their servers' identities,
+//!   each target's place in its cluster ([`topology::Topology::of`]).
 //! - [`reason`]: why a verdict is what it is, typed ([`reason::Reason`]) and
 //!   rendered once for every reader.
 //! - [`policy`]: pure. Assessment + policy → target verdict, the flap damper
@@ -48,6 +51,9 @@
 //!   that sent them (who asks, how often, when last, what they were told).
 //! - [`budget`]: `keep_up`, a pool-wide depool budget: whether a target
 //!   that lag alone would take out stays up, decided as it publishes.
+//! - [`clusters`]: the fleet's clusters as every poller last saw them: the
+//!   topology they make, each target's place, and the writer's place
+//!   handed over only once every HAProxy was told the last writer is out.
 //! - [`judge`]: the one decision pipeline (targets → damping → warm-up →
 //!   the lag's direction → answer), called by the poller, `--replay` and the
 //!   property tests alike.
@@ -88,6 +94,7 @@ pub mod answer;
 pub mod budget;
 pub mod checks;
 pub mod cli;
+pub mod clusters;
 pub mod config;
 pub mod connections;
 pub mod ctl;
@@ -112,6 +119,7 @@ pub mod replay;
 pub mod service;
 pub mod snapshot;
 pub mod threads;
+pub mod topology;
 pub mod trend;
 pub mod units;
 
@@ -159,6 +167,7 @@ pub async fn run(
         stop: CancellationToken::new(),
         died: died.clone(),
         boards: Arc::new(budget::Boards::of(&config)),
+        clusters: Arc::default(),
         aurora: Arc::default(),
         named: config.has_targets(),
     };

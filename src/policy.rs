@@ -21,6 +21,7 @@ use crate::probe::{
     ClusterStatus, GaleraStatus, GroupStatus, LocalState, MemberState, RejectQueries,
 };
 use crate::reason::{GaleraReason, GroupReason, LoadReason, Mismatch, Reason};
+use crate::topology::Place;
 
 /// HAProxy's view of a server: ordered from worst to best, so `min` is "worse".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,8 +136,16 @@ impl Rules {
 
 /// What one poll deserves under `policy`, before flap damping: the worst of
 /// what replication, Galera and load each call for.
-pub fn target(assessment: &Assessment, policy: &Policy, rules: &Rules) -> Verdict {
+pub fn target(
+    assessment: &Assessment,
+    place: Option<&Place>,
+    policy: &Policy,
+    rules: &Rules,
+) -> Verdict {
     let mut verdict = health_target(&assessment.health, policy);
+    if let Some(place) = place {
+        verdict = worse(verdict, place_target(place, policy.role));
+    }
     if let Some(galera) = &assessment.galera {
         verdict = worse(verdict, galera_target(galera, policy, &rules.galera));
     }
@@ -150,6 +159,25 @@ pub fn target(assessment: &Assessment, policy: &Policy, rules: &Rules) -> Verdic
         verdict = worse(verdict, load_target(load, policy, config));
     }
     verdict
+}
+
+/// What a target's place in its cluster allows in a pool of `role`: a
+/// server that takes writes and is not the writer is out of every pool; a
+/// writer pool has nobody up while the topology cannot tell who the
+/// writer is, nor while the writer waits for the last one to be out; a
+/// replica whose chain does not lead to the writer is out for reads.
+fn place_target(place: &Place, role: Role) -> Verdict {
+    let out = matches!(
+        (place, role),
+        (Place::NotTheWriter { .. }, _)
+            | (Place::NoWriter { .. } | Place::Waiting(_), Role::Primary)
+            | (Place::FollowsElsewhere { .. }, Role::Any | Role::Replica)
+    );
+    if out {
+        Verdict::new(State::Down, Reason::Cluster(place.clone()))
+    } else {
+        Verdict::healthy()
+    }
 }
 
 /// The worse of two verdicts; on a tie, the first, unless it says only that
@@ -791,6 +819,87 @@ mod tests {
         Assessment::of(health)
     }
 
+    /// Each place in each role: a writer that is not the one is out
+    /// everywhere; no writer, or one waiting, is out for writes only; a
+    /// replica that follows elsewhere is out for reads only.
+    #[test]
+    fn a_place_in_the_cluster_takes_a_server_out_of_the_pools_it_would_harm() {
+        let writable = Health::Primary { read_only: false };
+        let frozen = replica(0.0);
+        let not_the_writer = Place::NotTheWriter {
+            writer: "db-2".into(),
+        };
+        let no_writer = Place::NoWriter {
+            writable: vec!["db-1".into(), "db-2".into()],
+            why: crate::topology::NoWriter::Split,
+        };
+        let waiting = Place::Waiting("db-1".into());
+        let elsewhere = Place::FollowsElsewhere {
+            source: "db-1".into(),
+            through: None,
+            writer: "db-2".into(),
+        };
+        let (out_for_reads, for_writes) = (
+            "down #follows db-1, not the writer db-2\n",
+            "down #not writable: a replica\n",
+        );
+        let cases = [
+            (
+                &writable,
+                Place::Writer,
+                [
+                    "up ready 100%\n",
+                    "up ready 100%\n",
+                    "down #not a replica\n",
+                ],
+            ),
+            (
+                &writable,
+                not_the_writer,
+                ["down #not the writer: replicas follow db-2\n"; 3],
+            ),
+            (
+                &writable,
+                no_writer,
+                [
+                    "up ready 100%\n",
+                    "down #no writer: db-1 and db-2 are writable and the replicas are split \
+                     between them\n",
+                    "down #not a replica\n",
+                ],
+            ),
+            (
+                &writable,
+                waiting,
+                [
+                    "up ready 100%\n",
+                    "down #the writer once db-1 is out of the writer pool everywhere\n",
+                    "down #not a replica\n",
+                ],
+            ),
+            (
+                &frozen,
+                elsewhere,
+                [out_for_reads, for_writes, out_for_reads],
+            ),
+        ];
+        for (health, place, lines) in cases {
+            for (role, line) in [Role::Any, Role::Primary, Role::Replica].iter().zip(lines) {
+                let policy = Policy {
+                    role: *role,
+                    ..policy()
+                };
+                let verdict = target(
+                    &assessment(health.clone()),
+                    Some(&place),
+                    &policy,
+                    &Rules::default(),
+                );
+                assert_eq!(verdict.agent_line(), line, "{place:?} in {role:?}");
+            }
+        }
+    }
+
     /// Values no server sends (a lying server, a proxy) are kinds of their
     /// own, never taken for the good ones.
     #[test]
@@ -901,7 +1010,11 @@ mod tests {
         for (galera, line) in cases {
             let mut a = assessment(Health::Primary { read_only: false });
             a.galera = Some(galera.clone());
-            assert_eq!(target(&a, &policy, &rules).agent_line(), line, "{galera:?}");
+            assert_eq!(
+                target(&a, None, &policy, &rules).agent_line(),
+                line,
+                "{galera:?}"
+            );
         }
         let down_donors = Rules {
             galera: GaleraConfig {
@@ -916,7 +1029,7 @@ mod tests {
             ..synced()
         });
         assert_eq!(
-            target(&a, &policy, &down_donors).agent_line(),
+            target(&a, None, &policy, &down_donors).agent_line(),
             "down #galera donor\n"
         );
     }
@@ -940,7 +1053,7 @@ mod tests {
                 threads_connected: connected,
                 max_connections: Some(100),
             });
-            target(&a, &policy, &rules).agent_line()
+            target(&a, None, &policy, &rules).agent_line()
         };
         assert_eq!(with_load(replica(0.0), 3, 10), "up ready 100%\n");
         assert_eq!(
@@ -1271,7 +1384,7 @@ mod tests {
         for (group, lag, line) in cases {
             let mut a = assessment(secondary(lag));
             a.group = Some(group.clone());
-            let verdict = target(&a, &policy(), &Rules::default());
+            let verdict = target(&a, None, &policy(), &Rules::default());
             assert_eq!(verdict.agent_line(), line, "{group:?} lag {lag}");
         }
     }
@@ -1287,7 +1400,7 @@ mod tests {
         a.group = Some(member(MemberState::Offline, 1, 1, 0));
         for role in [Role::Primary, Role::Replica, Role::Any] {
             let writer = Policy { role, ..policy() };
-            let verdict = target(&a, &writer, &Rules::default());
+            let verdict = target(&a, None, &writer, &Rules::default());
             assert_eq!(
                 verdict.agent_line(),
                 "down #group replication member offline\n",

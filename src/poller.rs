@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::Answer;
 use crate::budget::Boards;
 use crate::checks::Checks;
-use crate::config::{Config, PoolName, Secrets};
-use crate::health::Assessor;
+use crate::clusters::Clusters;
+use crate::config::{Config, PoolName, Role, Secrets};
+use crate::health::{Assessment, Assessor};
 use crate::history::{History, SharedHistory};
 use crate::judge::{Judge, Judgement, Moment};
 use crate::maintenance::{FileWatch, Maintenance};
@@ -31,6 +32,7 @@ use crate::probe::{
 };
 use crate::reload::ReloadPlan;
 use crate::snapshot::{PollCounters, PollTime, PoolVerdict, ReaderSettings, Snapshot};
+use crate::topology::{Facts, SourcesSeen};
 
 /// Commands for the running poller.
 #[derive(Debug)]
@@ -73,6 +75,19 @@ pub struct Poller {
     /// With targets: this target's name, and the Aurora writers' copies of
     /// `replica_host_status` that the targets share.
     aurora: Option<(String, Arc<AuroraCopies>)>,
+    /// With targets: this target's name, and the board of the fleet's
+    /// clusters it publishes to and takes its place from.
+    clusters: Option<(String, Arc<Clusters>)>,
+    /// Where the replication channels pointed when last connected.
+    sources_seen: SourcesSeen,
+}
+
+/// One poll's reading of the server, before any verdict.
+#[derive(Debug)]
+pub struct Looked {
+    observation: Observation,
+    assessment: Assessment,
+    maintenance: Option<Maintenance>,
 }
 
 /// The copies of Aurora's `replica_host_status` that writer targets read,
@@ -145,7 +160,15 @@ impl Poller {
             history: History::shared(config.history.keep, config.poll.interval),
             budget: None,
             aurora: None,
+            clusters: None,
+            sources_seen: SourcesSeen::default(),
         }
+    }
+
+    /// Makes this poller target `name` of a fleet whose clusters `clusters`
+    /// works out: it publishes its server there, and takes its place.
+    pub fn join_clusters(&mut self, name: &str, clusters: Arc<Clusters>) {
+        self.clusters = Some((name.to_owned(), clusters));
     }
 
     /// Makes this poller target `name` of a fleet that shares Aurora
@@ -191,6 +214,14 @@ impl Poller {
     /// Polls once and decides, for the default policy and every pool.
     /// Bounded by the probes' timeouts.
     pub async fn poll(&mut self, http_maintenance: Option<&Maintenance>) -> Snapshot {
+        let looked = self.look(http_maintenance).await;
+        self.decide(looked)
+    }
+
+    /// Reads the server once and publishes what it is to the fleet's
+    /// clusters: everything a poll does but the verdicts. Bounded by the
+    /// probes' timeouts.
+    pub async fn look(&mut self, http_maintenance: Option<&Maintenance>) -> Looked {
         self.rotate_passwords().await;
         let (mut observation, primary) = self.observe().await;
         if let Some((name, copies)) = &self.aurora {
@@ -202,10 +233,45 @@ impl Poller {
         let assessment = self.assessor.assess(&observation, primary.as_ref());
         let from_file = self.read_maintenance_file().await;
         let maintenance = http_maintenance.cloned().or(from_file);
+        if let Some(writer_checks) = self.clusters.is_some().then(|| self.writer_checks())
+            && let Some((name, clusters)) = &self.clusters
+        {
+            let facts = Facts::of(&observation, &assessment, &mut self.sources_seen);
+            let cluster = self.config.cluster.as_deref();
+            let standing = (observation.at, self.config.poll.stale_after);
+            clusters.publish(name, cluster, facts, writer_checks, standing);
+        }
+        Looked {
+            observation,
+            assessment,
+            maintenance,
+        }
+    }
+
+    /// The checks of the pools that take writes (`role: primary`): the
+    /// clusters' board reads from them who was told what.
+    fn writer_checks(&mut self) -> Vec<Arc<Checks>> {
+        (self.config.policies().into_iter())
+            .filter(|(_, policy)| policy.role == Role::Primary)
+            .map(|(name, _)| Arc::clone(self.checks.entry(name).or_default()))
+            .collect()
+    }
+
+    /// Every pool's verdict for what `look` read, with the target's place
+    /// in its cluster as it stands now.
+    pub fn decide(&mut self, looked: Looked) -> Snapshot {
+        let Looked {
+            observation,
+            assessment,
+            maintenance,
+        } = looked;
+        let placed = (self.clusters.as_ref())
+            .and_then(|(name, clusters)| clusters.place(name, Instant::now()));
         let moment = Moment {
             at: observation.at,
             uptime: (observation.result.as_ref().ok()).and_then(|status| status.uptime),
             maintenance: maintenance.as_ref(),
+            place: placed.as_ref().map(|placed| &placed.place),
         };
         let judged = self.judge.judge(&assessment, moment);
         let trend = judged.trend;
@@ -236,6 +302,7 @@ impl Poller {
             unknown_checks: Arc::clone(&self.unknown_checks),
             history: Arc::clone(&self.history),
             trend,
+            placed,
         }
     }
 

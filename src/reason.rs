@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::health::{Broken, Lag};
 use crate::probe::{ClusterStatus, ErrorKind, LocalState, MemberState, RejectQueries};
+use crate::topology::Place;
 
 /// What happened, in enough detail to say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,10 @@ pub enum Reason {
         out: usize,
         of: usize,
     },
+    /// Its place in its cluster takes it out: another server is the
+    /// writer, none can be told to be, or it follows a server that is not
+    /// the writer.
+    Cluster(Place),
 }
 
 /// Why a check to a fleet names no target that is watched.
@@ -205,6 +210,7 @@ impl fmt::Display for Reason {
             }
             Reason::Addressed(Addressed::NoTarget) => f.write_str("no target named"),
             Reason::Addressed(Addressed::Garbled) => f.write_str("unreadable target name"),
+            Reason::Cluster(place) => place.fmt(f),
             Reason::KeptUp { lag, out, of } => write!(
                 f,
                 "kept up: lag {:.1}s ({out} of {of} would be out)",

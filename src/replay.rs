@@ -48,6 +48,7 @@ pub fn run(config: &Config, rows: &[Row]) -> Replay {
             at: start + Duration::from_secs_f64(row.t),
             uptime: None,
             maintenance: None,
+            place: None,
         };
         let judged = judge.judge(&assessment_of(&row.inputs), moment);
         let at_ms = (row.t * 1e3) as u64;

@@ -23,6 +23,7 @@ use crate::maintenance::Maintenance;
 use crate::policy::{Decision, State, Verdict};
 use crate::probe::{ErrorKind, Observation};
 use crate::reason::Reason;
+use crate::topology::Placed;
 use crate::trend::LagTrendNow;
 
 /// When the last successful poll finished, and how long it took.
@@ -91,6 +92,8 @@ pub struct Snapshot {
     pub history: SharedHistory,
     /// Whether the replica is catching up, for the default policy.
     pub trend: Option<LagTrendNow>,
+    /// Its cluster and place there, with targets (a sidecar cannot know).
+    pub placed: Option<Placed>,
 }
 
 /// The configuration the readers (agent, HTTP) answer by: set at start
@@ -398,6 +401,7 @@ pub mod tests {
             unknown_checks: Arc::default(),
             history: History::shared(Duration::from_secs(60), Duration::from_secs(1)),
             trend: None,
+            placed: None,
         }
     }
 
@@ -727,7 +731,7 @@ pub mod tests {
                         tls: Default::default(),
                     };
                     let assessment = assessor.assess(&observation, None);
-                    let moment = Moment { at, uptime: uptime.map(Duration::from_secs), maintenance: None };
+                    let moment = Moment { at, uptime: uptime.map(Duration::from_secs), maintenance: None, place: None };
                     let judged = judge.judge(&assessment, moment).pools.remove(0);
                     let decision = judged.decision;
                     let line = judged.answer.line().to_owned();

@@ -359,11 +359,14 @@ pub fn machine() -> String {
 pub async fn fleet_fixtures(count: usize) -> Result<Vec<crate::fixture::MysqlFixture>> {
     use crate::fixture::{Channel, Flavor, MysqlFixture};
     let mut fixtures = Vec::with_capacity(count);
-    for _ in 0..count {
+    for i in 0..count {
         let fixture = MysqlFixture::start(Flavor::MySql57).await?;
         fixture.set(|s| {
             s.read_only = true;
             s.channels = vec![Channel::running("", 0)];
+            // Each a server of its own, all replicas of one source.
+            s.server_id = 10 + i as u64;
+            s.server_uuid = format!("8a94f357-aab4-11df-86ab-{:012x}", 10 + i);
         });
         fixtures.push(fixture);
     }

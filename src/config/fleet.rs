@@ -40,7 +40,7 @@ pub struct FleetConfig {
 
 /// What every targets file may set: where the server is, and the labels
 /// that place it.
-pub const FILE_SETS: [&str; 3] = ["mysql.host", "mysql.port", "member_of"];
+pub const FILE_SETS: [&str; 4] = ["mysql.host", "mysql.port", "member_of", "cluster"];
 
 /// The largest fleet remora takes by default: about 212 KiB a target with
 /// an hour of history and 0.03% of a core polled every second

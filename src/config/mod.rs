@@ -95,6 +95,10 @@ pub struct Config {
     /// budget, whether HAProxy has asked about it yet or not.
     #[serde(skip)]
     pub member_of: Vec<String>,
+    /// A target's `cluster`: the targets named alike replicate together,
+    /// whatever their replication links show.
+    #[serde(skip)]
+    pub cluster: Option<String>,
 }
 
 /// The configuration's text as YAML values, for targets to be laid over.

@@ -18,7 +18,7 @@ use super::{Config, ConfigError, invalid};
 
 /// The sections a target may set for itself; everything else (listeners,
 /// HTTP, history) is remora's, not a server's.
-pub const TARGET_KEYS: [&str; 10] = [
+pub const TARGET_KEYS: [&str; 11] = [
     "mysql",
     "poll",
     "lag",
@@ -29,6 +29,7 @@ pub const TARGET_KEYS: [&str; 10] = [
     "group_replication",
     "maintenance",
     "member_of",
+    "cluster",
 ];
 
 /// Longest target name: it travels in every agent request (`TARGET/POOL`).
@@ -163,7 +164,7 @@ impl Config {
                     ),
                 ));
             }
-            if section == "member_of" {
+            if section == "member_of" || section == "cluster" {
                 continue;
             }
             merge(&mut merged, section, value.clone());
@@ -173,6 +174,8 @@ impl Config {
         config.base = Default::default();
         config.member_of =
             member_of(sections).map_err(|why| invalid(&format!("{key}.member_of"), why))?;
+        config.cluster =
+            cluster(sections).map_err(|why| invalid(&format!("{key}.cluster"), why))?;
         config.validate().map_err(|err| invalid(&key, err))?;
         if let Some(name) = config.pools.iter().find_map(|(n, p)| p.listen.map(|_| n)) {
             return Err(invalid(
@@ -281,6 +284,20 @@ fn member_of(sections: &Mapping) -> Result<Vec<String>, String> {
     }
 }
 
+/// A target's `cluster`: a name like a target's.
+fn cluster(sections: &Mapping) -> Result<Option<String>, String> {
+    match sections.get("cluster") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) => {
+            check_target_name(name).map_err(|_| {
+                format!("a cluster name is 1 to {MAX_TARGET_NAME} letters, digits and . - _ : [ ]")
+            })?;
+            Ok(Some(name.clone()))
+        }
+        Some(_) => Err("a cluster name (a string)".into()),
+    }
+}
+
 /// `value` laid over `base[section]`: mappings merge key by key, anything
 /// else replaces.
 fn merge(base: &mut Value, section: &str, value: Value) {
@@ -359,17 +376,20 @@ pub fn parse_targets(text: &str) -> Result<TargetSections, String> {
 }
 
 /// Prometheus file_sd groups: each `host:port` a target, named by the
-/// group's `name` label (one target per group then) or by its address.
+/// group's `name` label (one target per group then) or by its address,
+/// in the cluster its `cluster` label names.
 fn file_sd(groups: Vec<Value>) -> Result<TargetSections, String> {
     let mut all = TargetSections::new();
     for (i, group) in groups.into_iter().enumerate() {
         let at = format!("file_sd group {i}");
         let addresses = (group.get("targets").and_then(Value::as_sequence))
             .ok_or_else(|| format!("{at}: needs a list of targets"))?;
-        let name = group
-            .get("labels")
-            .and_then(|labels| labels.get("name"))
-            .and_then(Value::as_str);
+        let label = |key: &str| {
+            (group.get("labels"))
+                .and_then(|labels| labels.get(key))
+                .and_then(Value::as_str)
+        };
+        let (name, cluster) = (label("name"), label("cluster"));
         if name.is_some() && addresses.len() != 1 {
             return Err(format!(
                 "{at}: a name label names one target, and this group lists {}",
@@ -386,6 +406,9 @@ fn file_sd(groups: Vec<Value>) -> Result<TargetSections, String> {
             mysql.insert("port".into(), port.into());
             let mut sections = Mapping::new();
             sections.insert("mysql".into(), Value::Mapping(mysql));
+            if let Some(cluster) = cluster {
+                sections.insert("cluster".into(), cluster.into());
+            }
             let name = name.unwrap_or(address).to_owned();
             if all.insert(name.clone(), Value::Mapping(sections)).is_some() {
                 return Err(format!("{at}: target {name} listed twice"));
@@ -550,6 +573,40 @@ targets:
         );
         let err = Config::from_yaml("pools: {main: {keep_up: 1}}").expect_err("no targets");
         assert!(err.to_string().starts_with("pools.main.keep_up:"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_is_named_in_the_configuration_or_by_a_file_sd_label() {
+        let config = Config::from_yaml(
+            "targets: {db-1: {mysql: {host: a}, cluster: shop}, db-2: {mysql: {host: b}}}",
+        )
+        .expect("valid");
+        let targets = config
+            .target_configs(&TargetSections::new())
+            .expect("valid");
+        assert_eq!(targets["db-1"].cluster.as_deref(), Some("shop"));
+        assert_eq!(targets["db-2"].cluster, None);
+        let sd =
+            parse_targets("[{targets: ['10.0.0.1:3306'], labels: {name: db-3, cluster: shop}}]")
+                .expect("file_sd");
+        let targets = config
+            .target_configs(&sd)
+            .expect("a file may name a cluster");
+        assert_eq!(targets["db-3"].cluster.as_deref(), Some("shop"));
+        for (bad, wanted) in [
+            (
+                "cluster: [shop]",
+                "targets.db-1.cluster: a cluster name (a string)",
+            ),
+            (
+                "cluster: 'a shop'",
+                "targets.db-1.cluster: a cluster name is 1 to",
+            ),
+        ] {
+            let yaml = format!("targets: {{db-1: {{mysql: {{host: a}}, {bad}}}}}");
+            let err = Config::from_yaml(&yaml).expect_err(bad);
+            assert!(err.to_string().starts_with(wanted), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -24,12 +24,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::clusters::Clusters;
 use crate::config::{Config, ConfigError, Secrets, TargetSections, read_targets_file};
 use crate::maintenance::Maintenance;
 use crate::snapshot::{ReaderSettings, Snapshot};
 
 pub use file::{Admission, TARGETS_FILE_CHECK, admit};
-pub use running::{Changes, Pollers, Running, phase, start_all};
+pub use running::{Changes, Pollers, Running, Starting, phase, start_all};
 pub use targets::{FileReads, Targets};
 
 /// The one target of a single-server remora.
@@ -46,6 +47,8 @@ pub struct Fleet {
     pub settings: Arc<ReaderSettings>,
     /// How the last read of `targets_file` went.
     pub targets_file: Option<FileState>,
+    /// With targets: the clusters they make.
+    pub clusters: Option<Arc<Clusters>>,
 }
 
 /// One target as the readers see it.
@@ -146,20 +149,21 @@ pub async fn resolve_within(
         })
 }
 
-/// The readers' view of `running`.
+/// The readers' view of `running`, started by `pollers`.
 pub fn view(
     running: &BTreeMap<String, Running>,
-    named: bool,
+    pollers: &Pollers,
     settings: Arc<ReaderSettings>,
     targets_file: Option<FileState>,
 ) -> Fleet {
     Fleet {
-        named,
+        named: pollers.named,
         targets: (running.iter())
             .map(|(name, running)| (name.clone(), running.watched.clone()))
             .collect(),
         settings,
         targets_file,
+        clusters: pollers.named.then(|| Arc::clone(&pollers.clusters)),
     }
 }
 

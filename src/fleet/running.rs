@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Reload, SINGLE, Watched, shown};
 use crate::budget::Boards;
+use crate::clusters::Clusters;
 use crate::config::Config;
 use crate::maintenance::Maintenance;
-use crate::poller::{AuroraCopies, Command, Poller};
+use crate::poller::{AuroraCopies, Command, Looked, Poller};
 use crate::reload::ReloadPlan;
 use crate::snapshot::Snapshot;
 
@@ -31,6 +32,9 @@ pub struct Pollers {
     pub boards: Arc<Boards>,
     /// Aurora writers' copies of `replica_host_status`, for their readers.
     pub aurora: Arc<AuroraCopies>,
+    /// The fleet's clusters, which every target publishes to and takes its
+    /// place from.
+    pub clusters: Arc<Clusters>,
     /// Whether requests name targets (budgets apply only then).
     pub named: bool,
 }
@@ -45,24 +49,62 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
-impl Running {
-    /// Polls `name` once, then keeps polling it on a task of its own.
-    /// `died` is cancelled if the poller ever stops before `stop`.
-    pub async fn start(
+/// A target whose server has been read once, and whose verdicts are not
+/// decided yet: every target starting together is read before any
+/// decides, so that the first places are taken from the whole topology.
+#[derive(Debug)]
+pub struct Starting {
+    name: String,
+    reload: Reload,
+    poller: Poller,
+    looked: Looked,
+    kept: Option<Maintenance>,
+    phase: Duration,
+}
+
+impl Starting {
+    /// Reads `name`'s server once (and the HTTP switch it kept).
+    pub async fn look(
         name: String,
         (config, secrets): Reload,
         pollers: &Pollers,
         phase: Duration,
-    ) -> Running {
-        let (stop, died) = (pollers.stop.child_token(), pollers.died.clone());
+    ) -> Starting {
         let mut poller = Poller::new(&config, &secrets);
         if pollers.named {
             poller.join_budget(&name, Arc::clone(&pollers.boards), config.member_of.clone());
             poller.share_aurora(&name, Arc::clone(&pollers.aurora));
+            poller.join_clusters(&name, Arc::clone(&pollers.clusters));
         }
-        let server = poller.target().to_owned();
         let kept = kept_switch(&config).await;
-        let first = poller.poll(kept.as_ref()).await;
+        let looked = poller.look(kept.as_ref()).await;
+        Starting {
+            name,
+            reload: (config, secrets),
+            poller,
+            looked,
+            kept,
+            phase,
+        }
+    }
+}
+
+impl Running {
+    /// Decides `starting`'s first verdicts and publishes them, then keeps
+    /// polling it on a task of its own. `died` is cancelled if the poller
+    /// ever stops before `stop`.
+    pub fn start(starting: Starting, pollers: &Pollers) -> Running {
+        let Starting {
+            name,
+            reload: (config, secrets),
+            mut poller,
+            looked,
+            kept,
+            phase,
+        } = starting;
+        let (stop, died) = (pollers.stop.child_token(), pollers.died.clone());
+        let server = poller.target().to_owned();
+        let first = poller.decide(looked);
         log_first(&name, &first);
         poller.record(None, &first);
         let (publish, snapshots) = watch::channel(Arc::new(first));
@@ -141,31 +183,29 @@ pub fn phase(place: usize, count: usize, interval: Duration) -> Duration {
     interval.mul_f64(place as f64 / count as f64)
 }
 
-/// Starts every target of `targets` at once (first polls in parallel).
+/// Starts every target of `targets` at once: every server read in
+/// parallel, then each target's first verdicts decided from all of them.
 pub async fn start_all(
     targets: BTreeMap<String, Reload>,
     pollers: &Pollers,
 ) -> BTreeMap<String, Running> {
     let count = targets.len();
-    let mut starting = JoinSet::new();
+    let mut looking = JoinSet::new();
     for (place, (name, reload)) in targets.into_iter().enumerate() {
         let phase = phase(place, count, reload.0.poll.interval);
         let pollers = pollers.clone();
-        starting.spawn(async move {
-            let running = Running::start(name.clone(), reload, &pollers, phase).await;
-            (name, running)
-        });
+        looking.spawn(async move { Starting::look(name, reload, &pollers, phase).await });
     }
-    let mut started = BTreeMap::new();
-    while let Some(done) = starting.join_next().await {
+    let mut read = Vec::with_capacity(count);
+    while let Some(done) = looking.join_next().await {
         match done {
-            Ok((name, running)) => {
-                started.insert(name, running);
-            }
+            Ok(starting) => read.push(starting),
             Err(err) => error!("a target failed to start: {err}"),
         }
     }
-    started
+    (read.into_iter())
+        .map(|starting| (starting.name.clone(), Running::start(starting, pollers)))
+        .collect()
 }
 
 /// What changes between two target sets.
@@ -222,6 +262,7 @@ pub async fn apply(
             stopped.push(gone.stop());
             pollers.boards.forget(name);
             pollers.aurora.forget(name);
+            pollers.clusters.forget(name);
         }
     }
     for name in &changes.changed {

@@ -47,7 +47,7 @@ impl Targets {
         let config = &current.0;
         let (publish, _) = watch::channel(Arc::new(view(
             &running,
-            config.has_targets(),
+            &pollers,
             Arc::new(ReaderSettings::of(config)),
             None,
         )));
@@ -75,12 +75,7 @@ impl Targets {
     /// Shows the readers the targets running now under `config`.
     fn publish(&self, config: &Config) {
         let settings = Arc::new(ReaderSettings::of(config));
-        let fleet = view(
-            &self.running,
-            config.has_targets(),
-            settings,
-            self.file.clone(),
-        );
+        let fleet = view(&self.running, &self.pollers, settings, self.file.clone());
         self.publish.send_replace(Arc::new(fleet));
     }
 

@@ -815,7 +815,7 @@ fn is_group_channel(channel: &ChannelStatus) -> bool {
 }
 
 /// The async replication channels, GR's own left out.
-fn async_channels(status: &ServerStatus) -> impl Iterator<Item = &ChannelStatus> {
+pub fn async_channels(status: &ServerStatus) -> impl Iterator<Item = &ChannelStatus> {
     status.channels.iter().filter(|c| !is_group_channel(c))
 }
 

@@ -50,6 +50,8 @@ struct Known {
     sync_wait_off_on: Option<u32>,
     /// `@@aurora_version` exists.
     aurora: Option<bool>,
+    /// `@@server_uuid` exists (MySQL).
+    server_uuid: Option<bool>,
 }
 
 /// Talks to one server through one pool for the life of the process.

@@ -41,6 +41,10 @@ pub struct ServerStatus {
     pub dialect: Dialect,
     pub read_only: bool,
     pub max_connections: Option<u64>,
+    /// `@@server_id`: who the server is, with `server_uuid` on MySQL.
+    pub server_id: Option<u64>,
+    /// `@@server_uuid` (MySQL; MariaDB has none).
+    pub server_uuid: Option<String>,
     /// One entry per replication channel; empty when the server is not a replica.
     pub channels: Vec<ChannelStatus>,
     /// Set when the server is a Galera node with `wsrep_on`.
@@ -271,6 +275,8 @@ pub struct ChannelStatus {
     /// `Connection_name` (MariaDB) or `Channel_Name` (MySQL); `""` is the default channel.
     pub name: String,
     pub source_host: Option<String>,
+    /// `Master_Port` / `Source_Port`.
+    pub source_port: Option<u64>,
     pub io_thread: ThreadState,
     pub sql_thread: ThreadState,
     /// `Seconds_Behind_Master` / `Seconds_Behind_Source`; `None` is NULL.

@@ -16,11 +16,16 @@ use crate::config::{HeartbeatTimezone, LagConfig};
 
 /// What the first statement of a poll reads, by what is known of the server.
 /// `super_read_only` (MySQL only) turns `read_only` on with it; Aurora
-/// readers show only `innodb_read_only`.
-const BASICS: &str = "SELECT @@version, @@read_only, @@max_connections, @@innodb_read_only";
+/// readers show only `innodb_read_only`. `server_id` (and on MySQL
+/// `server_uuid`) is who the server is, for the topology.
+const BASICS: &str =
+    "SELECT @@version, @@read_only, @@max_connections, @@innodb_read_only, @@server_id";
 const BASICS_WSREP: &str = "SELECT @@version, @@read_only, @@max_connections, \
-     @@innodb_read_only, @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+     @@innodb_read_only, @@server_id, @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+const BASICS_UUID: &str = "SELECT @@version, @@read_only, @@max_connections, \
+     @@innodb_read_only, @@server_id, @@server_uuid";
 const WSREP_VARIABLES: &str = "SELECT @@wsrep_on, @@wsrep_desync, @@wsrep_reject_queries";
+const SERVER_UUID: &str = "SELECT @@server_uuid";
 /// Every status counter remora may use, in one statement.
 const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN \
      ('wsrep_ready', 'wsrep_cluster_status', 'wsrep_local_state', \
@@ -138,14 +143,24 @@ impl Probe {
         Ok(())
     }
 
-    /// Version, read_only, max_connections and, on MariaDB, the wsrep switches.
+    /// Version, read_only, max_connections, the server's identity and, on
+    /// MariaDB, the wsrep switches.
     async fn read_basics(&mut self, conn: &mut Conn) -> Result<ServerStatus, PollError> {
         let combined = self.known.dialect == Some(Dialect::MariaDb)
             && self.known.wsrep_variables == Some(true);
-        let statement = if combined { BASICS_WSREP } else { BASICS };
+        let with_uuid = self
+            .known
+            .dialect
+            .is_some_and(|dialect| dialect != Dialect::MariaDb)
+            && self.known.server_uuid == Some(true);
+        let statement = match (combined, with_uuid) {
+            (true, _) => BASICS_WSREP,
+            (false, true) => BASICS_UUID,
+            (false, false) => BASICS,
+        };
         let rows = match self.query(conn, statement, "SELECT @@version").await {
             Err(PollError::Server { code, .. })
-                if combined && code == ER_UNKNOWN_SYSTEM_VARIABLE =>
+                if (combined || with_uuid) && code == ER_UNKNOWN_SYSTEM_VARIABLE =>
             {
                 // The server changed under us; learn it again.
                 self.known = Known::default();
@@ -166,14 +181,20 @@ impl Probe {
                 .into_iter()
                 .any(|flag| flag.and_then(value_number).unwrap_or(0) != 0),
             max_connections: first(2).and_then(value_number),
+            server_id: first(4).and_then(value_number),
             ..ServerStatus::default()
         };
         if dialect != Dialect::MariaDb {
+            status.server_uuid = match with_uuid {
+                true => first(5).and_then(value_text),
+                false => self.read_server_uuid(conn).await?,
+            }
+            .filter(|uuid| !uuid.is_empty());
             return Ok(status);
         }
         // (wsrep_on, wsrep_desync, wsrep_reject_queries)
         let wsrep = if combined {
-            Some((first(4), first(5), first(6)))
+            Some((first(5), first(6), first(7)))
         } else if self.known.wsrep_variables != Some(false) {
             match self.query(conn, WSREP_VARIABLES, "SELECT @@wsrep_on").await {
                 Ok(rows) => {
@@ -205,6 +226,28 @@ impl Probe {
             });
         }
         Ok(status)
+    }
+
+    /// `@@server_uuid`, learning whether the server has it (MySQL does;
+    /// something that only speaks its protocol may not).
+    async fn read_server_uuid(&mut self, conn: &mut Conn) -> Result<Option<String>, PollError> {
+        if self.known.server_uuid == Some(false) {
+            return Ok(None);
+        }
+        match self.query(conn, SERVER_UUID, "SELECT @@server_uuid").await {
+            Ok(rows) => {
+                self.known.server_uuid = Some(true);
+                Ok(rows
+                    .first()
+                    .and_then(|row| row.as_ref(0).cloned())
+                    .and_then(value_text))
+            }
+            Err(PollError::Server { code, .. }) if code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+                self.known.server_uuid = Some(false);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     pub(super) async fn query(

@@ -64,6 +64,7 @@ impl ChannelStatus {
         ChannelStatus {
             name: text(&["Connection_name", "Channel_Name"]).unwrap_or_default(),
             source_host: text(&["Master_Host", "Source_Host"]),
+            source_port: number(&["Master_Port", "Source_Port"]),
             io_thread: ThreadState::parse(
                 text(&["Slave_IO_Running", "Replica_IO_Running"]).as_deref(),
             ),
