@@ -154,7 +154,11 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() -> Result<()
 async fn the_shipped_alerts_and_dashboard_use_only_series_remora_exports() -> Result<()> {
     let pair = Pair::start().await?;
     let remora = remora_on(&pair).await?;
-    let exported = families(&remora.get("/metrics").await?.1);
+    let mut exported = families(&remora.get("/metrics").await?.1);
+    // The clusters' series come from a remora watching targets.
+    let fixtures = remora_lab::bench::fleet_fixtures(2).await?;
+    let central = Remora::start(remora_bin(), &remora_lab::bench::fleet_yaml(&fixtures)).await?;
+    exported.extend(families(&central.get("/metrics").await?.1));
     for file in [
         "examples/prometheus/alerts.yml",
         "examples/grafana/remora.json",
@@ -188,7 +192,13 @@ async fn a_fleets_metrics_pass_promtool_with_a_target_label_on_every_server_seri
     assert_eq!(code, 200);
     promtool(&["check", "metrics"], Some(&metrics))?;
     for line in metrics.lines().filter(|line| !line.starts_with('#')) {
-        let fleet_wide = ["remora_build_info", "remora_targets"].iter().any(|name| {
+        let fleet_wide = [
+            "remora_build_info",
+            "remora_targets",
+            "remora_cluster_writable",
+            "remora_cluster_writers",
+        ];
+        let fleet_wide = fleet_wide.iter().any(|name| {
             line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
         });
         assert!(
@@ -198,5 +208,15 @@ async fn a_fleets_metrics_pass_promtool_with_a_target_label_on_every_server_seri
     }
     assert_eq!(metrics.matches("# TYPE remora_mysql_up gauge").count(), 1);
     assert_eq!(metrics.matches("remora_mysql_up{target=").count(), 3);
+    // Three servers that follow a source remora does not watch: three
+    // clusters, none writable.
+    assert_eq!(
+        metrics.matches("remora_cluster_writable{cluster=").count(),
+        3
+    );
+    assert!(
+        metrics.contains("remora_cluster_place{target=\"t1\",cluster=\"t1\",place=\"aside\"} 1"),
+        "{metrics}"
+    );
     Ok(())
 }

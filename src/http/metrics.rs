@@ -12,10 +12,12 @@ use tokio::time::Instant;
 
 use crate::answer::Reported;
 use crate::checks::Peer;
+use crate::config::Role;
 use crate::fleet::Fleet;
 use crate::health::LagFrom;
 use crate::probe::{ChannelStatus, ErrorKind, MemberState, ServerStatus, ThreadState, TlsState};
 use crate::snapshot::Snapshot;
+use crate::topology::{PlaceKind, Topology};
 
 /// The `/metrics` page of one server.
 pub fn render(snapshot: &Snapshot, now: Instant) -> String {
@@ -48,12 +50,67 @@ pub fn render_fleet(fleet: &Fleet, now: Instant) -> String {
             bool_value(file.held.is_some()),
         );
     }
+    if let Some(clusters) = &fleet.clusters {
+        cluster_writers(&mut out, &clusters.topology(), fleet, now);
+    }
     for (name, watched) in &fleet.targets {
         let snapshot = Arc::clone(&watched.snapshots.borrow());
         out.target = Some(name.clone());
         server(&mut out, &snapshot, now);
     }
     out.text()
+}
+
+/// Per cluster: the servers that take writes, and the targets told up in a
+/// writer pool (`role: primary`). An alert fires on two of either.
+fn cluster_writers(out: &mut Exposition, topology: &Topology, fleet: &Fleet, now: Instant) {
+    let up_for_writes = |member: &String| {
+        fleet.targets.get(member).is_some_and(|watched| {
+            let snapshot = Arc::clone(&watched.snapshots.borrow());
+            (snapshot.every_pool())
+                .filter(|pool| pool.role == Role::Primary)
+                .any(|pool| snapshot.answer(now, pool).reported == Reported::Up)
+        })
+    };
+    out.family(
+        "remora_cluster_writable",
+        "gauge",
+        "Servers of the cluster that take writes (writable, replicating from nowhere).",
+        (topology.clusters.iter()).map(|cluster| {
+            (
+                vec![("cluster", cluster.name.as_str())],
+                cluster.writable.len() as f64,
+            )
+        }),
+    );
+    out.family(
+        "remora_cluster_writers",
+        "gauge",
+        "Targets of the cluster told up in a writer pool (role: primary) now.",
+        (topology.clusters.iter()).map(|cluster| {
+            let writers = cluster.members.iter().filter(|m| up_for_writes(m)).count();
+            (vec![("cluster", cluster.name.as_str())], writers as f64)
+        }),
+    );
+}
+
+/// A fleet target's place in its cluster, one-hot.
+fn place(out: &mut Exposition, snapshot: &Snapshot) {
+    let Some(placed) = &snapshot.placed else {
+        return;
+    };
+    let kind = placed.place.kind();
+    out.family(
+        "remora_cluster_place",
+        "gauge",
+        "The target's place in its cluster, one-hot: writer, waiting (the writer, until the last one is out), not_the_writer, no_writer, follows_writer, follows_elsewhere, aside.",
+        PlaceKind::ALL.iter().map(|each| {
+            (
+                vec![("cluster", placed.cluster.as_str()), ("place", each.as_str())],
+                bool_value(kind == *each),
+            )
+        }),
+    );
 }
 
 /// Every series about the server `snapshot` watches.
@@ -71,6 +128,7 @@ fn server(out: &mut Exposition, snapshot: &Snapshot, now: Instant) {
         bool_value(snapshot.maintenance.is_some()),
     );
     answers(out, snapshot, now);
+    place(out, snapshot);
     agent_checks(out, snapshot);
     agent_peers(out, snapshot, now);
 }

@@ -26,7 +26,9 @@
 //! open at once a new one closes the oldest (see [`crate::connections`]).
 
 mod body;
+mod clusters;
 mod history;
+mod html;
 mod metrics;
 pub mod page;
 mod status;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::html::escape;
 use crate::answer::Reported;
 use crate::config::Thresholds;
 use crate::fleet::Fleet;
@@ -95,6 +96,10 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa
 table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}\n\
 svg{background:#fff;border:1px solid #ddd}\n.error{color:#c62828}\n\
 .partial-text{color:#8d6e00}.drain-text{color:#ef6c00}.ok{color:#2e7d32}\n\
+.topology svg{margin:.3em 0 1em}.place rect{stroke:#555;stroke-width:1}.place text{font-size:13px}\n\
+.writer rect{fill:#c8e6c9}.follows_writer rect{fill:#f1f8e9}.waiting rect{fill:#fff59d}\n\
+.not_the_writer rect,.no_writer rect{fill:#ffcdd2}.follows_elsewhere rect{fill:#ffe0b2}\n\
+.aside rect{fill:#eeeeee}.outside rect{fill:#fff;stroke-dasharray:4 3}\n\
 </style>\n</head>\n<body>\n<h1>remora</h1>\n";
 
 /// A fleet's page: a row per target with its answers, lag and last
@@ -128,6 +133,13 @@ pub fn overview(fleet: &Fleet, now: Instant) -> String {
                 escape(why)
             ),
         };
+    }
+    if let Some(clusters) = &fleet.clusters {
+        let place_of = |name: &str| {
+            let snapshot = Arc::clone(&fleet.targets.get(name)?.snapshots.borrow());
+            snapshot.placed.as_ref().map(|placed| placed.place.clone())
+        };
+        super::clusters::section(&mut page, &clusters.topology(), place_of);
     }
     page.push_str(
         "<table id=\"targets\">\n<tr><th>target</th><th>server</th><th>answers</th>\
@@ -524,13 +536,6 @@ fn last_error(page: &mut String, snapshot: &Snapshot, samples: &[Sample]) {
         (None, None) => "None in the last 15 minutes.".to_owned(),
     };
     let _ = writeln!(page, "<h2>Last error</h2>\n<p id=\"last-error\">{text}</p>");
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn rfc3339_ms(at_ms: u64) -> String {

@@ -21,6 +21,7 @@ use crate::probe::{
     AuroraStatus, ChannelStatus, GaleraStatus, GroupStatus, Observation, ThreadError,
 };
 use crate::snapshot::{PollTime, PoolVerdict, Snapshot};
+use crate::topology::{Cluster, Topology};
 use crate::trend::LagTrendNow;
 use crate::units::rfc3339;
 
@@ -63,6 +64,13 @@ pub struct Status<'a> {
     tls: &'static str,
     role: &'static str,
     read_only: Option<bool>,
+    /// `@@server_id` and, on MySQL, `@@server_uuid`: who the server is.
+    server_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_uuid: Option<&'a str>,
+    /// With targets: its cluster, and its place there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<PlacedStatus<'a>>,
     server_version: Option<&'a str>,
     dialect: Option<&'static str>,
     lag: Option<LagStatus<'a>>,
@@ -104,6 +112,13 @@ impl<'a> Status<'a> {
             tls: observation.tls.as_str(),
             role: assessment.health.role(),
             read_only: server.map(|status| status.read_only),
+            server_id: server.and_then(|status| status.server_id),
+            server_uuid: server.and_then(|status| status.server_uuid.as_deref()),
+            cluster: snapshot.placed.as_ref().map(|placed| PlacedStatus {
+                name: &placed.cluster,
+                place: placed.place.kind().as_str(),
+                says: placed.place.to_string(),
+            }),
             server_version: server.map(|status| status.version.as_str()),
             dialect: server.map(|status| status.dialect.as_str()),
             lag: LagStatus::of(&assessment.health, snapshot.trend),
@@ -146,10 +161,73 @@ pub struct FleetStatus {
     targets: BTreeMap<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     targets_file: Option<TargetsFileStatus>,
+    /// The clusters the targets make: each one's writer, and who follows whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clusters: Option<ClustersStatus>,
+}
+
+/// The topology as `/status` shows it.
+#[derive(Debug, Serialize)]
+struct ClustersStatus {
+    clusters: Vec<ClusterStatus>,
+    /// Targets in no cluster, and why (rules of their own, identity unread).
+    alone: BTreeMap<String, String>,
+    /// What could not be linked, and why.
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterStatus {
+    #[serde(flatten)]
+    cluster: Cluster,
+    /// Each member's place as its last poll took it (a writer waiting for
+    /// the last one to be out says so), and the place in words.
+    places: BTreeMap<String, PlaceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlaceStatus {
+    place: &'static str,
+    says: String,
+}
+
+impl ClustersStatus {
+    fn of(topology: &Topology, fleet: &Fleet) -> ClustersStatus {
+        let place_of = |member: &String| {
+            let snapshot = Arc::clone(&fleet.targets.get(member)?.snapshots.borrow());
+            let place = &snapshot.placed.as_ref()?.place;
+            let status = PlaceStatus {
+                place: place.kind().as_str(),
+                says: place.to_string(),
+            };
+            Some((member.clone(), status))
+        };
+        ClustersStatus {
+            clusters: (topology.clusters.iter())
+                .map(|cluster| ClusterStatus {
+                    places: cluster.members.iter().filter_map(place_of).collect(),
+                    cluster: cluster.clone(),
+                })
+                .collect(),
+            alone: (topology.alone.iter())
+                .map(|(name, why)| (name.clone(), why.to_string()))
+                .collect(),
+            notes: topology.notes.clone(),
+        }
+    }
+}
+
+/// A target's cluster and place.
+#[derive(Debug, Serialize)]
+struct PlacedStatus<'a> {
+    name: &'a str,
+    place: &'static str,
+    /// The place in words (`not the writer: replicas follow db-1`).
+    says: String,
 }
 
 /// The fields of a target's own `/status` that the fleet's lists.
-const LISTED: [&str; 11] = [
+const LISTED: [&str; 12] = [
     "verdict",
     "weight",
     "reason",
@@ -157,6 +235,7 @@ const LISTED: [&str; 11] = [
     "stale",
     "maintenance",
     "role",
+    "cluster",
     "lag",
     "last_poll",
     "last_success",
@@ -189,6 +268,8 @@ impl FleetStatus {
                 held: file.held.clone(),
                 read_at: rfc3339(file.at),
             }),
+            clusters: (fleet.clusters.as_ref())
+                .map(|clusters| ClustersStatus::of(&clusters.topology(), fleet)),
         }
     }
 }
@@ -275,6 +356,8 @@ struct PeerStatus {
     /// server lines) behind this one address.
     several: bool,
     last_verdict: &'static str,
+    /// When it was first told `last_verdict`: when this HAProxy learnt it.
+    last_verdict_since: Option<String>,
 }
 
 impl PeerStatus {
@@ -288,6 +371,7 @@ impl PeerStatus {
             silent: peer.is_silent(now),
             several: peer.is_several(),
             last_verdict: peer.last_reported.as_str(),
+            last_verdict_since: rfc3339(peer.told_wall),
         };
         checks.peers(now).into_iter().map(of).collect()
     }
