@@ -24,7 +24,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::server::{
+use crate::accounts::{
     HEARTBEAT_DATABASE, REMORA_PASSWORD, REMORA_USER, REPL_PASSWORD, REPL_USER, ROOT_PASSWORD,
 };
 use crate::sid::Root;
@@ -276,6 +276,33 @@ impl Engine {
         }
     }
 
+    /// Makes a replica a primary: replication stopped and forgotten, and
+    /// writable (on MySQL, `super_read_only` too).
+    pub fn promote(self) -> [&'static str; 3] {
+        match self {
+            Engine::MariaDb | Engine::MariaDbLts => [
+                "STOP SLAVE",
+                "RESET SLAVE ALL",
+                "SET GLOBAL read_only = OFF",
+            ],
+            Engine::MySql => [
+                "STOP REPLICA",
+                "RESET REPLICA ALL",
+                "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+            ],
+        }
+    }
+
+    /// `read_only` on or off (on MySQL, `super_read_only` with it).
+    pub fn read_only(self, on: bool) -> &'static str {
+        match (self, on) {
+            (Engine::MariaDb | Engine::MariaDbLts, true) => "SET GLOBAL read_only = ON",
+            (Engine::MariaDb | Engine::MariaDbLts, false) => "SET GLOBAL read_only = OFF",
+            (Engine::MySql, true) => "SET GLOBAL super_read_only = ON",
+            (Engine::MySql, false) => "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+        }
+    }
+
     pub fn start_replica(self, channel: &str) -> String {
         self.on_channel(["START SLAVE", "START REPLICA"], channel)
     }
@@ -356,6 +383,9 @@ const MARIADB_ARGS: &[&str] = &[
     "--bind-address=127.0.0.1",
     "--skip-name-resolve",
     "--log-bin=mariadb-bin",
+    // A replica's binary log holds what it applied, so that a replica
+    // promoted in a failover serves the others from where they are.
+    "--log-slave-updates=ON",
     "--relay-log=relay-bin",
     "--binlog-format=ROW",
     "--innodb-buffer-pool-size=16M",

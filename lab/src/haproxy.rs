@@ -340,36 +340,12 @@ impl Haproxy {
 
     /// One command on the admin stats socket; its whole answer.
     pub async fn command(&self, command: &str) -> Result<String> {
-        timeout(Duration::from_secs(3), async {
-            let mut socket = UnixStream::connect(&self.binds.socket).await?;
-            socket.write_all(format!("{command}\n").as_bytes()).await?;
-            let mut answer = String::new();
-            socket.read_to_string(&mut answer).await?;
-            anyhow::Ok(answer)
-        })
-        .await
-        .map_err(|_| anyhow!("stats socket: {command:?} timed out"))?
+        command_on(&self.binds.socket, command).await
     }
 
     /// `show stat`, one map of column → value per proxy/server line.
     pub async fn stats(&self) -> Result<Vec<HashMap<String, String>>> {
-        let csv = self.command("show stat").await?;
-        let mut lines = csv.lines();
-        let header = lines
-            .next()
-            .and_then(|line| line.strip_prefix("# "))
-            .context("show stat: no header")?;
-        let columns: Vec<&str> = header.split(',').collect();
-        Ok(lines
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                columns
-                    .iter()
-                    .zip(line.split(','))
-                    .map(|(column, value)| (column.to_string(), value.to_string()))
-                    .collect()
-            })
-            .collect())
+        show_stat(&self.binds.socket).await
     }
 
     /// One server of one backend (`server` may be `BACKEND` for the backend's own line).
@@ -448,4 +424,39 @@ impl Haproxy {
             Err(err) => Err(err.context(format!("saw {seen:#?}"))),
         }
     }
+}
+
+/// One command on the admin stats socket at `socket`; its whole answer.
+pub async fn command_on(socket: &Path, command: &str) -> Result<String> {
+    timeout(Duration::from_secs(3), async {
+        let mut socket = UnixStream::connect(socket).await?;
+        socket.write_all(format!("{command}\n").as_bytes()).await?;
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await?;
+        anyhow::Ok(answer)
+    })
+    .await
+    .map_err(|_| anyhow!("stats socket: {command:?} timed out"))?
+}
+
+/// `show stat` on the stats socket at `socket`, one map of column → value
+/// per proxy/server line.
+pub async fn show_stat(socket: &Path) -> Result<Vec<HashMap<String, String>>> {
+    let csv = command_on(socket, "show stat").await?;
+    let mut lines = csv.lines();
+    let header = lines
+        .next()
+        .and_then(|line| line.strip_prefix("# "))
+        .context("show stat: no header")?;
+    let columns: Vec<&str> = header.split(',').collect();
+    Ok(lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            columns
+                .iter()
+                .zip(line.split(','))
+                .map(|(column, value)| (column.to_string(), value.to_string()))
+                .collect()
+        })
+        .collect())
 }

@@ -6,9 +6,11 @@
 // The lab runs and times real processes: the wall clock, on purpose.
 #![allow(clippy::disallowed_methods)]
 
+pub mod accounts;
 pub mod bench;
 pub mod demo;
 pub mod engine;
+pub mod failover;
 pub mod fixture;
 pub mod galera;
 pub mod group;

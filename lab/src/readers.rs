@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::Writer;
-use crate::server::{ROOT_PASSWORD, Server};
+use crate::server::{Server, root_through};
 
 /// How often the heartbeat row is written on the primary.
 pub const BEAT_EVERY: Duration = Duration::from_millis(100);
@@ -215,12 +215,7 @@ async fn pooled_read(addr: SocketAddr, pooled: &mut Option<Conn>) -> Result<Serv
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn, Failure> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some("root"))
-        .pass(Some(ROOT_PASSWORD))
-        .prefer_socket(false);
+    let opts = root_through(addr);
     match timeout(CLIENT_TIMEOUT, Conn::new(opts)).await {
         Err(_) => Err(Failure::TimedOut),
         Ok(Ok(conn)) => Ok(conn),

@@ -15,37 +15,17 @@ use crate::engine::Engine;
 use crate::process::{Lifetime, Process};
 use crate::wait_until;
 
-/// Lab-only credentials. Never use these anywhere real.
-pub const ROOT_PASSWORD: &str = "secret";
-pub const REPL_USER: &str = "repl";
-pub const REPL_PASSWORD: &str = "repl-secret";
-pub const REMORA_USER: &str = "remora";
-/// Distinctive on purpose: tests grep logs and output for it.
-pub const REMORA_PASSWORD: &str = "remora-lab-Pw-5ec2e7";
-/// What a test changes the remora user's password to while remora runs.
-pub const CHANGED_PASSWORD: &str = "remora-changed-Pw-81c4a0";
-/// A password that is wrong everywhere.
-pub const WRONG_PASSWORD: &str = "wrong-Pw-9d1f0c";
-/// A password given only to `--check-config`.
-pub const CHECK_PASSWORD: &str = "s3cr3t-Value";
-/// Every password the tests hand remora: none may appear in anything remora
-/// prints (see [`crate::record_output`] and `remora-lab check-output`).
-pub const TEST_PASSWORDS: &[&str] = &[
-    REMORA_PASSWORD,
-    CHANGED_PASSWORD,
-    WRONG_PASSWORD,
-    CHECK_PASSWORD,
-    ADMIN_TOKEN,
-];
+pub use crate::accounts::*;
 
-/// The token tests put in `http.admin_token_file`; never printed either.
-pub const ADMIN_TOKEN: &str = "lab-admin-token-5c1e";
-
-/// The privilege remora needs on MariaDB 10.5+ (and nothing more; see
-/// [`Engine::remora_grants`] for MySQL)...
-pub const REMORA_GRANT: &str = "SLAVE MONITOR";
-/// ...plus reading pt-heartbeat's table, where a heartbeat is used.
-pub const HEARTBEAT_DATABASE: &str = "heartbeat";
+/// The lab's root account through `addr` (a HAProxy frontend, say), over TCP.
+pub fn root_through(addr: std::net::SocketAddr) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some("root"))
+        .pass(Some(ROOT_PASSWORD))
+        .prefer_socket(false)
+}
 
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const SQL_LIMIT: Duration = Duration::from_secs(10);
@@ -397,6 +377,11 @@ impl Server {
         let mut statements: Vec<String> = engine.start_at(&position).into_iter().collect();
         statements.push(engine.follow(source.port));
         statements.push(engine.start_replica(""));
+        self.replicate_after(&statements).await
+    }
+
+    /// Runs `statements`, then waits until both replication threads run.
+    async fn replicate_after(&self, statements: &[String]) -> Result<()> {
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         self.exec(&statements).await?;
         self.wait_for("", Duration::from_secs(20), "both threads running", |s| {
@@ -404,6 +389,59 @@ impl Server {
         })
         .await?;
         Ok(())
+    }
+
+    /// Follows `source` instead of the server it follows now, from where
+    /// it is (GTID auto-position): a replica re-pointed in a switchover.
+    pub async fn repoint(&self, source: &Server) -> Result<()> {
+        let engine = self.engine;
+        let statements = [
+            engine.stop_replica(""),
+            engine.follow(source.port),
+            engine.start_replica(""),
+        ];
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.exec(&statements).await?;
+        let connected = self
+            .wait_for("", Duration::from_secs(20), "connected or refused", |s| {
+                (s.io_running == "Yes" && s.sql_running == "Yes") || s.last_io_errno == DIVERGED
+            })
+            .await?;
+        if connected.last_io_errno == DIVERGED {
+            self.start_where_the_source_is(source).await?;
+        }
+        Ok(())
+    }
+
+    /// MariaDB refuses a replica that holds transactions its new source
+    /// lacks (error 1236: the writes the old primary took after the new one
+    /// was promoted). The operator's way on: start from the new source's
+    /// position, the diverged rows kept here alone. MySQL's auto-position
+    /// sends what is missing and never needs this.
+    async fn start_where_the_source_is(&self, source: &Server) -> Result<()> {
+        let engine = self.engine;
+        let position = (source.value(engine.position()).await?).unwrap_or_default();
+        let start_at = engine.start_at(&position).context("MariaDB only")?;
+        let statements = [engine.stop_replica(""), start_at, engine.start_replica("")];
+        self.replicate_after(&statements).await
+    }
+
+    /// Stops replicating, forgets its source and takes writes: a replica
+    /// promoted to primary.
+    pub async fn promote(&self) -> Result<()> {
+        self.exec(&self.engine.promote()).await
+    }
+
+    /// Stops replicating and forgets its source, read-only: a server left
+    /// out of the topology, following nobody.
+    pub async fn stand_alone(&self) -> Result<()> {
+        let [stop, reset, _] = self.engine.promote();
+        self.exec(&[stop, reset, self.engine.read_only(true)]).await
+    }
+
+    /// `read_only` on or off (with `super_read_only` on MySQL).
+    pub async fn set_read_only(&self, on: bool) -> Result<()> {
+        self.exec(&[self.engine.read_only(on)]).await
     }
 
     /// Waits until this replica has applied everything `source` had
@@ -484,6 +522,10 @@ impl Server {
         self.process.take().map(Process::detach)
     }
 }
+
+/// `ER_MASTER_FATAL_ERROR_READING_BINLOG`: on a re-point, the replica has
+/// transactions the source's binary log lacks.
+const DIVERGED: u32 = 1236;
 
 /// Replication state of one connection, as the lab reports it (MariaDB's
 /// `Seconds_Behind_Master`, MySQL's `Seconds_Behind_Source`).

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
 use tokio::time::timeout;
 
 use crate::haproxy::{Haproxy, Release, Targets, shipped_config};
-use crate::server::ROOT_PASSWORD;
+use crate::server::root_through;
 use crate::{Engine, Pair, Remora};
 
 #[derive(Debug)]
@@ -102,12 +102,7 @@ impl Stack {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some("root"))
-        .pass(Some(ROOT_PASSWORD))
-        .prefer_socket(false);
+    let opts = root_through(addr);
     timeout(Duration::from_secs(5), Conn::new(opts))
         .await
         .map_err(|_| anyhow!("connecting through haproxy {addr}: timed out"))?
