@@ -104,20 +104,30 @@ async fn with_pools_a_client_that_sent_its_whole_line_is_let_go_at_once_and_othe
         async || Ok((remora_lab::peer_socket_held(local)? != Some(true)).then_some(())),
     )
     .await?;
-    // More after the line: remora lingers, reading it, until we close (or 1 s).
-    let mut sloppy = TcpStream::connect(remora.agent).await?;
-    sloppy.write_all(b"main\nand more").await?;
-    let mut reply = String::new();
-    sloppy.read_to_string(&mut reply).await?;
-    assert_eq!(reply, format!("{REFUSED}\n"));
-    // Its FIN has come (we read to EOF), yet it still holds its end.
-    assert_eq!(
-        remora_lab::peer_socket_held(sloppy.local_addr()?)?,
-        Some(true),
-        "remora still holds the sloppy client's socket"
-    );
-    drop((haproxy, sloppy));
-    Ok(())
+    // More after the line: remora lingers, reading it, until we close (or
+    // 1 s). An exchange this test took half of that over (a busy machine)
+    // cannot tell, and is tried again.
+    let mut sloppies = Vec::new();
+    for _ in 0..5 {
+        let began = Instant::now();
+        let mut sloppy = TcpStream::connect(remora.agent).await?;
+        sloppy.write_all(b"main\nand more").await?;
+        let mut reply = String::new();
+        sloppy.read_to_string(&mut reply).await?;
+        assert_eq!(reply, format!("{REFUSED}\n"));
+        // Its FIN has come (we read to EOF), yet it still holds its end.
+        let held = remora_lab::peer_socket_held(sloppy.local_addr()?)?;
+        sloppies.push(sloppy);
+        if held == Some(true) {
+            return Ok(());
+        }
+        assert!(
+            began.elapsed() >= Duration::from_millis(500),
+            "remora let go of the sloppy client's socket at once: {held:?}"
+        );
+    }
+    drop(haproxy);
+    anyhow::bail!("five exchanges in a row took over half of remora's linger: cannot tell")
 }
 
 #[tokio::test]
