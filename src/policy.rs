@@ -143,8 +143,10 @@ pub fn target(
     rules: &Rules,
 ) -> Verdict {
     let mut verdict = health_target(&assessment.health, policy);
+    // On a tie the place speaks: it is a fault, which keep_up never
+    // keeps up, where lag alone might be kept.
     if let Some(place) = place {
-        verdict = worse(verdict, place_target(place, policy.role));
+        verdict = worse(place_target(place, policy.role), verdict);
     }
     if let Some(galera) = &assessment.galera {
         verdict = worse(verdict, galera_target(galera, policy, &rules.galera));
@@ -883,6 +885,17 @@ mod tests {
                 [out_for_reads, for_writes, out_for_reads],
             ),
         ];
+        // Down by lag too: the place is the reason, a fault.
+        let lagging = replica(400.0);
+        let cases = cases.into_iter().chain([(
+            &lagging,
+            Place::FollowsElsewhere {
+                source: "db-1".into(),
+                through: None,
+                writer: "db-2".into(),
+            },
+            [out_for_reads, for_writes, out_for_reads],
+        )]);
         for (health, place, lines) in cases {
             for (role, line) in [Role::Any, Role::Primary, Role::Replica].iter().zip(lines) {
                 let policy = Policy {
