@@ -6,36 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use common::drained_replica;
+use common::{chromium, drained_replica};
 use remora_lab::Pair;
-
-/// chromium, headless, as root needs it; `--dump-dom` prints the DOM after
-/// the page loaded, `--screenshot` writes a PNG.
-fn chromium(args: &[&str], url: &str) -> Result<String> {
-    let profile = tempfile::tempdir()?;
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            &format!("--user-data-dir={}", profile.path().display()),
-        ])
-        .args(args)
-        .arg(url)
-        .output()
-        .context("running chromium (Debian's chromium package)")?;
-    ensure!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 #[tokio::test]
 #[ignore = "needs MariaDB and chromium: `make test` installs it and runs this"]

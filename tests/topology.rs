@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use common::remora_bin;
+use common::{chromium, remora_bin};
 use remora_lab::Engine;
 use remora_lab::failover::{Change, Cluster, POLL, Write, WriterSamples, Writes, writers_up};
 use remora_lab::haproxy::Release;
@@ -103,20 +103,27 @@ async fn operators_at_work(engine: Engine, release: Release) -> Result<()> {
             .filter(|seq| sent.get(seq).is_some_and(|write| write.sent > after))
             .count()
     };
-    // Switchover: no write on the old writer once HAProxy was told; those
-    // between remora's new verdict and HAProxy's next check are said.
+    // Switchover: no write on the old writer once HAProxy had it out. Those
+    // between remora's new verdict and HAProxy's next check, and in the
+    // moment between remora's reply and HAProxy acting on it, are said.
+    let after_out = sent_after(&switchover.landed, switchover.haproxy_out);
     let after_told = sent_after(&switchover.landed, switchover.haproxy_told);
     let after_verdict = sent_after(&switchover.landed, switchover.answer_changed);
+    let last_after_told = (switchover.landed.iter())
+        .filter_map(|seq| sent.get(seq))
+        .filter_map(|write| write.sent.duration_since(switchover.haproxy_told).ok())
+        .max();
     eprintln!(
         "{engine:?} switchover: writes on the old writer sent after remora's verdict changed: \
-         {after_verdict} (HAProxy asked and was told {} ms later, and showed it out {} ms after \
-         that); after HAProxy was told: {after_told}",
+         {after_verdict} (HAProxy asked and was told {} ms later, and was seen with it out {} ms \
+         after that); sent after HAProxy was told: {after_told} (the last {last_after_told:?} \
+         after); sent after HAProxy was seen with it out: {after_out}",
         millis(switchover.answer_changed, switchover.haproxy_told),
         millis(switchover.haproxy_told, switchover.haproxy_out),
     );
     ensure!(
-        after_told == 0,
-        "{after_told} writes landed on db-a after HAProxy was told it is out of the writer backend"
+        after_out == 0,
+        "{after_out} writes landed on db-a after HAProxy had it out of the writer backend"
     );
     ensure!(
         switchover.repointed <= switchover.answer_changed,
@@ -166,6 +173,29 @@ async fn a_chain_serves_reads(cluster: &Cluster) -> Result<()> {
     );
     let stat = cluster.haproxy.server("mysql_main", "db-d").await?;
     ensure!(stat.status == "UP", "db-d in the reader backend: {stat:?}");
+    // /status names the writer and who follows whom, and a real browser
+    // draws it on the overview: a box per server, an arrow per link.
+    let status = cluster.remora.json("/status").await?;
+    let found = &status["clusters"]["clusters"][0];
+    ensure!(
+        found["writer"] == "db-a" && found["members"].as_array().map(Vec::len) == Some(5),
+        "/status clusters: {:#}",
+        status["clusters"]
+    );
+    let follows = found["follows"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        follows.contains(&serde_json::json!(["db-d", "db-c"])),
+        "db-d follows db-c: {follows:?}"
+    );
+    let dom = chromium(&["--dump-dom"], &format!("http://{}/", cluster.remora.http))?;
+    for drawn in [
+        r#"data-target="db-a" data-place="writer""#,
+        r#"data-target="db-d" data-place="follows_writer""#,
+        r#"data-replica="db-d" data-source="db-c""#,
+        r#"data-replica="db-e" data-source="db-a""#,
+    ] {
+        ensure!(dom.contains(drawn), "the overview draws no {drawn}: {dom}");
+    }
     Ok(())
 }
 

@@ -365,3 +365,30 @@ macro_rules! on_each_haproxy {
         }
     };
 }
+
+/// chromium, headless, as root needs it; `--dump-dom` prints the DOM after
+/// the page loaded, `--screenshot` writes a PNG.
+pub fn chromium(args: &[&str], url: &str) -> Result<String> {
+    use anyhow::{Context, ensure};
+    use std::process::Command;
+    let profile = tempfile::tempdir()?;
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .context("running chromium (Debian's chromium package)")?;
+    ensure!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
