@@ -419,7 +419,15 @@ mod tests {
             prop::collection::vec(prop_oneof![Just(None), (1u64..600).prop_map(Some)], 2..8),
             prop::collection::vec(0usize..8, 0..40),
         );
-        proptest!(|((keep_up, lags, order) in scenario)| {
+        // Seeds of past failures live beside this file
+        // (src/budget.proptest-regressions), not at the top of the repository.
+        let config = ProptestConfig {
+            failure_persistence: Some(Box::new(
+                prop::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |((keep_up, lags, order) in scenario)| {
             let boards = boards(keep_up);
             let names: Vec<String> = (0..lags.len()).map(|i| format!("t{i}")).collect();
             let own = |i: usize| match lags[i] {
