@@ -733,19 +733,6 @@ impl<'a> Graph<'a> {
                 }
             })
             .collect();
-        let mut follows = Vec::new();
-        for node in component {
-            for source in &self.sources[*node] {
-                let source = match source {
-                    Resolved::Node(source) => name_of(*source),
-                    Resolved::Unresolved(what) => what.clone(),
-                    Resolved::NotConnected => SourceId::new(None, None).to_string(),
-                };
-                for target in &self.nodes[*node].targets {
-                    follows.push(((*target).to_owned(), source.clone()));
-                }
-            }
-        }
         let mut members: Vec<String> = (component.iter())
             .flat_map(|node| self.nodes[*node].targets.iter().map(|t| (*t).to_owned()))
             .collect();
@@ -757,9 +744,28 @@ impl<'a> Graph<'a> {
             writer: writer.map(name_of),
             writable: writable_names,
             no_writer,
-            follows,
+            follows: self.follows(component),
         };
         (cluster, places)
+    }
+
+    /// Who follows whom in `component`: each replica target and its source,
+    /// a target's name or what the replica knows of it.
+    fn follows(&self, component: &[usize]) -> Vec<Link> {
+        let mut follows = Vec::new();
+        for node in component {
+            for source in &self.sources[*node] {
+                let source = match source {
+                    Resolved::Node(source) => self.nodes[*source].name.to_owned(),
+                    Resolved::Unresolved(what) => what.clone(),
+                    Resolved::NotConnected => SourceId::new(None, None).to_string(),
+                };
+                for target in &self.nodes[*node].targets {
+                    follows.push(((*target).to_owned(), source.clone()));
+                }
+            }
+        }
+        follows
     }
 
     /// A replica's place: fine if any of its chains leads to `writer`.

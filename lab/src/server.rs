@@ -426,6 +426,20 @@ impl Server {
         self.replicate_after(&statements).await
     }
 
+    /// The lab's tables (ticks, a table to break replication on, the
+    /// heartbeat's database), on a primary.
+    pub async fn create_lab_tables(&self) -> Result<()> {
+        self.exec(&[
+            "CREATE DATABASE IF NOT EXISTS lab",
+            "CREATE TABLE IF NOT EXISTS lab.ticks (
+                id BIGINT AUTO_INCREMENT PRIMARY KEY,
+                at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+            "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
+            &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
+        ])
+        .await
+    }
+
     /// Stops replicating, forgets its source and takes writes: a replica
     /// promoted to primary.
     pub async fn promote(&self) -> Result<()> {
@@ -627,16 +641,7 @@ impl Pair {
 
     /// The lab's tables on the primary, applied on the replica.
     pub async fn seed(&self) -> Result<()> {
-        self.primary
-            .exec(&[
-                "CREATE DATABASE IF NOT EXISTS lab",
-                "CREATE TABLE IF NOT EXISTS lab.ticks (
-                    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-                    at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
-                "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
-                &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
-            ])
-            .await?;
+        self.primary.create_lab_tables().await?;
         self.wait_caught_up(Duration::from_secs(20)).await
     }
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::engine::Engine;
 use crate::process::Lifetime;
-use crate::server::{HEARTBEAT_DATABASE, Server};
+use crate::server::Server;
 
 /// A GTID primary and its replicas, named `primary`, `replica1`, …; killed
 /// and removed on drop.
@@ -49,17 +49,7 @@ impl Topology {
             replicas,
             _scratch: scratch,
         };
-        topology
-            .primary
-            .exec(&[
-                "CREATE DATABASE IF NOT EXISTS lab",
-                "CREATE TABLE IF NOT EXISTS lab.ticks (
-                    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-                    at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
-                "CREATE TABLE IF NOT EXISTS lab.conflict (id INT PRIMARY KEY)",
-                &format!("CREATE DATABASE IF NOT EXISTS {HEARTBEAT_DATABASE}"),
-            ])
-            .await?;
+        topology.primary.create_lab_tables().await?;
         topology.wait_caught_up(Duration::from_secs(20)).await?;
         Ok(topology)
     }
